@@ -1,0 +1,22 @@
+"""JudgeActor: a thin Ray shell around one judge built from a manifest spec."""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+
+from protocols import Judgement, RewardModelJudgeSpec, RolloutBatch, RuleJudgeSpec
+from rollout.judges import build_judge
+
+
+@ray.remote
+class JudgeActor:
+    def __init__(self, spec: RuleJudgeSpec | RewardModelJudgeSpec, model_path: str | None):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        self.judge = build_judge(spec, model_path)
+
+    def judge_batch(self, batch: RolloutBatch) -> Judgement:
+        """Score every rollout of the batch (one call per batch, the judge batches internally)."""
+        rewards = self.judge.score([r.prompt_text for r in batch.rollouts], [r.response_text for r in batch.rollouts])
+        return Judgement(judge=self.judge.name, rewards=tuple(rewards))

@@ -1,0 +1,64 @@
+"""LearnerActor: a thin Ray shell around learner.engine.PolicyLearner (one per rank).
+
+Construction is cheap; `setup` joins the torch.distributed group once the driver knows rank 0's
+address (`rendezvous` on rank 0 tells it).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+import torch
+
+from learner import distributed
+from protocols import Judgement, JudgedBatch, LearnerStepResult, RolloutBatch, RunConfig, WeightVersion
+
+
+@ray.remote
+class LearnerActor:
+    def __init__(self, rank: int, world_size: int):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        self.rank, self.world_size = rank, world_size
+        self.learner = None
+
+    def rendezvous(self, port: int = 0) -> tuple[str, int]:
+        """Rank 0: the address other ranks join."""
+        return ray.util.get_node_ip_address(), port or distributed.free_port()
+
+    def setup(self, model_path: str, cfg: RunConfig, master_addr: str, master_port: int) -> None:
+        from learner.engine import PolicyLearner  # imports DeepSpeed (seconds) only in learner processes
+
+        self.learner = PolicyLearner(
+            model_path, cfg.learner, cfg.mnpo, algo=cfg.algo, dtype=cfg.model.dtype, seed=cfg.seed,
+            rank=self.rank, world_size=self.world_size, master_addr=master_addr, master_port=master_port,
+        )
+
+    def train_step(
+        self, step: int, judge_weights: dict[str, float], judgements: list[tuple[Judgement, ...]], *batches: RolloutBatch
+    ) -> LearnerStepResult:
+        judged = [JudgedBatch(batch=b, judgements=j) for b, j in zip(batches, judgements, strict=True)]
+        return self.learner.train_step(judged, step, judge_weights)
+
+    @ray.method(num_returns=2)
+    def export(self, step: int, probe_sequences: list[list[int]]) -> tuple[WeightVersion | None, dict | None]:
+        """Publish the current weights (collective under ZeRO-3; only rank 0 returns them)."""
+        state = self.learner.state_dict()
+        probe = self.learner.probe(probe_sequences)
+        if self.rank != 0:
+            return None, None
+        version = WeightVersion(
+            version=self.learner.version, step=step, num_tensors=len(state),
+            num_bytes=sum(t.numel() * t.element_size() for t in state.values()), probe=probe,
+        )
+        return version, state
+
+    def save(self, directory: str, tokenizer_path: str) -> None:
+        from transformers import AutoTokenizer
+
+        self.learner.save_pretrained(directory)
+        if self.rank == 0:
+            AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(directory)
+
+    def num_threads(self) -> int:
+        return torch.get_num_threads()

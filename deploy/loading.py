@@ -1,0 +1,99 @@
+"""Load YAML run configs and judge manifests into `protocols` models, with errors that name the
+file, the judge and the field, and apply CLI overrides (`--set learner.lr=1e-5`).
+
+Errors are raised as `ConfigError` whose message is one line, ready for the driver to print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from protocols import JudgeManifest, RunConfig
+
+
+class ConfigError(ValueError):
+    """A config or manifest problem, described in one line."""
+
+
+def read_yaml(path: str | Path, what: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}:{where} is not valid YAML: {problem}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def describe_errors(err: ValidationError, data: dict[str, Any], source: str) -> str:
+    """'source: judges[0] (name 'rm'): field 'path': Field required' for the first error(s)."""
+    parts = []
+    for e in err.errors()[:3]:
+        loc = list(e["loc"])
+        label = ""
+        if len(loc) >= 2 and loc[0] in ("judges",) and isinstance(loc[1], int):
+            judges = data.get("judges") or []
+            name = judges[loc[1]].get("name") if loc[1] < len(judges) and isinstance(judges[loc[1]], dict) else None
+            label = f"judges[{loc[1]}]" + (f" (name {name!r})" if name else "") + ": "
+            loc = loc[2:]
+            if loc and loc[0] in ("rule", "reward_model"):  # the discriminated-union tag
+                loc = loc[1:]
+        field = ".".join(str(x) for x in loc) or "(top level)"
+        value = f" (got {e['input']!r})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
+        parts.append(f"{label}field '{field}': {e['msg']}{value}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def load_manifest(path: str | Path) -> JudgeManifest:
+    data = read_yaml(path, "judge manifest")
+    try:
+        return JudgeManifest.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_errors(err, data, str(path))) from err
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'learner.lr=1e-5' -> (['learner', 'lr'], 1e-5); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. learner.lr=1e-5")
+    return key.split("."), yaml.safe_load(raw)
+
+
+def merge(base: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = base
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {'.'.join(keys)}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def build_run_config(config_file: str | None, overrides: dict[str, Any], sets: list[str]) -> RunConfig:
+    """YAML file (optional) <- `--set` overrides <- explicit CLI flags (highest precedence)."""
+    data: dict[str, Any] = read_yaml(config_file, "config file") if config_file else {}
+    for text in sets:
+        merge(data, *parse_override(text))
+    for dotted, value in overrides.items():
+        if value is not None:
+            merge(data, dotted.split("."), value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(describe_errors(err, data, config_file or "run config")) from err
+
+
+def dump_config(model: BaseModel, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))

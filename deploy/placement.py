@@ -1,0 +1,102 @@
+"""Where actors run and with what: the one place that sets resources, names and environments.
+
+Rollout workers and learner ranks get one placement-group bundle each (so a multi-node cluster
+packs or spreads them as configured, and a run that does not fit fails before any model loads);
+judge replicas ask for their own resources from the manifest. Actor names follow the dashboard
+convention `rollout-<i>`, `learner-<rank>`, `judge-<name>-<i>`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from protocols import RunConfig
+from protocols.judges import RewardModelJudgeSpec, RuleJudgeSpec
+
+
+def _threads(num_cpus: float) -> str:
+    return str(max(1, math.floor(num_cpus)))
+
+
+def _bundle(num_cpus: float, num_gpus: float) -> dict[str, float]:
+    bundle = {"CPU": num_cpus}
+    if num_gpus:
+        bundle["GPU"] = num_gpus
+    return bundle
+
+
+def required_resources(cfg: RunConfig, judges: list[RuleJudgeSpec | RewardModelJudgeSpec]) -> dict[str, float]:
+    """Total logical CPUs/GPUs the run asks Ray for."""
+    r, l = cfg.rollout, cfg.learner
+    cpus = r.num_workers * r.num_cpus + l.num_workers * l.num_cpus + sum(j.replicas * j.num_cpus for j in judges)
+    gpus = r.num_workers * r.num_gpus + l.num_workers * l.num_gpus + sum(j.replicas * j.num_gpus for j in judges)
+    return {"CPU": cpus, "GPU": gpus}
+
+
+def create_placement_group(cfg: RunConfig, strategy: str = "PACK", timeout_s: float = 120.0) -> PlacementGroup:
+    """One bundle per rollout worker, then one per learner rank; waits until it is placed."""
+    r, l = cfg.rollout, cfg.learner
+    bundles = [_bundle(max(r.num_cpus, 1e-3), r.num_gpus) for _ in range(r.num_workers)]
+    bundles += [_bundle(max(l.num_cpus, 1e-3), l.num_gpus) for _ in range(l.num_workers)]
+    pg = placement_group(bundles, strategy=strategy, name="online-rlhf")
+    ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
+    if not ready:
+        raise RuntimeError(
+            f"the cluster could not place {bundles} ({strategy}) within {timeout_s:.0f}s: "
+            f"available {ray.available_resources()}"
+        )
+    return pg
+
+
+def rollout_options(cfg: RunConfig, index: int, pg: PlacementGroup) -> dict[str, Any]:
+    r = cfg.rollout
+    env = {
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine in the actor process: tensors pass directly
+        "VLLM_HOST_IP": "127.0.0.1",  # single-process engine: nothing leaves the node
+        "VLLM_LOGGING_LEVEL": "WARNING",  # vLLM logs every in-place reload at INFO
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if not r.num_gpus:
+        env.update(
+            VLLM_CPU_KVCACHE_SPACE=str(max(1, math.ceil(r.kv_cache_gib))),
+            VLLM_CPU_OMP_THREADS_BIND="nobind",  # share cores with the learner instead of pinning core 0
+            OMP_NUM_THREADS=_threads(r.num_cpus),
+        )
+    return dict(
+        name=f"rollout-{index}",
+        num_cpus=r.num_cpus,
+        num_gpus=r.num_gpus,
+        runtime_env={"env_vars": env},
+        scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index),
+    )
+
+
+def learner_options(cfg: RunConfig, rank: int, pg: PlacementGroup) -> dict[str, Any]:
+    l = cfg.learner
+    env = {"TOKENIZERS_PARALLELISM": "false"}
+    if not l.num_gpus:
+        env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=_threads(l.num_cpus))
+    return dict(
+        name=f"learner-{rank}",
+        num_cpus=l.num_cpus,
+        num_gpus=l.num_gpus,
+        runtime_env={"env_vars": env},
+        scheduling_strategy=PlacementGroupSchedulingStrategy(
+            pg, placement_group_bundle_index=cfg.rollout.num_workers + rank
+        ),
+    )
+
+
+def judge_options(spec: RuleJudgeSpec | RewardModelJudgeSpec, replica: int, prefix: str = "judge") -> dict[str, Any]:
+    env = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": _threads(spec.num_cpus)}
+    return dict(
+        name=f"{prefix}-{spec.name}-{replica}",
+        num_cpus=spec.num_cpus,
+        num_gpus=spec.num_gpus,
+        runtime_env={"env_vars": env},
+    )

@@ -1,0 +1,81 @@
+"""Turn a RunConfig and a judge manifest into a checked RunPlan, before anything starts.
+
+Every check here is cheap (no model is built or loaded, no Ray): the algorithm exists, the
+judges' functions import and their model paths exist, the policy path exists, and the output
+directory does not already hold a run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from learner.algorithms import get_algorithm
+from protocols import BUILTIN_MODEL, JudgeManifest, RewardModelJudgeSpec, RuleJudgeSpec, RunConfig
+from rollout.judges import resolve_function
+
+BUILTIN_PREFIX = "builtin:"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+GROUND_TRUTH = RuleJudgeSpec(
+    name="ground-truth", kind="rule", function="rollout.tasks.wordlist:ground_truth", temperature=0.0
+)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    cfg: RunConfig
+    manifest: JudgeManifest
+    output: Path
+
+    @property
+    def eval_judge(self) -> RuleJudgeSpec | RewardModelJudgeSpec:
+        """The manifest's `eval` judge, else the built-in task's ground truth."""
+        return self.manifest.eval or GROUND_TRUTH
+
+    @property
+    def judge_weights(self) -> dict[str, float]:
+        return {j.name: j.weight for j in self.manifest.judges}
+
+
+def check_model_path(path: str, what: str) -> None:
+    """A local dir that exists, 'builtin', or (when the hub is allowed) an `org/name` hub id."""
+    if path == BUILTIN_MODEL or path.startswith(BUILTIN_PREFIX) or Path(path).expanduser().is_dir():
+        return
+    if HUB_ID.match(path) and os.environ.get("HF_HUB_OFFLINE") != "1" and not Path(path).parent.exists():
+        return
+    raise FileNotFoundError(f"{what} {path!r} does not exist (pass a local HF checkpoint directory, or 'builtin')")
+
+
+def check_manifest(manifest: JudgeManifest, source: str) -> None:
+    specs = list(manifest.judges) + ([manifest.eval] if manifest.eval else [])
+    for spec in specs:
+        where = f"{source}: judge {spec.name!r}"
+        if isinstance(spec, RuleJudgeSpec):
+            try:
+                resolve_function(spec.function)
+            except ValueError as err:
+                raise ValueError(f"{where}: field 'function': {err}") from None
+        elif isinstance(spec, RewardModelJudgeSpec):
+            try:
+                check_model_path(spec.path, "reward model path")
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"{where}: field 'path': {err}") from None
+
+
+def resolve_plan(cfg: RunConfig, manifest: JudgeManifest) -> RunPlan:
+    get_algorithm(cfg.algo)  # raises, listing the valid names
+    check_model_path(cfg.model.path, "model path")
+    check_manifest(manifest, cfg.judges)
+    if cfg.rollout.prompts_per_step < cfg.rollout.num_workers:
+        raise ValueError(
+            f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} is smaller than "
+            f"rollout.num_workers={cfg.rollout.num_workers}"
+        )
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    output = Path(cfg.output) if cfg.output else Path("runs") / f"{cfg.algo}-{stamp}"
+    if (output / "metrics.jsonl").exists():
+        raise ValueError(f"output directory {str(output)!r} already holds a run (metrics.jsonl); choose another --output")
+    return RunPlan(cfg=cfg, manifest=manifest, output=output)

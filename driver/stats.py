@@ -1,0 +1,58 @@
+"""Per-step statistics the driver computes from rollouts and judgements, and the progress line."""
+
+from __future__ import annotations
+
+import statistics
+
+from protocols import Judgement, RolloutBatch
+
+
+def rollout_stats(
+    batches: list[RolloutBatch], judgements: list[list[Judgement]], judge_weights: dict[str, float]
+) -> dict[str, float]:
+    """`rollout/*` and `judge/<name>/mean` metrics of one step."""
+    rollouts = [r for b in batches for r in b.rollouts]
+    lengths = [len(r.response_token_ids) for r in rollouts]
+    out = {
+        "rollout/samples": float(len(rollouts)),
+        "rollout/response_tokens": float(sum(lengths)),
+        "rollout/response_tokens_mean": sum(lengths) / len(lengths),
+        "rollout/truncated_frac": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
+        "rollout/policy_version": float(batches[0].policy_version),
+    }
+    combined = [0.0] * len(rollouts)
+    total = 0.0
+    for name, weight in judge_weights.items():
+        rewards = [x for per_batch in judgements for j in per_batch if j.judge == name for x in (j.rewards or ())]
+        if len(rewards) != len(rollouts):
+            continue  # pairwise-only judge: no scalar to summarise
+        out[f"judge/{name}/mean"] = sum(rewards) / len(rewards)
+        combined = [c + weight * x for c, x in zip(combined, rewards)]
+        total += weight
+    if total:
+        combined = [c / total for c in combined]
+        out["rollout/reward_mean"] = sum(combined) / len(combined)
+        out["rollout/reward_std"] = statistics.pstdev(combined)
+    return out
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def step_line(record: dict[str, float], total_steps: int, eta: float) -> str:
+    """One readable progress line per step."""
+    parts = [f"step {int(record['step']) + 1}/{total_steps}"]
+    if "rollout/reward_mean" in record:
+        parts.append(f"reward {record['rollout/reward_mean']:.3f}±{record['rollout/reward_std']:.3f}")
+    parts += [
+        f"loss {record.get('learner/loss', float('nan')):.4f}",
+        f"kl {record.get('learner/kl_to_reference', float('nan')):.3f}",
+        f"pairs {int(record.get('learner/pairs', 0))}",
+        f"len {record['rollout/response_tokens_mean']:.1f}",
+        f"{record['rollout/tokens_per_s']:.0f} tok/s",
+        f"{record['time/step_seconds']:.2f}s/step",
+        f"ETA {_duration(eta)}",
+    ]
+    return " | ".join(parts)

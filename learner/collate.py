@@ -1,0 +1,109 @@
+"""Pairs of token lists -> right-padded tensors for one forward pass over chosen and rejected.
+
+Where it sits: pairing (`Pair`s) -> **collate** -> forward passes (policy, reference, opponents) ->
+`ops.gather_token_logprobs` -> `ops.sequence_logprobs` -> loss.
+
+Layout (B pairs, T = longest prompt + response):
+    row i        (0 <= i < B): prompt_i + chosen_i
+    row B + i                : prompt_i + rejected_i
+so one forward pass covers both halves and `split_chosen_rejected` undoes it.
+
+Alignment: a causal LM's logits at position t score the token at t + 1. With
+    token_logprobs = gather_token_logprobs(logits[:, :-1], tensors.labels)   # [2B, T-1]
+`tensors.response_mask[:, t]` is True exactly when `labels[:, t]` (= input_ids[:, t + 1]) is a
+response token, so `labels[response_mask]` lists each row's response tokens in order: the same
+order as `Rollout.logprobs` from the sampler. The mask is built from lengths, never from the pad
+token id, so a pad id that is also a real token id (often EOS) is harmless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from learner.pairing import Pair
+
+
+@dataclass(frozen=True)
+class PairTensors:
+    """One collated micro-batch of B pairs.
+
+    Attributes:
+        input_ids: [2B, T] int64, chosen rows 0..B-1 then rejected rows B..2B-1, right-padded.
+        attention_mask: [2B, T] int64, 1 on prompt and response tokens, 0 on padding.
+        response_mask: [2B, T-1] bool, True at t iff input_ids[:, t + 1] is a response token.
+        probability: [B] float32, P(chosen preferred over rejected) of each pair.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    response_mask: Tensor
+    probability: Tensor
+
+    @property
+    def labels(self) -> Tensor:
+        """[2B, T-1] next-token targets: labels[:, t] = input_ids[:, t + 1]."""
+        return self.input_ids[:, 1:]
+
+    @property
+    def num_pairs(self) -> int:
+        """B."""
+        return self.probability.shape[0]
+
+    def to(self, device: torch.device | str) -> PairTensors:
+        """A copy with every tensor moved to `device` (the caller's one device move)."""
+        return PairTensors(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def collate_pairs(pairs: Sequence[Pair], pad_token_id: int) -> PairTensors:
+    """Pad the chosen and rejected sequences of `pairs` into one [2B, T] batch (no truncation).
+
+    Args:
+        pairs: B >= 1 pairs; each prompt has >= 1 token, responses may be empty (all-False mask row).
+        pad_token_id: id written into padded positions (masked everywhere downstream).
+
+    Returns:
+        PairTensors on the CPU; the caller moves them to its device.
+    """
+    if not pairs:
+        raise ValueError("collate_pairs needs at least one pair")
+    rows = [(p.prompt_token_ids, p.chosen_token_ids) for p in pairs]
+    rows += [(p.prompt_token_ids, p.rejected_token_ids) for p in pairs]
+    width = max(len(prompt) + len(response) for prompt, response in rows)
+    input_ids, attention_mask, response_mask = [], [], []
+    for prompt, response in rows:
+        if not prompt:
+            raise ValueError("a pair has an empty prompt; the first response token needs a prompt token before it")
+        used = len(prompt) + len(response)
+        input_ids.append([*prompt, *response] + [pad_token_id] * (width - used))
+        attention_mask.append([1] * used + [0] * (width - used))
+        # response tokens sit at positions [len(prompt), used); they are scored at t = position - 1
+        response_mask.append([len(prompt) - 1 <= t < used - 1 for t in range(width - 1)])
+    return PairTensors(
+        input_ids=torch.tensor(input_ids, dtype=torch.long),
+        attention_mask=torch.tensor(attention_mask, dtype=torch.long),
+        response_mask=torch.tensor(response_mask, dtype=torch.bool).reshape(len(rows), width - 1),
+        probability=torch.tensor([p.probability for p in pairs], dtype=torch.float32),
+    )
+
+
+def split_chosen_rejected(x: Tensor) -> tuple[Tensor, Tensor]:
+    """[2B, ...] in collate order -> (chosen [B, ...], rejected [B, ...])."""
+    if x.shape[0] % 2:
+        raise ValueError(f"expected an even leading dimension (chosen then rejected), got {tuple(x.shape)}")
+    half = x.shape[0] // 2
+    return x[:half], x[half:]
+
+
+def split_micro_batches(pairs: Sequence[Pair], pairs_per_micro_batch: int) -> list[list[Pair]]:
+    """Consecutive chunks of at most `pairs_per_micro_batch` pairs, order kept.
+
+    A pair is never split, so a micro-batch holds 2 * pairs_per_micro_batch sequences; callers
+    with a budget in sequences (`LearnerConfig.micro_batch_size`) pass max(1, budget // 2).
+    """
+    if pairs_per_micro_batch < 1:
+        raise ValueError(f"pairs_per_micro_batch must be >= 1, got {pairs_per_micro_batch}")
+    return [list(pairs[i : i + pairs_per_micro_batch]) for i in range(0, len(pairs), pairs_per_micro_batch)]

@@ -1,0 +1,47 @@
+"""torch.distributed / DeepSpeed set-up for one learner rank (no Ray here).
+
+The driver tells each rank its rank, the world size and the rendezvous address (rank 0's node IP
+and a free port); on CPU the backend is gloo, on GPUs NCCL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on this host (for the rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def backend() -> str:
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
+    """Join the learner group; a no-op when it is already initialised."""
+    import deepspeed  # deferred: importing DeepSpeed costs seconds and is only needed on learner ranks
+
+    if torch.distributed.is_initialized():
+        return
+    os.environ.update(
+        MASTER_ADDR=master_addr,
+        MASTER_PORT=str(master_port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK="0",  # Ray gives each rank its own device set, so the local index is always 0
+    )
+    deepspeed.init_distributed(dist_backend=backend(), auto_mpi_discovery=False)
+    logger.info("learner rank %d/%d joined %s:%d (%s)", rank, world_size, master_addr, master_port, backend())
+
+
+def device() -> torch.device:
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")

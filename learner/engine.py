@@ -1,0 +1,227 @@
+"""The learner: judged experience -> new policy weights, on a DeepSpeed ZeRO engine (no Ray here).
+
+Wrapped by actors/learner.py, one instance per rank. Each step every rank builds the same pairs
+from the JudgedBatch (deterministic), trains on its shard, and DeepSpeed averages the gradients.
+The reference policy and MNPO's opponent ring are frozen copies computed locally on each rank.
+
+Flow of one `train_step`:
+    pairs = pairing(judged)            # learner/pairing.py, per algorithm
+    maybe push a snapshot              # every `snapshot_every` steps, before the update
+    for each micro-batch:              # gradients accumulated, one optimizer step per driver step
+        ref / opponent logprobs        # no grad
+        policy logprobs -> loss        # learner/algorithms/<algo>.py, a pure function
+        engine.backward(loss * share)
+    engine.step()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from learner import distributed
+from learner.algorithms import get_algorithm
+from learner.algorithms.mnpo import mnpo_loss
+from learner.collate import PairTensors, collate_pairs
+from learner.ops import gather_token_logprobs, kl_k1, masked_sum, sequence_logprobs
+from learner.opponents import OpponentRing
+from learner.pairing import get_pairing
+from protocols import JudgedBatch, LearnerConfig, LearnerStepResult, MNPOConfig, SyncProbe
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def deepspeed_config(cfg: LearnerConfig, dtype: str, world_size: int) -> dict:
+    """DeepSpeed JSON config. We drive micro-batching ourselves, so DeepSpeed sees micro = 1."""
+    return {
+        "train_batch_size": world_size,
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": cfg.grad_clip,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "zero_allow_untested_optimizer": True,  # torch AdamW: no JIT-compiled op needed on CPU
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+class PolicyLearner:
+    """One learner rank holding the policy engine, the reference and the opponent ring."""
+
+    def __init__(
+        self,
+        model_path: str,
+        cfg: LearnerConfig,
+        mnpo: MNPOConfig,
+        *,
+        algo: str,
+        dtype: str,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        master_addr: str = "127.0.0.1",
+        master_port: int = 0,
+    ):
+        import deepspeed  # deferred: see learner/distributed.py
+
+        self.cfg, self.mnpo, self.rank, self.world_size = cfg, mnpo, rank, world_size
+        self.spec = get_algorithm(algo)
+        self.pairing = get_pairing(self.spec.pairing)
+        self.version = 0
+        torch.manual_seed(seed)
+        distributed.init_distributed(rank, world_size, master_addr, master_port or distributed.free_port())
+        self.device = distributed.device()
+        torch_dtype = DTYPES[dtype]
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
+        self.pad_token_id = _pad_token_id(model)
+        self.reference = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
+        self.opponents = (
+            OpponentRing(self.reference, mnpo.num_opponents) if self.spec.needs_opponents else None
+        )
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
+        warmup = max(cfg.warmup_steps, 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=deepspeed_config(cfg, dtype, world_size),
+        )
+        logger.info(
+            "learner rank %d: %s, ZeRO-%d, %.2fM parameters, algo %s",
+            rank, model_path, cfg.zero_stage, sum(p.numel() for p in model.parameters()) / 1e6, algo,
+        )
+
+    # ------------------------------------------------------------------ training
+    def train_step(
+        self, judged: Sequence[JudgedBatch], step: int, judge_weights: dict[str, float]
+    ) -> LearnerStepResult:
+        """One optimizer step on this rank's shard of the pairs built from `judged`.
+
+        `judged` holds one JudgedBatch per rollout worker; all must share one policy_version.
+        """
+        start = time.perf_counter()
+        versions = {j.batch.policy_version for j in judged}
+        if len(versions) != 1:
+            raise ValueError(f"a step must train on one policy version, got {sorted(versions)}")
+        if self.opponents is not None and step > 0 and step % self.mnpo.snapshot_every == 0:
+            self.opponents.push(self.state_dict(), self.version)
+        pairs = [pair for batch in judged for pair in self.pairing(batch, judge_weights)]
+        groups = sum(len(batch.batch.groups()) for batch in judged)
+        shard = pairs[self.rank :: self.world_size]
+        self.engine.train()
+        sums: dict[str, float] = {}
+        micro = max(1, self.cfg.micro_batch_size // 2)  # a pair is two sequences
+        for lo in range(0, len(shard), micro):
+            chunk = shard[lo : lo + micro]
+            tensors = collate_pairs(chunk, self.pad_token_id).to(self.device)
+            loss, metrics = self._pair_loss(tensors)
+            self.engine.set_gradient_accumulation_boundary(lo + micro >= len(shard))
+            self.engine.backward(loss.sum() / len(shard))
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value * len(chunk)
+        if not shard:  # keep the collective in step with the other ranks: a zero gradient
+            self.engine.set_gradient_accumulation_boundary(True)
+            self.engine.backward(sum(p.sum() for p in self.engine.module.parameters()) * 0.0)
+        self.engine.step()
+        self.version += 1
+        metrics = {key: value / max(len(shard), 1) for key, value in sums.items()}
+        grad_norm = self.engine.get_global_grad_norm()
+        metrics.update({
+            "learner/pairs": float(len(pairs)),
+            "learner/tied_groups": float(groups - len(pairs)),
+            "learner/lr": float(self.scheduler.get_last_lr()[0]),
+            "learner/grad_norm": float(grad_norm) if grad_norm is not None else 0.0,
+            "learner/seconds": time.perf_counter() - start,
+        })
+        return LearnerStepResult(
+            step=step, policy_version=self.version, trained_on_version=versions.pop(), metrics=metrics
+        )
+
+    def _pair_loss(self, t: PairTensors) -> tuple[torch.Tensor, dict[str, float]]:
+        """Per-pair MNPO loss [P] and metrics for one micro-batch of P pairs (2P sequences)."""
+        n = t.input_ids.shape[0] // 2
+        reduction = self.mnpo.logprob_reduction
+        with torch.no_grad():
+            ref_tokens = self._token_logprobs(self.reference, t)
+            ref = sequence_logprobs(ref_tokens, t.response_mask, reduction)
+            opponent_models = self.opponents.models if self.opponents is not None else []
+            opp = torch.stack([sequence_logprobs(self._token_logprobs(m, t), t.response_mask, reduction)
+                               for m in opponent_models]) if opponent_models else ref.new_zeros(0, 2 * n)
+        policy_tokens = self._token_logprobs(self.engine, t)
+        policy = sequence_logprobs(policy_tokens, t.response_mask, reduction)
+        weights = torch.tensor(self.mnpo.normalised_weights(), dtype=policy.dtype, device=policy.device)
+        loss, metrics = mnpo_loss(
+            policy[:n], policy[n:], ref[:n], ref[n:], opp[:, :n], opp[:, n:],
+            weights, ratio=self.mnpo.ratio, eta=self.mnpo.eta,
+        )
+        # KL(pi || ref) on the sampled responses: k1 estimator summed over each sequence's tokens.
+        kl = masked_sum(kl_k1(policy_tokens.detach(), ref_tokens), t.response_mask, dim=-1)
+        metrics["learner/loss"] = float(loss.detach().mean())
+        metrics["learner/kl_to_reference"] = float(kl.mean())
+        metrics["learner/response_tokens"] = float(t.response_mask.sum(-1).float().mean())
+        return loss, metrics
+
+    @staticmethod
+    def _token_logprobs(model: torch.nn.Module, t: PairTensors) -> torch.Tensor:
+        """[2P, T-1] logprob of each next token (pad positions hold garbage; mask them)."""
+        logits = model(input_ids=t.input_ids, attention_mask=t.attention_mask).logits
+        return gather_token_logprobs(logits[:, :-1], t.input_ids[:, 1:])
+
+    # ------------------------------------------------------------------ weights out
+    def _gathered(self):
+        """Context in which every rank sees full parameters (ZeRO-3 partitions them)."""
+        if self.cfg.zero_stage == 3:
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None)
+        return contextlib.nullcontext()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Full policy weights as CPU tensors in HF checkpoint names (tied heads included).
+
+        Collective under ZeRO-3: every rank must call it.
+        """
+        with self._gathered():
+            return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.module.state_dict().items()}
+
+    @torch.no_grad()
+    def probe(self, sequences: Sequence[Sequence[int]]) -> SyncProbe:
+        """The policy's logprob of each token after the first, for the rollout workers' check."""
+        rows = []
+        with self._gathered():
+            self.engine.module.eval()
+            for seq in sequences:
+                ids = torch.tensor([list(seq)], device=self.device)
+                logits = self.engine.module(input_ids=ids).logits.float()
+                rows.append(tuple(gather_token_logprobs(logits[:, :-1], ids[:, 1:])[0].tolist()))
+        return SyncProbe(token_ids=tuple(tuple(s) for s in sequences), logprobs=tuple(rows))
+
+    def save_pretrained(self, directory: str) -> None:
+        """Write the policy as an HF checkpoint (rank 0 writes; collective under ZeRO-3)."""
+        state = self.state_dict()
+        if self.rank == 0:
+            module: PreTrainedModel = self.engine.module
+            module.save_pretrained(directory, state_dict=state)
+
+
+def _pad_token_id(model: PreTrainedModel) -> int:
+    pad = model.config.pad_token_id
+    if pad is None:
+        pad = model.config.eos_token_id
+    if isinstance(pad, list):
+        pad = pad[0]
+    if pad is None:
+        raise ValueError("the model config has neither pad_token_id nor eos_token_id")
+    return int(pad)

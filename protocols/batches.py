@@ -1,0 +1,154 @@
+"""Data that crosses actor boundaries: prompts -> rollouts -> judgements -> learner.
+
+Everything here is a frozen pydantic model with `extra="forbid"`, so a typo in a field name or a
+value of the wrong type fails loudly at the boundary, with the field named in the error. Token
+data travels as tuples of ints/floats; the learner collates them into padded tensors.
+
+Sign convention for preferences (used everywhere in the project):
+    `PairPreference.probability` = P(rollout `first` is preferred over rollout `second`);
+    > 0.5 means `first` is better, 0.5 is a tie.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class Prompt(BaseModel):
+    """One prompt as sent to the rollout workers."""
+
+    model_config = FROZEN
+    prompt_id: str = Field(min_length=1, description="Stable id, unique within its split.")
+    text: str = Field(min_length=1, description="Prompt text fed to the policy verbatim.")
+
+
+class PromptBatch(BaseModel):
+    """The prompts of one step; each is sampled `samples_per_prompt` times."""
+
+    model_config = FROZEN
+    step: int = Field(ge=0, description="Driver step that requested these prompts.")
+    prompts: tuple[Prompt, ...] = Field(min_length=1)
+    samples_per_prompt: int = Field(ge=1, description="Responses sampled per prompt (K).")
+
+
+class Rollout(BaseModel):
+    """One sampled response with the sampler's own per-token logprobs."""
+
+    model_config = FROZEN
+    prompt_id: str = Field(min_length=1)
+    prompt_text: str
+    prompt_token_ids: tuple[int, ...] = Field(min_length=1)
+    response_text: str
+    response_token_ids: tuple[int, ...] = Field(
+        description="Sampled tokens, including the EOS token when finish_reason is 'stop'."
+    )
+    logprobs: tuple[float, ...] = Field(
+        description="Sampler logprob of each response token (same length as response_token_ids)."
+    )
+    policy_version: int = Field(ge=0, description="Weight version that sampled this response.")
+    finish_reason: Literal["stop", "length"]
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> Rollout:
+        if len(self.logprobs) != len(self.response_token_ids):
+            raise ValueError(
+                f"logprobs has {len(self.logprobs)} entries but response_token_ids has "
+                f"{len(self.response_token_ids)}; they must match one-to-one"
+            )
+        bad = [x for x in self.logprobs if not (x <= 0.0 or math.isclose(x, 0.0, abs_tol=1e-6))]
+        if bad or any(math.isnan(x) for x in self.logprobs):
+            raise ValueError(f"logprobs must be <= 0 and not NaN, got {bad[:3]}")
+        return self
+
+
+class RolloutBatch(BaseModel):
+    """All rollouts of one step, grouped: the K samples of a prompt are contiguous."""
+
+    model_config = FROZEN
+    step: int = Field(ge=0)
+    policy_version: int = Field(ge=0, description="Weight version that sampled every rollout.")
+    samples_per_prompt: int = Field(ge=1)
+    rollouts: tuple[Rollout, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_groups(self) -> RolloutBatch:
+        k = self.samples_per_prompt
+        if len(self.rollouts) % k:
+            raise ValueError(f"{len(self.rollouts)} rollouts is not a multiple of samples_per_prompt={k}")
+        for start in range(0, len(self.rollouts), k):
+            ids = {r.prompt_id for r in self.rollouts[start : start + k]}
+            if len(ids) != 1:
+                raise ValueError(f"rollouts {start}..{start + k - 1} mix prompts {sorted(ids)}")
+        versions = {r.policy_version for r in self.rollouts}
+        if versions != {self.policy_version}:
+            raise ValueError(f"rollouts carry policy_version {sorted(versions)}, batch says {self.policy_version}")
+        return self
+
+    def groups(self) -> list[tuple[Rollout, ...]]:
+        """The rollouts split into per-prompt groups of `samples_per_prompt`."""
+        k = self.samples_per_prompt
+        return [self.rollouts[i : i + k] for i in range(0, len(self.rollouts), k)]
+
+
+class PairPreference(BaseModel):
+    """A judged comparison of two rollouts of the same prompt, by index into the batch."""
+
+    model_config = FROZEN
+    first: int = Field(ge=0)
+    second: int = Field(ge=0)
+    probability: float = Field(ge=0.0, le=1.0, description="P(first preferred over second); > 0.5 favours first.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PairPreference:
+        if self.first == self.second:
+            raise ValueError(f"a rollout cannot be compared with itself (index {self.first})")
+        return self
+
+
+class Judgement(BaseModel):
+    """What one judge said about a RolloutBatch: scalar rewards and/or pairwise preferences."""
+
+    model_config = FROZEN
+    judge: str = Field(min_length=1, description="Name of the judge in the manifest.")
+    rewards: tuple[float, ...] | None = Field(
+        default=None, description="One scalar per rollout, in batch order; higher is better."
+    )
+    preferences: tuple[PairPreference, ...] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Judgement:
+        if self.rewards is None and self.preferences is None:
+            raise ValueError("a judgement needs rewards, preferences or both")
+        if self.rewards is not None and any(not math.isfinite(r) for r in self.rewards):
+            raise ValueError("rewards must be finite numbers")
+        return self
+
+
+class JudgedBatch(BaseModel):
+    """A RolloutBatch with the judgements of every judge that saw it."""
+
+    model_config = FROZEN
+    batch: RolloutBatch
+    judgements: tuple[Judgement, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _match(self) -> JudgedBatch:
+        n = len(self.batch.rollouts)
+        k = self.batch.samples_per_prompt
+        names = [j.judge for j in self.judgements]
+        if len(set(names)) != len(names):
+            raise ValueError(f"judgements repeat a judge: {names}")
+        for j in self.judgements:
+            if j.rewards is not None and len(j.rewards) != n:
+                raise ValueError(f"judge {j.judge!r} gave {len(j.rewards)} rewards for {n} rollouts")
+            for p in j.preferences or ():
+                if max(p.first, p.second) >= n:
+                    raise ValueError(f"judge {j.judge!r} compares index {max(p.first, p.second)} of {n} rollouts")
+                if p.first // k != p.second // k:
+                    raise ValueError(f"judge {j.judge!r} compares rollouts {p.first} and {p.second} of different prompts")
+        return self

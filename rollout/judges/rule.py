@@ -1,0 +1,38 @@
+"""Rule judge: a Python function `f(prompt, response) -> float` named by import path.
+
+For verifiable rewards (unit tests, exact answers) and the built-in task's ground truth
+(`rollout.tasks.wordlist:ground_truth`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+
+from protocols import RuleJudgeSpec
+
+RuleFunction = Callable[[str, str], float]
+
+
+def resolve_function(import_path: str) -> RuleFunction:
+    """Import 'package.module:function'; errors say which part did not resolve."""
+    module_name, _, attr = import_path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"cannot import module {module_name!r} of {import_path!r}: {err}") from err
+    function = getattr(module, attr, None)
+    if function is None:
+        raise ValueError(f"module {module_name!r} has no attribute {attr!r} (from {import_path!r})")
+    if not callable(function):
+        raise ValueError(f"{import_path!r} is not callable")
+    return function
+
+
+class RuleJudge:
+    def __init__(self, spec: RuleJudgeSpec):
+        self.name = spec.name
+        self.function = resolve_function(spec.function)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        return [float(self.function(p, r)) for p, r in zip(prompts, responses, strict=True)]

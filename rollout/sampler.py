@@ -1,0 +1,126 @@
+"""The vLLM sampler: prompts -> on-policy rollouts, and in-place weight updates from the learner.
+
+Sits between the driver's PromptBatch and the judges. Wrapped by actors/rollout.py; usable
+without Ray (the tests drive it directly).
+
+The engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, set by the actor before vLLM
+is imported) so the learner's tensors can be handed to it directly. Weight updates go through
+vLLM's layerwise `reload_weights` with `is_checkpoint_format=True`, which re-runs vLLM's own weight
+processing (fused qkv / gate_up repacking); loading raw tensors into the runner without it was seen
+to leave fused layers stale (shared/STACK.md). Every update is verified: the engine's prompt
+logprobs on fixed probe sequences must match the learner's within `sync_tolerance`, otherwise
+`WeightSyncError` is raised and the run stops rather than training on a policy it is not serving.
+
+On GPUs the same `load_weights` contract is kept; a broadcast (NCCL) transport that fills the
+iterator from a collective instead of the object store plugs in at `load_weights`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+import torch
+from vllm import LLM, SamplingParams
+from vllm.inputs import TokensPrompt
+
+from protocols import PromptBatch, Rollout, RolloutBatch, RolloutConfig, SyncProbe, SyncReport, WeightVersion
+
+logger = logging.getLogger(__name__)
+
+
+class WeightSyncError(RuntimeError):
+    """The served weights do not match the learner's after a sync."""
+
+
+class VLLMSampler:
+    """One vLLM engine serving the current policy version."""
+
+    def __init__(self, model_path: str, cfg: RolloutConfig, *, dtype: str, seed: int, name: str = "rollout-0"):
+        self.cfg = cfg
+        self.name = name
+        self.policy_version = 0
+        start = time.perf_counter()
+        self.llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            seed=seed,
+            max_model_len=cfg.max_model_len,
+            enforce_eager=True,  # CUDA graphs / torch.compile cost more start-up than they save here
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            enable_prefix_caching=True,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        logger.info("%s: vLLM engine for %s ready in %.1fs", name, model_path, time.perf_counter() - start)
+
+    # ------------------------------------------------------------------ sampling
+    def generate(self, batch: PromptBatch, *, temperature: float | None = None) -> RolloutBatch:
+        """Sample `batch.samples_per_prompt` responses per prompt with the current weights."""
+        params = SamplingParams(
+            n=batch.samples_per_prompt,
+            temperature=self.cfg.temperature if temperature is None else temperature,
+            top_p=self.cfg.top_p,
+            max_tokens=self.cfg.max_response_tokens,
+            logprobs=0,  # logprob of the sampled token only
+        )
+        outputs = self.llm.generate([p.text for p in batch.prompts], params, use_tqdm=False)
+        rollouts = []
+        for prompt, out in zip(batch.prompts, outputs, strict=True):
+            for completion in out.outputs:
+                token_ids = tuple(completion.token_ids)
+                logprobs = tuple(step[tok].logprob for step, tok in zip(completion.logprobs, token_ids))
+                rollouts.append(
+                    Rollout(
+                        prompt_id=prompt.prompt_id,
+                        prompt_text=prompt.text,
+                        prompt_token_ids=tuple(out.prompt_token_ids),
+                        response_text=completion.text,
+                        response_token_ids=token_ids,
+                        logprobs=tuple(min(x, 0.0) for x in logprobs),
+                        policy_version=self.policy_version,
+                        finish_reason="stop" if completion.finish_reason == "stop" else "length",
+                    )
+                )
+        return RolloutBatch(
+            step=batch.step,
+            policy_version=self.policy_version,
+            samples_per_prompt=batch.samples_per_prompt,
+            rollouts=tuple(rollouts),
+        )
+
+    # ------------------------------------------------------------------ weights
+    def prompt_logprobs(self, sequences: Sequence[Sequence[int]]) -> list[list[float]]:
+        """log p(seq[t+1] | seq[:t+1]) for every t, as computed by the serving engine."""
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        prompts = [TokensPrompt(prompt_token_ids=list(s)) for s in sequences]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        result = []
+        for seq, out in zip(sequences, outputs, strict=True):
+            steps = out.prompt_logprobs[1:]  # the first prompt token has no logprob
+            result.append([step[tok].logprob for step, tok in zip(steps, seq[1:], strict=True)])
+        return result
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: WeightVersion) -> SyncReport:
+        """Replace the served weights in place, verify them against the learner's probe."""
+        if version.version <= self.policy_version:
+            raise WeightSyncError(f"{self.name}: got weight version {version.version}, already at {self.policy_version}")
+        start = time.perf_counter()
+        self.llm.collective_rpc(
+            "reload_weights", kwargs=dict(weights_iterator=list(weights), is_checkpoint_format=True)
+        )
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        gap = self.probe_gap(version.probe)
+        seconds = time.perf_counter() - start
+        if gap > self.cfg.sync_tolerance:
+            raise WeightSyncError(
+                f"{self.name}: served weights differ from learner version {version.version}: probe logprob "
+                f"gap {gap:.2e} > sync_tolerance {self.cfg.sync_tolerance:.0e}"
+            )
+        self.policy_version = version.version
+        return SyncReport(worker=self.name, version=version.version, seconds=seconds, max_abs_logprob_diff=gap)
+
+    def probe_gap(self, probe: SyncProbe) -> float:
+        """Largest |engine - learner| logprob over the probe tokens."""
+        served = self.prompt_logprobs(probe.token_ids)
+        return max(abs(a - b) for row_s, row_l in zip(served, probe.logprobs) for a, b in zip(row_s, row_l))
