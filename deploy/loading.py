@@ -50,6 +50,8 @@ def describe_errors(err: ValidationError, data: dict[str, Any], source: str) -> 
             loc = loc[2:]
             if loc and loc[0] in ("rule", "reward_model"):  # the discriminated-union tag
                 loc = loc[1:]
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = [*loc, "kind"]
         field = ".".join(str(x) for x in loc) or "(top level)"
         value = f" (got {e['input']!r})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
         parts.append(f"{label}field '{field}': {e['msg']}{value}")

@@ -53,6 +53,14 @@ def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]
     return args, build_run_config(args.config, overrides, args.set)
 
 
+def locate(path: str) -> str:
+    """A relative path that is not under the working directory is looked up in the project."""
+    project = Path(__file__).resolve().parent.parent
+    if not Path(path).is_absolute() and not Path(path).exists() and (project / path).exists():
+        return str(project / path)
+    return path
+
+
 def list_algos() -> str:
     from learner.algorithms import ALGORITHMS
 
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.list_algos:
             sys.stdout.write(list_algos() + "\n")
             return
-        plan: RunPlan = resolve_plan(cfg, load_manifest(cfg.judges))
+        plan: RunPlan = resolve_plan(cfg, load_manifest(locate(cfg.judges)))
     except (ConfigError, FileNotFoundError, ValueError) as err:
         sys.stderr.write(f"driver: error: {err}\n")
         raise SystemExit(2) from None

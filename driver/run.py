@@ -152,7 +152,7 @@ def evaluate(plan: RunPlan, cluster: Cluster, prompts: list[Prompt], step: int) 
     refs = sample(cluster, step, prompts, ev.samples_per_prompt, ev.temperature)
     judgements = judge({"eval": cluster.eval_judge}, refs, step)
     batches: list[RolloutBatch] = ray.get(refs)
-    rewards = [r for (j,) in ray.get(judgements) for r in j.rewards]
+    rewards = [r for j in ray.get([refs[0] for refs in judgements]) for r in j.rewards]
     lengths = [len(r.response_token_ids) for b in batches for r in b.rollouts]
     return rewards, lengths
 
