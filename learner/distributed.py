@@ -30,6 +30,7 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
     """Join the learner group; a no-op when it is already initialised."""
     import deepspeed  # deferred: importing DeepSpeed costs seconds and is only needed on learner ranks
 
+    os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's engine asserts it is set
     if torch.distributed.is_initialized():
         return
     os.environ.update(
