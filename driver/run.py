@@ -71,6 +71,7 @@ def connect(plan: RunPlan) -> bool:
     needed = placement.required_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge])
     project = str(Path(__file__).resolve().parent.parent)
     ray.init(
+        address="local",  # a new cluster even if `ray start` left one running on this machine
         num_cpus=max(os.cpu_count() or 1, math.ceil(needed["CPU"])),
         include_dashboard=False,
         runtime_env={"env_vars": {"PYTHONPATH": project}},
