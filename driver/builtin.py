@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -39,6 +40,7 @@ from rollout.tasks import wordlist
 logger = logging.getLogger(__name__)
 
 BUILTIN_REWARD_MODEL = f"{BUILTIN_MODEL}:reward-model"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CACHE_ENV = "ONLINE_RLHF_CACHE"
 BUILDER_VERSION = 1  # bump when the builder's code changes what it produces
 BUILD_PARAMS: dict[str, dict[str, float | int]] = {
@@ -171,25 +173,31 @@ def _build_into(out: Path) -> dict[str, object]:
     }
 
 
-def resolve_model_path(path: str) -> Path:
-    """Turn a configured model path into a local checkpoint directory.
+def check_model_path(path: str, what: str = "model path") -> None:
+    """Raise unless `path` names a model we can load, without building or loading anything.
 
-    'builtin' -> the built-in policy, 'builtin:reward-model' -> the built-in reward model (both
-    built on first use); an existing local directory -> itself. Anything else raises: hub ids
-    cannot be downloaded here, so a path that does not exist is an error, named in the message.
+    Accepted: 'builtin', 'builtin:reward-model', an existing local directory, or an `org/name`
+    hub id when the hub is not switched off (HF_HUB_OFFLINE=1) and no local parent dir of that
+    name exists (so a mistyped local path is reported as missing, not fetched).
     """
-    if path == BUILTIN_MODEL:
-        return ensure_builtin_models().policy
-    if path == BUILTIN_REWARD_MODEL:
-        return ensure_builtin_models().reward_model
+    if path in (BUILTIN_MODEL, BUILTIN_REWARD_MODEL) or Path(path).expanduser().is_dir():
+        return
     if path.startswith(f"{BUILTIN_MODEL}:"):
         raise ValueError(f"unknown built-in model {path!r}; valid: {[BUILTIN_MODEL, BUILTIN_REWARD_MODEL]}")
-    local = Path(path).expanduser()
-    if local.is_dir():
-        return local
-    raise FileNotFoundError(
-        f"model path {path!r} does not exist (pass a local HF checkpoint dir, or {BUILTIN_MODEL!r})"
-    )
+    if HUB_ID.match(path) and os.environ.get("HF_HUB_OFFLINE") != "1" and not Path(path).parent.exists():
+        return
+    raise FileNotFoundError(f"{what} {path!r} does not exist (pass a local HF checkpoint directory, or 'builtin')")
+
+
+def resolve_model_path(path: str) -> str:
+    """A configured model path as something HF/vLLM load: the built-in models are built on first
+    use; local directories and hub ids pass through (see `check_model_path`)."""
+    check_model_path(path)
+    if path == BUILTIN_MODEL:
+        return str(ensure_builtin_models().policy)
+    if path == BUILTIN_REWARD_MODEL:
+        return str(ensure_builtin_models().reward_model)
+    return str(Path(path).expanduser()) if Path(path).expanduser().is_dir() else path
 
 
 if __name__ == "__main__":

@@ -8,17 +8,14 @@ directory does not already hold a run.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from driver.builtin import check_model_path
 from learner.algorithms import get_algorithm
-from protocols import BUILTIN_MODEL, JudgeManifest, RewardModelJudgeSpec, RuleJudgeSpec, RunConfig
+from protocols import JudgeManifest, RewardModelJudgeSpec, RuleJudgeSpec, RunConfig
 from rollout.judges import resolve_function
 
-BUILTIN_PREFIX = "builtin:"
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 GROUND_TRUTH = RuleJudgeSpec(
     name="ground-truth", kind="rule", function="rollout.tasks.wordlist:ground_truth", temperature=0.0
 )
@@ -38,15 +35,6 @@ class RunPlan:
     @property
     def judge_weights(self) -> dict[str, float]:
         return {j.name: j.weight for j in self.manifest.judges}
-
-
-def check_model_path(path: str, what: str) -> None:
-    """A local dir that exists, 'builtin', or (when the hub is allowed) an `org/name` hub id."""
-    if path == BUILTIN_MODEL or path.startswith(BUILTIN_PREFIX) or Path(path).expanduser().is_dir():
-        return
-    if HUB_ID.match(path) and os.environ.get("HF_HUB_OFFLINE") != "1" and not Path(path).parent.exists():
-        return
-    raise FileNotFoundError(f"{what} {path!r} does not exist (pass a local HF checkpoint directory, or 'builtin')")
 
 
 def check_manifest(manifest: JudgeManifest, source: str) -> None:

@@ -107,7 +107,7 @@ def start_actors(plan: RunPlan, model_path: str) -> Cluster:
     setups = [learner.setup.remote(model_path, cfg, addr, port) for learner in learners]
 
     def judge_replicas(spec, prefix: str) -> list:
-        path = str(resolve_model_path(spec.path)) if getattr(spec, "path", None) else None
+        path = resolve_model_path(spec.path) if getattr(spec, "path", None) else None
         return [
             JudgeActor.options(**placement.judge_options(spec, i, prefix)).remote(spec, path)
             for i in range(spec.replicas)
@@ -169,7 +169,7 @@ def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list
 def run(plan: RunPlan) -> Summary:
     cfg = plan.cfg
     started = time.perf_counter()
-    model_path = str(resolve_model_path(cfg.model.path))
+    model_path = resolve_model_path(cfg.model.path)
     plan.output.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, plan.output / "config.yaml")
     we_started = connect(plan)
