@@ -71,7 +71,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. learner.lr=1e-5")
-    return key.split("."), yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:  # not a ValueError: would escape the driver's one-line error
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"--set {text!r}: value {raw!r} is not valid YAML: {problem}") from err
+    return key.split("."), value
 
 
 def merge(base: dict[str, Any], keys: list[str], value: Any) -> None:

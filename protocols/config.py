@@ -115,7 +115,7 @@ class RunConfig(BaseModel):
 
     model_config = FROZEN
     algo: str = Field(default="mnpo", description="Algorithm name (see --list-algos).")
-    steps: int = Field(default=120, ge=1, description="Training steps (sample -> judge -> learn -> sync).")
+    steps: int = Field(default=300, ge=1, description="Training steps (sample -> judge -> learn -> sync).")
     seed: int = Field(default=0, description="Seeds prompts, sampling and initialisation.")
     judges: str = Field(default="deploy/judges/default.yaml", description="Judge manifest (YAML).")
     output: str | None = Field(default=None, description="Run directory (default runs/<algo>-<time>).")
