@@ -37,19 +37,24 @@ def read_yaml(path: str | Path, what: str) -> dict[str, Any]:
     return data
 
 
+JUDGE_KINDS = ("rule", "reward_model")  # the tags of the JudgeSpec union, as they appear in error locations
+
+
 def describe_errors(err: ValidationError, data: dict[str, Any], source: str) -> str:
     """'source: judges[0] (name 'rm'): field 'path': Field required' for the first error(s)."""
+    errors = err.errors()
+    # A tuple whose items failed also reports "should have at least 1 item": noise next to the cause.
+    specific = [e for e in errors if e["type"] != "too_short"] or errors
     parts = []
-    for e in err.errors()[:3]:
+    for e in specific[:3]:
         loc = list(e["loc"])
         label = ""
-        if len(loc) >= 2 and loc[0] in ("judges",) and isinstance(loc[1], int):
+        if len(loc) >= 2 and loc[0] == "judges" and isinstance(loc[1], int):
             judges = data.get("judges") or []
             name = judges[loc[1]].get("name") if loc[1] < len(judges) and isinstance(judges[loc[1]], dict) else None
             label = f"judges[{loc[1]}]" + (f" (name {name!r})" if name else "") + ": "
             loc = loc[2:]
-            if loc and loc[0] in ("rule", "reward_model"):  # the discriminated-union tag
-                loc = loc[1:]
+        loc = [x for x in loc if x not in JUDGE_KINDS]  # drop the discriminated-union tag
         if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = [*loc, "kind"]
         field = ".".join(str(x) for x in loc) or "(top level)"

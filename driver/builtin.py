@@ -7,14 +7,15 @@ vLLM, the learner and the reward-model judge load like any other. The first call
 CPU cores) and every later call, in any process, reuses the cache.
 
 Cache layout: `$ONLINE_RLHF_CACHE` or `~/.cache/online-rlhf`, then one directory per version key
-    wordlist-<key>/policy/          LlamaForCausalLM + tokenizer + generation_config
-    wordlist-<key>/reward-model/    LlamaForSequenceClassification (num_labels=1) + tokenizer
-    wordlist-<key>/build.json       parameters, timings, SFT loss, RM held-out accuracy
+    wordlist-<key>/policy/          LlamaForCausalLM + tokenizer + generation_config + build.json
+    wordlist-<key>/reward-model/    LlamaForSequenceClassification (num_labels=1) + tokenizer + build.json
+Each is built on first use (a run on the rule judge never builds the reward model); build.json
+(parameters, timings, final loss, RM held-out accuracy) is written last.
 The key hashes BUILDER_VERSION, BUILD_PARAMS and the task definition, so changing any of them
 builds into a fresh directory instead of silently reusing stale weights.
 
-Concurrency: the build happens in a temporary directory inside the cache root and is moved into
-place with one `os.rename` (atomic on one filesystem), under an `fcntl.flock` lock per key, so
+Concurrency: each build happens in a temporary directory beside its final one and is moved into
+place with one `os.rename` (atomic on one filesystem), under an `fcntl.flock` lock per model, so
 two processes starting at once build once: the second waits on the lock, then reuses the result.
 
 Run on its own to pre-build: python -m driver.builtin
@@ -80,97 +81,103 @@ def version_key() -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _models(final: Path) -> BuiltinModels:
-    return BuiltinModels(policy=final / "policy", reward_model=final / "reward-model")
+def _key_dir(cache_dir: Path | None) -> Path:
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    return root / f"wordlist-{version_key()}"
 
 
-def _is_complete(final: Path) -> bool:
-    # build.json is written last inside the temporary directory, before the rename.
-    return (final / _INFO_FILE).is_file()
+def ensure_builtin_policy(cache_dir: Path | None = None) -> Path:
+    """The built-in policy checkpoint (with its tokenizer), built on first use."""
+    return _ensure(_key_dir(cache_dir), "policy", _build_policy)
+
+
+def ensure_builtin_reward_model(cache_dir: Path | None = None) -> Path:
+    """The built-in reward model, built on first use (after the policy, whose tokenizer it shares)."""
+    policy = ensure_builtin_policy(cache_dir)
+    return _ensure(_key_dir(cache_dir), "reward-model", lambda out: _build_reward_model(out, policy))
 
 
 def ensure_builtin_models(cache_dir: Path | None = None) -> BuiltinModels:
-    """Return the cached built-in checkpoints, building them first if this key has none yet.
+    """Both built-in checkpoints. Safe to call from several processes at once; returns without
+    importing torch when the cache is ready."""
+    return BuiltinModels(policy=ensure_builtin_policy(cache_dir), reward_model=ensure_builtin_reward_model(cache_dir))
 
-    `cache_dir` overrides the cache root (default: `default_cache_root()`). Safe to call from
-    several processes at once; returns without importing torch when the cache is ready.
-    """
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
-    final = root / f"wordlist-{version_key()}"
-    if _is_complete(final):
-        return _models(final)
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{final.name}.lock", "w") as lock:
+
+def _ensure(key_dir: Path, name: str, build) -> Path:
+    """`key_dir/name`, built by `build(tmp_dir) -> info` under a lock and renamed into place."""
+    final = key_dir / name
+    if (final / _INFO_FILE).is_file():  # build.json is written last, before the rename
+        return final
+    key_dir.mkdir(parents=True, exist_ok=True)
+    with open(key_dir / f".{name}.lock", "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            logger.info("another process is building the built-in tiny model in %s; waiting", root)
+            logger.info("another process is building the built-in %s in %s; waiting", name, key_dir)
             fcntl.flock(lock, fcntl.LOCK_EX)
         # The lock is released when the file is closed, also if the process dies.
-        if not _is_complete(final):
-            _build_locked(root, final)
-    return _models(final)
+        if not (final / _INFO_FILE).is_file():
+            _build_locked(final, build)
+    return final
 
 
-def _build_locked(root: Path, final: Path) -> None:
-    """Build into a temporary directory and rename it to `final`; caller holds the key's lock."""
-    # Anything left under this key's name is debris of a killed build: the lock says nobody else
-    # is working on it.
-    for stale in root.glob(f".{final.name}.tmp-*"):
+def _build_locked(final: Path, build) -> None:
+    """Build into a temporary directory and rename it to `final`; the caller holds the lock."""
+    # Anything left under this name is debris of a killed build: the lock says nobody else is
+    # working on it.
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     if final.exists():
         logger.warning("removing incomplete built-in model directory %s", final)
         shutil.rmtree(final)
-    logger.info("building the built-in tiny model (first run only) into %s ...", final)
+    logger.info("building the built-in %s (first use only) into %s ...", final.name, final)
     start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        info = _build_into(tmp)
-        info["seconds_total"] = round(time.perf_counter() - start, 2)
+        info = build(tmp)
+        info.update(builder_version=BUILDER_VERSION, version_key=version_key(), seconds_total=round(time.perf_counter() - start, 2))
         (tmp / _INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("built-in tiny model ready in %.1fs: %s", info["seconds_total"], final)
+    logger.info("built-in %s ready in %.1fs: %s", final.name, info["seconds_total"], final)
 
 
-def _build_into(out: Path) -> dict[str, object]:
-    """Train tokenizer, policy and reward model into `out`/policy and `out`/reward-model.
-
-    Returns the build information saved as build.json. torch and transformers are imported here
-    so that resolving an already-cached model stays cheap.
-    """
+def _build_policy(out: Path) -> dict[str, object]:
+    """Tokenizer + SFT warm start. torch/transformers are imported only here, so resolving a
+    cached model stays cheap."""
     from learner import tiny_model
 
-    tok_p, pol_p, rm_p = BUILD_PARAMS["tokenizer"], BUILD_PARAMS["policy"], BUILD_PARAMS["reward_model"]
+    tok_p, pol_p = BUILD_PARAMS["tokenizer"], BUILD_PARAMS["policy"]
     corpus = wordlist.sft_corpus(seed=int(pol_p["seed"]), size=int(pol_p["corpus_size"]))
     # Held-out prompt texts join the tokenizer's data (not the model's) so that they tokenize
     # like the training prompts do.
     texts = [p + r for p, r in corpus] + [p.text for p in wordlist.heldout_prompts()]
     tokenizer = tiny_model.train_tokenizer(texts, vocab_size=int(tok_p["vocab_size"]))
     logger.info("tokenizer: %d tokens", len(tokenizer))
-
     policy = tiny_model.build_policy(
-        out / "policy", corpus, tokenizer, seed=int(pol_p["seed"]), steps=int(pol_p["steps"]),
+        out, corpus, tokenizer, seed=int(pol_p["seed"]), steps=int(pol_p["steps"]),
         batch_size=int(pol_p["batch_size"]), lr=float(pol_p["lr"]),
     )
+    return {"params": {"tokenizer": tok_p, "policy": pol_p}, "vocab_size": len(tokenizer),
+            "final_loss": round(policy.final_loss, 4), "seconds": round(policy.seconds, 2)}
+
+
+def _build_reward_model(out: Path, policy: Path) -> dict[str, object]:
+    """Bradley-Terry reward model on the task's preferences, with the policy's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from learner import tiny_model
+
+    rm_p = BUILD_PARAMS["reward_model"]
     pairs = wordlist.reward_model_pairs(seed=int(rm_p["seed"]), size=int(rm_p["pairs"]))
     reward = tiny_model.build_reward_model(
-        out / "reward-model", pairs, tokenizer, seed=int(rm_p["seed"]), steps=int(rm_p["steps"]),
+        out, pairs, AutoTokenizer.from_pretrained(policy), seed=int(rm_p["seed"]), steps=int(rm_p["steps"]),
         batch_size=int(rm_p["batch_size"]), lr=float(rm_p["lr"]),
     )
-    return {
-        "builder_version": BUILDER_VERSION,
-        "version_key": version_key(),
-        "params": BUILD_PARAMS,
-        "vocab_size": len(tokenizer),
-        "policy_final_loss": round(policy.final_loss, 4),
-        "policy_seconds": round(policy.seconds, 2),
-        "reward_model_final_loss": round(reward.final_loss, 4),
-        "reward_model_heldout_accuracy": reward.heldout_accuracy,
-        "reward_model_seconds": round(reward.seconds, 2),
-    }
+    return {"params": {"reward_model": rm_p}, "final_loss": round(reward.final_loss, 4),
+            "heldout_accuracy": reward.heldout_accuracy, "seconds": round(reward.seconds, 2)}
 
 
 def check_model_path(path: str, what: str = "model path") -> None:
@@ -194,9 +201,9 @@ def resolve_model_path(path: str) -> str:
     use; local directories and hub ids pass through (see `check_model_path`)."""
     check_model_path(path)
     if path == BUILTIN_MODEL:
-        return str(ensure_builtin_models().policy)
+        return str(ensure_builtin_policy())
     if path == BUILTIN_REWARD_MODEL:
-        return str(ensure_builtin_models().reward_model)
+        return str(ensure_builtin_reward_model())
     return str(Path(path).expanduser()) if Path(path).expanduser().is_dir() else path
 
 

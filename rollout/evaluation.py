@@ -39,6 +39,8 @@ def win_rate_from_rewards(
     policy: Sequence[float], baseline: Sequence[float], samples_per_prompt: int, temperature: float
 ) -> WinRate:
     """Win rate from scalar rewards laid out prompt-major (`samples_per_prompt` per prompt)."""
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
     if len(policy) != len(baseline) or len(policy) % samples_per_prompt:
         raise ValueError(f"need equal reward lists in groups of {samples_per_prompt}, got {len(policy)} and {len(baseline)}")
     k = samples_per_prompt

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from protocols import RewardModelJudgeSpec, RuleJudgeSpec
 from rollout.judges.base import Judge, bradley_terry
-from rollout.judges.reward_model import RewardModelJudge
 from rollout.judges.rule import RuleJudge, resolve_function
 
 
@@ -15,8 +14,10 @@ def build_judge(spec: RuleJudgeSpec | RewardModelJudgeSpec, model_path: str | No
     if isinstance(spec, RewardModelJudgeSpec):
         if model_path is None:
             raise ValueError(f"judge {spec.name!r}: a reward_model judge needs a resolved model path")
+        from rollout.judges.reward_model import RewardModelJudge  # torch + transformers: only when used
+
         return RewardModelJudge(spec, model_path)
     raise TypeError(f"no judge implementation for spec {type(spec).__name__}")
 
 
-__all__ = ["Judge", "RewardModelJudge", "RuleJudge", "bradley_terry", "build_judge", "resolve_function"]
+__all__ = ["Judge", "RuleJudge", "bradley_terry", "build_judge", "resolve_function"]

@@ -65,11 +65,11 @@ def test_reward_model_ranks_heldout_pairs(builtin_models):
 
 
 def test_second_call_reuses_the_cache(builtin_models):
-    info = builtin_models.policy.parent / "build.json"
-    before = info.stat().st_mtime_ns
+    infos = [builtin_models.policy / "build.json", builtin_models.reward_model / "build.json"]
+    before = [info.stat().st_mtime_ns for info in infos]
     again = ensure_builtin_models()
-    assert again == builtin_models and info.stat().st_mtime_ns == before
-    assert json.loads(info.read_text())["version_key"] == builtin.version_key()
+    assert again == builtin_models and [info.stat().st_mtime_ns for info in infos] == before
+    assert all(json.loads(info.read_text())["version_key"] == builtin.version_key() for info in infos)
 
 
 def test_resolve_builtin_names(builtin_models):
@@ -109,47 +109,61 @@ def test_version_key_follows_build_params(monkeypatch):
     assert builtin.version_key() != key
 
 
-def _fake_build(calls: list[int], seconds: float = 0.3):
-    def build_into(out: Path) -> dict[str, object]:
-        calls.append(1)
-        time.sleep(seconds)  # long enough for the other caller to hit the lock
-        for sub in ("policy", "reward-model"):
-            (out / sub).mkdir()
-        return {"fake": True}
+def _fake_build(calls: list[str], seconds: float = 0.3):
+    def build(name: str):
+        def build_into(out: Path) -> dict[str, object]:
+            calls.append(name)
+            time.sleep(seconds)  # long enough for the other caller to hit the lock
+            (out / "config.json").write_text("{}")
+            return {"fake": True}
 
-    return build_into
+        return build_into
+
+    return build
+
+
+def _patch_builders(monkeypatch, make) -> None:
+    monkeypatch.setattr(builtin, "_build_policy", make("policy"))
+    monkeypatch.setattr(builtin, "_build_reward_model", lambda out, policy: make("reward-model")(out))
 
 
 def test_concurrent_callers_build_once(monkeypatch, tmp_path):
-    calls: list[int] = []
-    monkeypatch.setattr(builtin, "_build_into", _fake_build(calls))
+    calls: list[str] = []
+    _patch_builders(monkeypatch, _fake_build(calls))
     results: list[BuiltinModels] = []
     threads = [threading.Thread(target=lambda: results.append(ensure_builtin_models(tmp_path))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(calls) == 1 and len(results) == 2 and results[0] == results[1]
-    assert results[0].policy.is_dir() and results[0].reward_model.is_dir()
-    # Only the final directory and its lock file remain: no temporary directories.
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([results[0].policy.parent.name,
-                                                                 results[0].policy.parent.name + ".lock"])
+    assert calls == ["policy", "reward-model"] and len(results) == 2 and results[0] == results[1]
+    assert (results[0].policy / "config.json").is_file() and (results[0].reward_model / "config.json").is_file()
+    # Only the final directories and their lock files remain: no temporary directories.
+    key_dir = results[0].policy.parent
+    assert sorted(p.name for p in key_dir.iterdir()) == [".policy.lock", ".reward-model.lock", "policy", "reward-model"]
+
+
+def test_the_policy_alone_does_not_build_the_reward_model(monkeypatch, tmp_path):
+    calls: list[str] = []
+    _patch_builders(monkeypatch, _fake_build(calls, seconds=0.0))
+    policy = builtin.ensure_builtin_policy(tmp_path)
+    assert calls == ["policy"] and not (policy.parent / "reward-model").exists()
 
 
 def test_failed_or_partial_builds_leave_no_debris(monkeypatch, tmp_path):
     def failing(out: Path) -> dict[str, object]:
-        (out / "policy").mkdir()
+        (out / "config.json").write_text("{}")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(builtin, "_build_into", failing)
+    monkeypatch.setattr(builtin, "_build_policy", failing)
     with pytest.raises(RuntimeError, match="boom"):
         ensure_builtin_models(tmp_path)
-    assert [p.name for p in tmp_path.iterdir()] == [f"wordlist-{builtin.version_key()}.lock"]
+    final = tmp_path / f"wordlist-{builtin.version_key()}"
+    assert [p.name for p in final.iterdir()] == [".policy.lock"]
 
     # A final directory without build.json (e.g. copied half-way) is rebuilt, not trusted.
-    final = tmp_path / f"wordlist-{builtin.version_key()}"
-    (final / "policy").mkdir(parents=True)
-    calls: list[int] = []
-    monkeypatch.setattr(builtin, "_build_into", _fake_build(calls, seconds=0.0))
+    (final / "policy").mkdir()
+    calls: list[str] = []
+    _patch_builders(monkeypatch, _fake_build(calls, seconds=0.0))
     assert ensure_builtin_models(tmp_path).policy == final / "policy"
-    assert calls == [1] and (final / "build.json").is_file()
+    assert calls == ["policy", "reward-model"] and (final / "policy" / "build.json").is_file()

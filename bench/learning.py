@@ -1,0 +1,80 @@
+"""Learning benchmark: train the embedded default with several settings, same sample budget.
+
+    python bench/learning.py                      # the MNPO variants below, 300 steps each
+    python bench/learning.py --steps 100 --only default
+
+Each variant is a full `python -m driver` run (its own local Ray cluster) with `--set` overrides;
+the table printed at the end (markdown) gives the held-out win rate against the starting policy
+with its 95% CI, the ground-truth reward before/after, wall time and samples/s. Not a test: it
+takes minutes. Results go in BENCHMARKS.md with the command that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+VARIANTS: dict[str, list[str]] = {
+    "default": [],  # mnpo, eta 0.5, ratio 1/3, 2 opponents, mean logprobs
+    "reference-eta": ["mnpo.eta=0.0075"],  # the reference code's eta (target 66.7 per token)
+    "sum-logprobs": ["mnpo.logprob_reduction=sum", "mnpo.eta=0.1"],  # summed logprobs, target 5 nats
+    "inpo": ["mnpo.num_opponents=1"],  # one opponent: INPO
+}
+
+
+def run_variant(name: str, sets: list[str], steps: int, algo: str, out_root: Path) -> dict:
+    out = out_root / name
+    cmd = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(steps), "--output", str(out)]
+    for item in sets:
+        cmd += ["--set", item]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"variant {name} failed:\n{result.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    samples = sum(r.get("rollout/samples", 0.0) for r in records)
+    train_seconds = sum(r.get("time/step_seconds", 0.0) for r in records)
+    ev = summary["final_eval"]
+    return {
+        "name": name, "sets": " ".join(sets) or "(defaults)", "win": ev["vs_start"]["win_rate"],
+        "lo": ev["vs_start"]["ci_low"], "hi": ev["vs_start"]["ci_high"], "r0": ev["start_mean_reward"],
+        "r1": ev["mean_reward"], "wall": wall, "samples_per_s": samples / train_seconds,
+        "final_kl": records[-2].get("learner/kl_to_reference", float("nan")),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--algo", default="mnpo")
+    parser.add_argument("--only", nargs="*", help=f"variants to run (default all: {list(VARIANTS)})")
+    args = parser.parse_args()
+    names = args.only or list(VARIANTS)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            rows.append(run_variant(name, VARIANTS[name], args.steps, args.algo, Path(tmp)))
+            sys.stderr.write(f"{name}: win rate {rows[-1]['win']:.3f}\n")
+    out = [
+        f"| variant | overrides | win rate vs start [95% CI] | reward start -> end | KL at end | wall s | samples/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['name']} | `{r['sets']}` | {r['win']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] | "
+            f"{r['r0']:.3f} -> {r['r1']:.3f} | {r['final_kl']:.2f} | {r['wall']:.0f} | {r['samples_per_s']:.0f} |"
+        )
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""JudgeActor (actors/judge.py) through the session Ray cluster: a rule judge and the built-in
+reward model judging real RolloutBatches, placed with the options of deploy/placement.py.
+
+The reward-model batching check runs the plain RewardModelJudge in this process (no Ray).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from protocols import Judgement, Prompt, RewardModelJudgeSpec, Rollout, RolloutBatch, RuleJudgeSpec
+from rollout.tasks import wordlist
+
+GROUND_TRUTH = "rollout.tasks.wordlist:ground_truth"
+
+
+def find_prompt(text: str) -> Prompt:
+    (prompt,) = [p for p in wordlist.train_prompts() + wordlist.heldout_prompts() if p.text == text]
+    return prompt
+
+
+def make_batch(pairs: list[tuple[Prompt, str]], samples_per_prompt: int, version: int = 2) -> RolloutBatch:
+    """Rollouts of (prompt, response text); token ids are small dummies (judges read only text)."""
+    rollouts = tuple(
+        Rollout(
+            prompt_id=prompt.prompt_id,
+            prompt_text=prompt.text,
+            prompt_token_ids=(1, 2, 3, 4),
+            response_text=response,
+            response_token_ids=tuple(range(5, 5 + len(response.split()))) + (2,),  # words, then EOS
+            logprobs=(-0.25,) * (len(response.split()) + 1),
+            policy_version=version,
+            finish_reason="stop",
+        )
+        for prompt, response in pairs
+    )
+    return RolloutBatch(step=0, policy_version=version, samples_per_prompt=samples_per_prompt, rollouts=rollouts)
+
+
+def perfect(prompt: Prompt) -> str:
+    category, n = wordlist.parse_prompt(prompt.text)
+    return " " + " ".join(wordlist.CATEGORIES[category][:n])
+
+
+def clearly_bad(prompt: Prompt) -> str:
+    """2n repeats of one off-topic word: topical 0, exact_count 0, varied 1 / 2n."""
+    category, n = wordlist.parse_prompt(prompt.text)
+    other = "tools" if category != "tools" else "fruits"
+    return " " + " ".join([wordlist.CATEGORIES[other][0]] * (2 * n))
+
+
+@pytest.fixture(scope="module")
+def rule_batch() -> RolloutBatch:
+    fruits, animals = find_prompt("list 3 fruits:"), find_prompt("name 2 animals:")
+    others = [p for p in wordlist.heldout_prompts() if p.text not in (fruits.text, animals.text)][:2]
+    pairs = [
+        (fruits, " apple pear plum"),
+        (fruits, " apple cat apple apple"),
+        (animals, " cat dog dog"),
+        (animals, ""),  # an empty response (the EOS straight away)
+    ]
+    for prompt in others:
+        pairs += [(prompt, perfect(prompt)), (prompt, clearly_bad(prompt))]
+    return make_batch(pairs, samples_per_prompt=2)
+
+
+# --------------------------------------------------------------------------- rule judge
+
+
+@pytest.fixture(scope="module")
+def rule_actor(ray_cluster):
+    from actors.judge import JudgeActor
+    from deploy.placement import judge_options
+
+    spec = RuleJudgeSpec(name="ground-truth", kind="rule", function=GROUND_TRUTH)
+    actor = JudgeActor.options(**judge_options(spec, 0)).remote(spec, None)
+    yield actor
+    ray_cluster.kill(actor)
+
+
+def test_rule_judge_matches_the_function(ray_cluster, rule_actor, rule_batch):
+    judgement = ray_cluster.get(rule_actor.judge_batch.remote(rule_batch))
+    assert isinstance(judgement, Judgement)
+    assert judgement.judge == "ground-truth" and judgement.preferences is None
+    expected = tuple(wordlist.ground_truth(r.prompt_text, r.response_text) for r in rule_batch.rollouts)
+    assert judgement.rewards == expected  # same function, same inputs, same floats
+    assert judgement.rewards[0] == pytest.approx(1.0)  # perfect: 0.5 * 1 + 0.3 * 1 + 0.2 * 1
+    assert judgement.rewards[1] == pytest.approx(0.675)  # 0.5 * 3/4 + 0.3 * (1 - 1/3) + 0.2 * 2/4
+    # " cat dog dog" for n = 2: topical 3/3, exact_count 1 - |3 - 2| / 2 = 1/2, varied 2/3
+    # 0.5 * 1 + 0.3 * 0.5 + 0.2 * 2/3 = 0.5 + 0.15 + 0.1333333 = 0.7833333
+    assert judgement.rewards[2] == pytest.approx(0.7833333, abs=1e-7)
+    assert judgement.rewards[3] == 0.0  # empty response
+    assert judgement.rewards[4] == pytest.approx(1.0) and judgement.rewards[5] < 0.2
+
+
+def test_rule_judge_takes_an_object_ref(ray_cluster, rule_actor, rule_batch):
+    # The driver passes the rollout worker's ObjectRef straight to the judge.
+    ref = ray_cluster.put(rule_batch)
+    direct = ray_cluster.get(rule_actor.judge_batch.remote(rule_batch))
+    assert ray_cluster.get(rule_actor.judge_batch.remote(ref)) == direct
+
+
+def test_placement_options_give_a_named_actor(ray_cluster, rule_actor, rule_batch):
+    from deploy.placement import judge_options
+
+    spec = RuleJudgeSpec(name="ground-truth", kind="rule", function=GROUND_TRUTH, replicas=2, num_cpus=1.5)
+    options = judge_options(spec, 0)
+    assert options["name"] == "judge-ground-truth-0"
+    assert (options["num_cpus"], options["num_gpus"]) == (1.5, 0.0)
+    assert options["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "1"  # floor(1.5)
+    assert judge_options(spec, 1, prefix="eval-judge")["name"] == "eval-judge-ground-truth-1"
+    # rule_actor was created with these options for replica 0: Ray finds it by that name
+    found = ray_cluster.get_actor("judge-ground-truth-0")
+    assert found == rule_actor  # handles compare by actor id
+    judgement = ray_cluster.get(found.judge_batch.remote(rule_batch))
+    assert judgement.judge == "ground-truth" and len(judgement.rewards) == len(rule_batch.rollouts)
+
+
+# --------------------------------------------------------------------------- reward-model judge
+
+
+@pytest.fixture(scope="module")
+def rm_spec(builtin_models) -> RewardModelJudgeSpec:
+    # batch_size 4 over 12 rollouts: three forward passes, each with right padding
+    return RewardModelJudgeSpec(name="rm", kind="reward_model", path=str(builtin_models.reward_model), batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def rm_batch() -> RolloutBatch:
+    prompts = [find_prompt("list 3 fruits:")] + [p for p in wordlist.heldout_prompts() if p.text != "list 3 fruits:"][:5]
+    pairs = []
+    for prompt in prompts:
+        good = " apple pear plum" if prompt.text == "list 3 fruits:" else perfect(prompt)
+        bad = " hammer hammer hammer hammer hammer" if prompt.text == "list 3 fruits:" else clearly_bad(prompt)
+        pairs += [(prompt, good), (prompt, bad)]
+    return make_batch(pairs, samples_per_prompt=2)
+
+
+@pytest.fixture(scope="module")
+def rm_actor(ray_cluster, rm_spec):
+    from actors.judge import JudgeActor
+    from deploy.placement import judge_options
+
+    actor = JudgeActor.options(**judge_options(rm_spec, 0)).remote(rm_spec, rm_spec.path)
+    yield actor
+    ray_cluster.kill(actor)
+
+
+def test_reward_model_prefers_perfect_answers(ray_cluster, rm_actor, rm_batch):
+    judgement = ray_cluster.get(rm_actor.judge_batch.remote(rm_batch))
+    assert judgement.judge == "rm" and len(judgement.rewards) == len(rm_batch.rollouts)
+    for (good, bad), group in zip(zip(judgement.rewards[::2], judgement.rewards[1::2]), rm_batch.groups()):
+        assert good > bad + 1.0, (group[0].prompt_text, group[0].response_text, good, group[1].response_text, bad)
+
+
+def test_reward_model_batching_does_not_change_scores(ray_cluster, rm_actor, rm_spec, rm_batch):
+    from rollout.judges.reward_model import RewardModelJudge
+
+    prompts = [r.prompt_text for r in rm_batch.rollouts]
+    responses = [r.response_text for r in rm_batch.rollouts]
+    one = RewardModelJudge(rm_spec.model_copy(update={"batch_size": 1}), rm_spec.path)
+    reference = one.score(prompts, responses)  # no padding at all
+    for batch_size in (5, 64):  # a ragged last batch (12 = 5 + 5 + 2), then everything at once
+        one.batch_size = batch_size
+        assert one.score(prompts, responses) == pytest.approx(reference, abs=1e-4)
+    # the actor (batch_size 4, another process) agrees too
+    remote = ray_cluster.get(rm_actor.judge_batch.remote(rm_batch)).rewards
+    assert list(remote) == pytest.approx(reference, abs=1e-4)
