@@ -142,6 +142,28 @@ def _optimizer(
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _fit(model: torch.nn.Module, loss_of, num_rows: int, what: str, *, seed: int, steps: int,
+         batch_size: int, lr: float, warmup: int, log_every: int) -> float:
+    """AdamW with clipping on batches drawn with replacement by a `seed`ed generator; `loss_of(idx)`
+    gives the mean loss of rows `idx`. Returns the last step's loss."""
+    start = time.perf_counter()
+    model.train()
+    opt, sched = _optimizer(model, lr, steps, warmup)
+    gen = torch.Generator().manual_seed(seed)
+    loss_value = float("nan")
+    for step in range(steps):
+        loss = loss_of(torch.randint(num_rows, (batch_size,), generator=gen).tolist())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_value = loss.item()
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            logger.info("%s step %d/%d loss %.4f (%.1fs)", what, step + 1, steps, loss_value, time.perf_counter() - start)
+    return loss_value
+
+
 def _encode(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
@@ -187,26 +209,16 @@ def build_policy(
     with _torch_threads(num_threads):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(tiny_llama_config(tokenizer))
-        model.train()
-        opt, sched = _optimizer(model, lr, steps, warmup)
-        gen = torch.Generator().manual_seed(seed)
-        loss_value = float("nan")
-        for step in range(steps):
-            idx = torch.randint(len(inputs), (batch_size,), generator=gen).tolist()
+
+        def sft_loss(idx: list[int]) -> torch.Tensor:
             rows = [inputs[i] for i in idx]
             input_ids = _pad_right(rows, tokenizer.pad_token_id)
             mask = _length_mask(rows, input_ids.shape[1])
             batch_labels = _pad_right([labels[i] for i in idx], IGNORE_INDEX)
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=batch_labels).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            loss_value = loss.item()
-            if (step + 1) % log_every == 0 or step + 1 == steps:
-                logger.info("policy SFT step %d/%d loss %.4f (%.1fs)", step + 1, steps, loss_value,
-                            time.perf_counter() - start)
+            return model(input_ids=input_ids, attention_mask=mask, labels=batch_labels).loss
+
+        loss_value = _fit(model, sft_loss, len(inputs), "policy SFT", seed=seed, steps=steps,
+                          batch_size=batch_size, lr=lr, warmup=warmup, log_every=log_every)
         model.eval()
         out_dir = Path(out_dir)
         model.generation_config = GenerationConfig(
@@ -290,27 +302,17 @@ def build_reward_model(
     with _torch_threads(num_threads):
         torch.manual_seed(seed)
         model = LlamaForSequenceClassification(tiny_llama_config(tokenizer, num_labels=1))
-        model.train()
-        opt, sched = _optimizer(model, lr, steps, warmup)
-        gen = torch.Generator().manual_seed(seed)
-        loss_value = float("nan")
-        for step in range(steps):
-            idx = torch.randint(len(train_pairs), (batch_size,), generator=gen).tolist()
+
+        def bt_loss(idx: list[int]) -> torch.Tensor:
             # Chosen and rejected go through one forward pass: [2B, T], chosen first.
             rows = [chosen_ids[i] for i in idx] + [rejected_ids[i] for i in idx]
             input_ids = _pad_right(rows, tokenizer.pad_token_id)
             mask = _length_mask(rows, input_ids.shape[1])
             rewards = model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
-            loss = bradley_terry_loss(rewards[:batch_size], rewards[batch_size:]).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            loss_value = loss.item()
-            if (step + 1) % log_every == 0 or step + 1 == steps:
-                logger.info("reward model step %d/%d loss %.4f (%.1fs)", step + 1, steps, loss_value,
-                            time.perf_counter() - start)
+            return bradley_terry_loss(rewards[: len(idx)], rewards[len(idx) :]).mean()
+
+        loss_value = _fit(model, bt_loss, len(train_pairs), "reward model", seed=seed, steps=steps,
+                          batch_size=batch_size, lr=lr, warmup=warmup, log_every=log_every)
         model.eval()
         accuracy = pair_accuracy(model, tokenizer, heldout_pairs) if heldout_pairs else None
         out_dir = Path(out_dir)

@@ -17,25 +17,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_driver(out: Path, *sets: str, steps: int = 3) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    args = [sys.executable, "-m", "driver", "--algo", "mnpo", "--steps", str(steps), "--output", str(out)]
+    for item in ("rollout.prompts_per_step=8", "eval.num_prompts=8", "eval.samples_per_prompt=2", *sets):
+        args += ["--set", item]
+    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def read_metrics(out: Path) -> tuple[list[dict], dict]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return records[:-1], records[-1]
+
+
 @pytest.mark.slow
 def test_three_steps_of_mnpo_end_to_end(builtin_models, tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "driver", "--algo", "mnpo", "--steps", "3", "--output", str(out),
-         "--set", "rollout.prompts_per_step=8", "--set", "eval.num_prompts=8", "--set", "eval.samples_per_prompt=2",
-         "--set", "mnpo.snapshot_every=2"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env=env,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    log = result.stderr
+    log = run_driver(out, "mnpo.snapshot_every=2").stderr
     for step in (1, 2, 3):
         assert f"step {step}/3 | reward" in log
     assert "win rate vs starting policy" in log
 
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps, final = records[:-1], records[-1]
+    steps, final = read_metrics(out)
     assert [r["step"] for r in steps] == [0, 1, 2]
     assert [r["learner/policy_version"] for r in steps] == [1.0, 2.0, 3.0]
     assert all(r["rollout/policy_version"] == r["step"] for r in steps)  # strictly on-policy
@@ -55,3 +61,19 @@ def test_three_steps_of_mnpo_end_to_end(builtin_models, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     tokenizer = AutoTokenizer.from_pretrained(out / "final")
     assert model.config.vocab_size == len(tokenizer)
+
+
+@pytest.mark.slow
+def test_two_zero3_ranks_with_one_batch_of_staleness(builtin_models, tmp_path):
+    """The multi-rank learner (ZeRO-3, gloo) and sampling one batch ahead of learning."""
+    out = tmp_path / "run"
+    log = run_driver(out, "learner.num_workers=2", "learner.zero_stage=3", "rollout.max_staleness=1").stderr
+    assert "learner rank 1/2" in log
+    steps, _ = read_metrics(out)
+    assert [r["learner/policy_version"] for r in steps] == [1.0, 2.0, 3.0]
+    # Batch 0 and batch 1 were both sampled by version 0 (batch 1 while the learner trained on
+    # batch 0); from then on every batch trails the learner by exactly one version.
+    assert [r["rollout/policy_version"] for r in steps] == [0.0, 0.0, 1.0]
+    assert [r["learner/staleness"] for r in steps] == [0.0, 1.0, 1.0]
+    assert all(r["sync/max_probe_gap"] < 1e-3 for r in steps)
+    assert (out / "final" / "model.safetensors").is_file()
