@@ -62,12 +62,14 @@ def head_node(tmp_path):
 def test_ray_job_submit_runs_the_driver_and_logs_reach_ray_job_logs(builtin_models, head_node, tmp_path):
     address, env = head_node
     out = tmp_path / "run"
-    submit = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-         "python", "-m", "driver", "--algo", "mnpo", "--steps", "3", "--output", str(out),
-         "--set", "eval.num_prompts=8"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+    command = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+               "python", "-m", "driver", "--algo", "mnpo", "--steps", "3", "--output", str(out),
+               "--set", "eval.num_prompts=8"]
+    for _ in range(30):  # the dashboard answers before its job agent is registered
+        submit = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in submit.stdout + submit.stderr:
+            break
+        time.sleep(2)
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     job_id = re.search(r"Job '(raysubmit_\w+)' succeeded", submit.stdout + submit.stderr).group(1)
     logs = subprocess.run(
