@@ -53,6 +53,18 @@ class LearnerActor:
         )
         return version, state
 
+    def kl_to_reference(self, *batches: RolloutBatch) -> float:
+        return self.learner.kl_to_reference(batches)
+
+    def save_checkpoint(self, directory: str) -> None:
+        self.learner.save_checkpoint(directory)
+
+    def load_checkpoint(self, directory: str) -> int:
+        return self.learner.load_checkpoint(directory)
+
+    def opponent_versions(self) -> list[int]:
+        return self.learner.opponent_versions()
+
     def save(self, directory: str, tokenizer_path: str) -> None:
         from transformers import AutoTokenizer
 

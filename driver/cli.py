@@ -17,6 +17,7 @@ from pathlib import Path
 
 from deploy.loading import ConfigError, build_run_config, load_manifest
 from driver.plan import RunPlan, resolve_plan
+from driver.tracking import WandbSettings, require_wandb
 from protocols import RunConfig
 
 
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start a local one)")
     parser.add_argument("--output", help="run directory (default runs/<algo>-<time>)")
     parser.add_argument(
+        "--resume", metavar="OUTPUT_DIR",
+        help="continue a run from its last checkpoint, with its saved config (only --steps and --address may change)",
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override any config field, e.g. --set learner.lr=1e-5 --set rollout.samples_per_prompt=8",
     )
@@ -46,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
     args = build_parser().parse_args(argv)
+    if args.resume:
+        changed = [flag for flag in ("algo", "config", "judges", "model", "seed", "output") if getattr(args, flag)]
+        if changed or args.set:
+            raise ConfigError(
+                f"--resume uses the run's saved config; only --steps and --address may change (got "
+                f"{', '.join('--' + f for f in changed + (['set'] if args.set else []))})"
+            )
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {args.resume!r}: no config.yaml there (not a run directory)")
+        overrides = {"steps": args.steps, "address": args.address, "output": args.resume}
+        return args, build_run_config(str(saved), overrides, [])
     overrides = {
         "algo": args.algo, "judges": args.judges, "model.path": args.model, "steps": args.steps,
         "seed": args.seed, "address": args.address, "output": args.output,
@@ -74,13 +91,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.list_algos:
             sys.stdout.write(list_algos() + "\n")
             return
-        plan: RunPlan = resolve_plan(cfg, load_manifest(locate(cfg.judges)))
+        plan: RunPlan = resolve_plan(cfg, load_manifest(locate(cfg.judges)), resume=bool(args.resume))
+        if cfg.tracking.wandb_project:
+            require_wandb(WandbSettings(project=cfg.tracking.wandb_project))
     except (ConfigError, FileNotFoundError, ValueError) as err:
         sys.stderr.write(f"driver: error: {err}\n")
         raise SystemExit(2) from None
     from driver.run import run  # imports Ray: only once the inputs are known to be good
 
-    summary = run(plan)
+    summary = run(plan, resume=bool(args.resume))
     logging.getLogger("driver").info(
         "done: %d steps in %.0fs; metrics, final policy and summary in %s",
         summary.steps, summary.seconds, Path(plan.output).resolve(),

@@ -53,7 +53,7 @@ def check_manifest(manifest: JudgeManifest, source: str) -> None:
                 raise FileNotFoundError(f"{where}: field 'path': {err}") from None
 
 
-def resolve_plan(cfg: RunConfig, manifest: JudgeManifest) -> RunPlan:
+def resolve_plan(cfg: RunConfig, manifest: JudgeManifest, resume: bool = False) -> RunPlan:
     get_algorithm(cfg.algo)  # raises, listing the valid names
     check_model_path(cfg.model.path, "model path")
     check_manifest(manifest, cfg.judges)
@@ -64,6 +64,6 @@ def resolve_plan(cfg: RunConfig, manifest: JudgeManifest) -> RunPlan:
         )
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     output = Path(cfg.output) if cfg.output else Path("runs") / f"{cfg.algo}-{stamp}"
-    if (output / "metrics.jsonl").exists():
+    if not resume and (output / "metrics.jsonl").exists():
         raise ValueError(f"output directory {str(output)!r} already holds a run (metrics.jsonl); choose another --output")
     return RunPlan(cfg=cfg, manifest=manifest, output=output)

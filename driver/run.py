@@ -1,4 +1,5 @@
-"""The online loop, written once: sample -> judge -> learn -> sync weights -> log, then evaluate.
+"""The online loop, written once: sample -> judge -> learn -> sync weights -> log, with periodic
+evaluation and checkpoints, then the final evaluation.
 
 The driver owns the control flow; actors only compute. Data moves as ObjectRefs: a rollout
 batch goes from its rollout worker straight to the judges and the learner; the learner's weights
@@ -8,6 +9,10 @@ rollout batch for its statistics.
 Bounded staleness: with `rollout.max_staleness = s`, up to s batches are sampled ahead of the
 learner (queued on the rollout actors before the next weight sync), so their `policy_version`
 trails the learner by at most s. s = 0 is strictly on-policy.
+
+Determinism: step s's prompts are positions [s P, (s + 1) P) of a seeded PromptStream and its
+samples are drawn with a seed derived from (seed, s, worker), so a run resumed from a checkpoint
+(with max_staleness = 0) repeats exactly what the uninterrupted run would have done.
 """
 
 from __future__ import annotations
@@ -15,22 +20,26 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import math
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
-from deploy import placement
+from actors import telemetry
 from deploy.loading import dump_config
+from driver import checkpoints
 from driver.builtin import resolve_model_path
+from driver.checkpoints import DriverState, EvalSamples
+from driver.cluster import Cluster, check_resources, connect, judge, publish_weights, sample, start_actors
 from driver.plan import RunPlan
 from driver.stats import rollout_stats, step_line
-from protocols import EvalResult, Judgement, Prompt, PromptBatch, RolloutBatch
+from driver.tracking import MetricsWriter, WandbSettings
+from learner.algorithms import get_algorithm
+from protocols import EvalResult, Judgement, RolloutBatch
 from rollout.evaluation import win_rate_from_rewards
 from rollout.prompts import PromptStream
+from rollout.seeds import derive_seed
 from rollout.tasks import wordlist
 
 logger = logging.getLogger("driver")
@@ -41,17 +50,6 @@ class Summary:
     steps: int
     seconds: float
     final_eval: EvalResult | None
-    history: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class Cluster:
-    """Handles of every actor of the run."""
-
-    rollouts: list
-    learners: list
-    judges: dict[str, list]  # name -> replicas
-    eval_judge: list
 
 
 @dataclass
@@ -61,115 +59,21 @@ class InFlight:
     judgements: list  # per batch: list of ObjectRef[Judgement], one per judge
 
 
-def connect(plan: RunPlan) -> bool:
-    """Join `--address`/RAY_ADDRESS or start a local cluster. True if we started it."""
-    address = plan.cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        logger.info("joined Ray cluster at %s", address)
-        return False
-    needed = placement.required_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge])
-    project = str(Path(__file__).resolve().parent.parent)
-    ray.init(
-        address="local",  # a new cluster even if `ray start` left one running on this machine
-        num_cpus=max(os.cpu_count() or 1, math.ceil(needed["CPU"])),
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": project}},
-    )
-    logger.info("started a local Ray cluster (%s)", ray.cluster_resources())
-    return True
-
-
-def check_resources(plan: RunPlan) -> None:
-    needed = placement.required_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge])
-    have = ray.cluster_resources()
-    for key, amount in needed.items():
-        if amount > have.get(key, 0.0) + 1e-9:
-            raise RuntimeError(f"the run needs {amount:g} {key} but the cluster has {have.get(key, 0.0):g}: {have}")
-
-
-def start_actors(plan: RunPlan, model_path: str) -> Cluster:
-    from actors.judge import JudgeActor
-    from actors.learner import LearnerActor
-    from actors.rollout import RolloutActor
-
-    cfg = plan.cfg
-    pg = placement.create_placement_group(cfg)
-    rollouts = [
-        RolloutActor.options(**placement.rollout_options(cfg, i, pg)).remote(
-            model_path, cfg.rollout, cfg.model.dtype, cfg.seed + i, f"rollout-{i}"
-        )
-        for i in range(cfg.rollout.num_workers)
-    ]
-    world = cfg.learner.num_workers
-    learners = [LearnerActor.options(**placement.learner_options(cfg, r, pg)).remote(r, world) for r in range(world)]
-    addr, port = ray.get(learners[0].rendezvous.remote(cfg.learner.master_port))
-    setups = [learner.setup.remote(model_path, cfg, addr, port) for learner in learners]
-
-    def judge_replicas(spec, prefix: str) -> list:
-        path = resolve_model_path(spec.path) if getattr(spec, "path", None) else None
-        return [
-            JudgeActor.options(**placement.judge_options(spec, i, prefix)).remote(spec, path)
-            for i in range(spec.replicas)
-        ]
-
-    judges = {spec.name: judge_replicas(spec, "judge") for spec in plan.manifest.judges}
-    eval_judge = judge_replicas(plan.eval_judge, "eval-judge")
-    ray.get(setups)
-    ray.get([r.policy_version.remote() for r in rollouts])  # engines loaded
-    return Cluster(rollouts=rollouts, learners=learners, judges=judges, eval_judge=eval_judge)
-
-
-def shard(prompts: list[Prompt], parts: int) -> list[list[Prompt]]:
-    """Split prompts into `parts` contiguous, non-empty, nearly equal chunks."""
-    size, extra = divmod(len(prompts), parts)
-    out, lo = [], 0
-    for i in range(parts):
-        hi = lo + size + (1 if i < extra else 0)
-        out.append(prompts[lo:hi])
-        lo = hi
-    return out
-
-
-def sample(cluster: Cluster, step: int, prompts: list[Prompt], k: int, temperature: float | None = None) -> list:
-    """Launch generation on every rollout worker; returns ObjectRef[RolloutBatch] per worker."""
-    return [
-        worker.generate.remote(PromptBatch(step=step, prompts=tuple(part), samples_per_prompt=k), temperature)
-        for worker, part in zip(cluster.rollouts, shard(prompts, len(cluster.rollouts)))
-    ]
-
-
-def judge(replica_sets: dict[str, list], batches: list, step: int) -> list[list]:
-    """Per batch, one ObjectRef[Judgement] per judge; replicas of a judge take batches in turn."""
-    return [
-        [replicas[(step + b) % len(replicas)].judge_batch.remote(ref) for replicas in replica_sets.values()]
-        for b, ref in enumerate(batches)
-    ]
-
-
-def evaluate(plan: RunPlan, cluster: Cluster, prompts: list[Prompt], step: int) -> tuple[list[float], list[int]]:
-    """Eval-judge rewards and response lengths of the policy's samples on held-out prompts."""
-    ev = plan.cfg.eval
-    refs = sample(cluster, step, prompts, ev.samples_per_prompt, ev.temperature)
-    judgements = judge({"eval": cluster.eval_judge}, refs, step)
-    batches: list[RolloutBatch] = ray.get(refs)
-    rewards = [r for j in ray.get([refs[0] for refs in judgements]) for r in j.rewards]
-    lengths = [len(r.response_token_ids) for b in batches for r in b.rollouts]
-    return rewards, lengths
-
-
-def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list:
-    """Learner -> rollout workers, through the object store; returns ObjectRef[SyncReport]s."""
-    exports = [learner.export.remote(step, probe) for learner in cluster.learners]
-    version_ref, weights_ref = exports[0]
-    ray.get([v for v, _ in exports[1:]])  # other ranks only join the (ZeRO-3) gather
-    return [worker.load_weights.remote(weights_ref, version_ref) for worker in cluster.rollouts]
-
-
-def run(plan: RunPlan) -> Summary:
+def run(plan: RunPlan, resume: bool = False) -> Summary:
+    """Start (or join) Ray, start the actors, train, evaluate; `resume` continues plan.output."""
     cfg = plan.cfg
     started = time.perf_counter()
     model_path = resolve_model_path(cfg.model.path)
+    state, checkpoint = None, None
+    if resume:
+        found = checkpoints.complete_checkpoints(plan.output)
+        if not found:
+            raise FileNotFoundError(f"{plan.output} has no complete checkpoint to resume from")
+        checkpoint = found[-1]
+        state = checkpoints.load_state(checkpoint)
+        if state.reference != checkpoints.reference_identity(model_path):
+            raise ValueError(f"the starting policy at {model_path} is not the one {checkpoint} was trained from")
+        logger.info("resuming %s from %s (step %d)", plan.output, checkpoint, state.next_step)
     plan.output.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, plan.output / "config.yaml")
     we_started = connect(plan)
@@ -177,43 +81,79 @@ def run(plan: RunPlan) -> Summary:
         check_resources(plan)
         cluster = start_actors(plan, model_path)
         logger.info("actors ready in %.1fs; run directory %s", time.perf_counter() - started, plan.output.resolve())
-        return train(plan, cluster, model_path, started)
+        return Loop(plan, cluster, model_path, started).run(state, checkpoint)
     finally:
         if we_started:
             ray.shutdown()
 
 
-def train(plan: RunPlan, cluster: Cluster, model_path: str, started: float) -> Summary:
-    cfg = plan.cfg
-    stream = PromptStream(wordlist.train_prompts(), seed=cfg.seed)
-    heldout = wordlist.heldout_prompts()[: cfg.eval.num_prompts]
-    start_rewards, start_lengths = evaluate(plan, cluster, heldout, 0)  # the starting policy, version 0
-    metrics_file = (plan.output / "metrics.jsonl").open("a")
-    queue: collections.deque[InFlight] = collections.deque()
-    launched, probe, history = 0, None, []
-    loop_start = time.perf_counter()
-    for step in range(cfg.steps):
+class Loop:
+    def __init__(self, plan: RunPlan, cluster: Cluster, model_path: str, started: float):
+        self.plan, self.cfg, self.cluster, self.model_path, self.started = plan, plan.cfg, cluster, model_path, started
+        self.heldout = wordlist.heldout_prompts()[: self.cfg.eval.num_prompts]
+        self.uses_pool = get_algorithm(self.cfg.algo).needs_opponents
+        self.evals: dict[int, EvalSamples] = {}  # policy version -> held-out samples
+        self.run_name = plan.output.resolve().name
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, state: DriverState | None, checkpoint: Path | None) -> Summary:
+        cfg = self.cfg
+        if state is None:
+            start, batches = self.eval_samples(0, step=0)
+            probe = [list(r.prompt_token_ids + r.response_token_ids)[:32] for r in batches[0].rollouts[:2]]
+            state = DriverState(next_step=0, prompt_position=0, policy_version=0, probe=probe,
+                                reference=checkpoints.reference_identity(self.model_path), start=start)
+        else:
+            self.restore(state, checkpoint)
+        self.evals.update({e.version: e for e in (state.start, *state.pool)})
+        stream = PromptStream(wordlist.train_prompts(), seed=cfg.seed, position=state.prompt_position)
+        queue: collections.deque[InFlight] = collections.deque()
+        launched = state.next_step
+        loop_start, final = time.perf_counter(), None
+        resume_step = state.next_step if checkpoint is not None else None
+        with MetricsWriter(self.plan.output, tensorboard=cfg.tracking.tensorboard, wandb=wandb_settings(self.plan),
+                           resume_step=resume_step) as writer:
+            for step in range(state.next_step, cfg.steps):
+                while launched < cfg.steps and len(queue) <= cfg.rollout.max_staleness:
+                    seeds = [derive_seed(cfg.seed, "train", launched, i) for i in range(len(self.cluster.rollouts))]
+                    refs = sample(self.cluster, launched, stream.next(cfg.rollout.prompts_per_step),
+                                  cfg.rollout.samples_per_prompt, seeds)
+                    queue.append(InFlight(launched, refs, judge(self.cluster.judges, refs, launched)))
+                    launched += 1
+                record = self.train_step(queue.popleft(), state.probe, queue_depth=len(queue))
+                self.emit(writer, record)
+                done = step + 1
+                elapsed = time.perf_counter() - loop_start
+                if step % cfg.log_every == 0 or done == cfg.steps:
+                    logger.info(step_line(record, cfg.steps, eta=elapsed / (done - state.next_step) * (cfg.steps - done)))
+                version = int(record["learner/policy_version"])
+                if self.uses_pool and version % cfg.mnpo.snapshot_every == 0:
+                    self.eval_samples(version, step)  # the next snapshot's samples, while it is served
+                if done == cfg.steps or (cfg.eval.every and done % cfg.eval.every == 0):
+                    final = self.evaluate(version, step, state.start)
+                    self.emit(writer, {"step": step, "time": round(time.perf_counter() - self.started, 3),
+                                       **eval_record(final)})
+                if cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done < cfg.steps:
+                    state = self.checkpoint(state, done, version)
+        self.finish(final)
+        return Summary(steps=cfg.steps, seconds=time.perf_counter() - self.started, final_eval=final)
+
+    def train_step(self, item: InFlight, probe: list[list[int]], queue_depth: int) -> dict[str, float]:
         step_start = time.perf_counter()
-        while launched < cfg.steps and len(queue) <= cfg.rollout.max_staleness:
-            refs = sample(cluster, launched, stream.next(cfg.rollout.prompts_per_step), cfg.rollout.samples_per_prompt)
-            queue.append(InFlight(launched, refs, judge(cluster.judges, refs, launched)))
-            launched += 1
-        item = queue.popleft()
         batches: list[RolloutBatch] = ray.get(item.batches)
         judge_start = time.perf_counter()
         judgements: list[list[Judgement]] = [ray.get(refs) for refs in item.judgements]
         judge_seconds = time.perf_counter() - judge_start
         results = ray.get([
-            learner.train_step.remote(step, plan.judge_weights, [tuple(j) for j in judgements], *item.batches)
-            for learner in cluster.learners
+            learner.train_step.remote(item.step, self.plan.judge_weights, [tuple(j) for j in judgements], *item.batches)
+            for learner in self.cluster.learners
         ])
-        if probe is None:  # fixed probe sequences for every sync check: two real rollouts
-            probe = [list(r.prompt_token_ids + r.response_token_ids)[:32] for r in batches[0].rollouts[:2]]
-        reports = ray.get(publish_weights(cluster, step, probe))
+        reports = ray.get(publish_weights(self.cluster, item.step, probe))
         record = {
-            "step": step,
-            "time": round(time.perf_counter() - started, 3),
-            **rollout_stats(batches, judgements, plan.judge_weights),
+            "step": item.step,
+            "time": round(time.perf_counter() - self.started, 3),
+            **rollout_stats(batches, judgements, self.plan.judge_weights),
+            "rollout/queue_depth": float(queue_depth),
             "judge/seconds": judge_seconds,
             **results[0].metrics,
             "learner/policy_version": float(results[0].policy_version),
@@ -223,52 +163,114 @@ def train(plan: RunPlan, cluster: Cluster, model_path: str, started: float) -> S
             "time/step_seconds": time.perf_counter() - step_start,
         }
         record["rollout/tokens_per_s"] = record["rollout/response_tokens"] / record["time/step_seconds"]
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
-        history.append(record)
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            elapsed = time.perf_counter() - loop_start
-            logger.info(step_line(record, cfg.steps, eta=elapsed / (step + 1) * (cfg.steps - step - 1)))
-    final = final_eval(plan, cluster, heldout, cfg.steps, start_rewards, start_lengths)
-    metrics_file.write(json.dumps({"step": cfg.steps, "time": round(time.perf_counter() - started, 3),
-                                   **eval_record(final)}) + "\n")
-    metrics_file.close()
-    ray.get([learner.save.remote(str((plan.output / "final").resolve()), model_path) for learner in cluster.learners])
-    summary = Summary(steps=cfg.steps, seconds=time.perf_counter() - started, final_eval=final, history=history)
-    (plan.output / "summary.json").write_text(json.dumps(
-        {"steps": summary.steps, "seconds": round(summary.seconds, 1), "final_eval": final.model_dump()}, indent=2
-    ))
-    return summary
+        return record
+
+    def emit(self, writer: MetricsWriter, record: dict) -> None:
+        writer.write(record)
+        telemetry.publish(record, self.run_name)
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_samples(self, version: int, step: int) -> tuple[EvalSamples, list[RolloutBatch]]:
+        """Held-out samples of the policy the rollout workers serve now (version `version`)."""
+        ev = self.cfg.eval
+        seeds = [derive_seed(self.cfg.seed, "eval", version, i) for i in range(len(self.cluster.rollouts))]
+        refs = sample(self.cluster, step, self.heldout, ev.samples_per_prompt, seeds, ev.temperature)
+        judgements = judge({"eval": self.cluster.eval_judge}, refs, step)
+        batches: list[RolloutBatch] = ray.get(refs)
+        rewards = [r for j in ray.get([per_batch[0] for per_batch in judgements]) for r in j.rewards]
+        lengths = [len(r.response_token_ids) for b in batches for r in b.rollouts]
+        samples = EvalSamples(version=version, rewards=tuple(rewards), lengths=tuple(lengths))
+        self.evals[version] = samples
+        return samples, batches
+
+    def evaluate(self, version: int, step: int, start: EvalSamples) -> EvalResult:
+        current, batches = self.eval_samples(version, step)
+        kl = ray.get([learner.kl_to_reference.remote(*batches) for learner in self.cluster.learners])[0]
+        k, temperature = self.cfg.eval.samples_per_prompt, self.plan.eval_judge.temperature
+        pool_worst, pool_versions = None, ()
+        if self.uses_pool:
+            pool_versions = tuple(sorted(set(ray.get(self.cluster.learners[0].opponent_versions.remote()))))
+            rates = [win_rate_from_rewards(current.rewards, self.evals[v].rewards, k, temperature)
+                     for v in pool_versions if v in self.evals]
+            pool_worst = min(rates, key=lambda w: w.win_rate) if rates else None
+        result = EvalResult(
+            step=step, judge=self.plan.eval_judge.name,
+            vs_start=win_rate_from_rewards(current.rewards, start.rewards, k, temperature),
+            mean_reward=_mean(current.rewards), start_mean_reward=_mean(start.rewards),
+            mean_response_tokens=_mean(current.lengths), start_mean_response_tokens=_mean(start.lengths),
+            kl_to_reference=kl, pool_worst=pool_worst, pool_versions=pool_versions,
+        )
+        log_eval(result)
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, state: DriverState, done: int, version: int) -> DriverState:
+        tmp = checkpoints.begin(self.plan.output, done)
+        ray.get([learner.save_checkpoint.remote(str(tmp.resolve())) for learner in self.cluster.learners])
+        dump_config(self.cfg, tmp / "config.yaml")
+        pool_versions = set(ray.get(self.cluster.learners[0].opponent_versions.remote()))
+        state = DriverState(**{
+            **state.model_dump(),
+            "next_step": done, "prompt_position": done * self.cfg.rollout.prompts_per_step, "policy_version": version,
+            "pool": [e.model_dump() for v, e in sorted(self.evals.items()) if v in pool_versions and v != 0],
+        })
+        checkpoints.commit(tmp, state, self.cfg.checkpoint.keep_last)
+        return state
+
+    def restore(self, state: DriverState, checkpoint: Path) -> None:
+        versions = ray.get([learner.load_checkpoint.remote(str(checkpoint.resolve())) for learner in self.cluster.learners])
+        if versions[0] != state.policy_version:
+            raise RuntimeError(f"{checkpoint}: learner restored version {versions[0]}, driver expected {state.policy_version}")
+        ray.get(publish_weights(self.cluster, state.next_step, state.probe))
+
+    # ------------------------------------------------------------------ the end
+    def finish(self, final: EvalResult | None) -> None:
+        out = self.plan.output
+        ray.get([learner.save.remote(str((out / "final").resolve()), self.model_path) for learner in self.cluster.learners])
+        summary = {"steps": self.cfg.steps, "seconds": round(time.perf_counter() - self.started, 1),
+                   "final_eval": final.model_dump() if final else None}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.cfg.tracking.plots:
+            from driver.report import make_plots, write_summary
+
+            plots = make_plots(out)
+            logger.info("learning curves: %s; summary: %s", out / "plots", write_summary(out))
+            if not plots:
+                logger.warning("no plots were written (metrics.jsonl had nothing to plot)")
+
+def wandb_settings(plan: RunPlan) -> WandbSettings | None:
+    project = plan.cfg.tracking.wandb_project
+    return WandbSettings(project=project, run_name=plan.output.resolve().name) if project else None
 
 
-def final_eval(plan: RunPlan, cluster: Cluster, heldout: list[Prompt], step: int,
-               start_rewards: list[float], start_lengths: list[int]) -> EvalResult:
-    rewards, lengths = evaluate(plan, cluster, heldout, step)
-    spec = plan.eval_judge
-    result = EvalResult(
-        step=step,
-        judge=spec.name,
-        vs_start=win_rate_from_rewards(rewards, start_rewards, plan.cfg.eval.samples_per_prompt, spec.temperature),
-        mean_reward=sum(rewards) / len(rewards),
-        start_mean_reward=sum(start_rewards) / len(start_rewards),
-        mean_response_tokens=sum(lengths) / len(lengths),
-        start_mean_response_tokens=sum(start_lengths) / len(start_lengths),
-    )
+def _mean(values) -> float:
+    return sum(values) / len(values)
+
+
+def log_eval(result: EvalResult) -> None:
     wr = result.vs_start
     verdict = "improved" if wr.ci_low > 0.5 else "got worse" if wr.ci_high < 0.5 else "did not measurably change"
+    pool = ""
+    if result.pool_worst is not None:
+        pool = f"; worst win rate vs the opponent pool {result.pool_worst.win_rate:.3f} (versions {list(result.pool_versions)})"
     logger.info(
-        "eval (judge %s, %d held-out prompts): win rate vs starting policy %.3f [95%% CI %.3f, %.3f] -> the policy %s; "
-        "mean reward %.3f -> %.3f; mean response tokens %.1f -> %.1f",
-        spec.name, wr.num_prompts, wr.win_rate, wr.ci_low, wr.ci_high, verdict, result.start_mean_reward,
-        result.mean_reward, result.start_mean_response_tokens, result.mean_response_tokens,
+        "eval after step %d (judge %s, %d held-out prompts): win rate vs starting policy %.3f [95%% CI %.3f, %.3f] "
+        "-> the policy %s; mean reward %.3f -> %.3f; mean response tokens %.1f -> %.1f; KL to reference %.3f%s",
+        result.step + 1, result.judge, wr.num_prompts, wr.win_rate, wr.ci_low, wr.ci_high, verdict,
+        result.start_mean_reward, result.mean_reward, result.start_mean_response_tokens,
+        result.mean_response_tokens, result.kl_to_reference or 0.0, pool,
     )
-    return result
 
 
 def eval_record(result: EvalResult) -> dict[str, float]:
     wr = result.vs_start
-    return {
+    record = {
         "eval/win_rate": wr.win_rate, "eval/win_rate_ci_low": wr.ci_low, "eval/win_rate_ci_high": wr.ci_high,
         "eval/mean_reward": result.mean_reward, "eval/start_mean_reward": result.start_mean_reward,
-        "eval/response_tokens": result.mean_response_tokens,
+        "eval/response_tokens": result.mean_response_tokens, "eval/kl_to_reference": result.kl_to_reference,
     }
+    if result.pool_worst is not None:
+        record["eval/pool_worst_win_rate"] = result.pool_worst.win_rate
+        record["eval/pool_worst_ci_low"] = result.pool_worst.ci_low
+        record["eval/pool_worst_ci_high"] = result.pool_worst.ci_high
+    return record

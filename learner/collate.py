@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from learner.pairing import Pair
+from protocols import Rollout
 
 
 @dataclass(frozen=True)
@@ -72,21 +73,51 @@ def collate_pairs(pairs: Sequence[Pair], pad_token_id: int) -> PairTensors:
         raise ValueError("collate_pairs needs at least one pair")
     rows = [(p.prompt_token_ids, p.chosen_token_ids) for p in pairs]
     rows += [(p.prompt_token_ids, p.rejected_token_ids) for p in pairs]
+    input_ids, attention_mask, response_mask = _pad_rows(rows, pad_token_id)
+    return PairTensors(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        response_mask=response_mask,
+        probability=torch.tensor([p.probability for p in pairs], dtype=torch.float32),
+    )
+
+
+@dataclass(frozen=True)
+class SequenceTensors:
+    """N single (prompt, response) sequences: input_ids / attention_mask [N, T], response_mask [N, T-1]."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    response_mask: Tensor
+
+    def to(self, device: torch.device | str) -> SequenceTensors:
+        return SequenceTensors(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+def collate_sequences(rollouts: Sequence[Rollout], pad_token_id: int) -> SequenceTensors:
+    """Pad rollouts (prompt + response tokens) into one batch, aligned like `collate_pairs`."""
+    if not rollouts:
+        raise ValueError("collate_sequences needs at least one rollout")
+    rows = [(r.prompt_token_ids, r.response_token_ids) for r in rollouts]
+    return SequenceTensors(*_pad_rows(rows, pad_token_id))
+
+
+def _pad_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-pad (prompt, response) rows -> input_ids, attention_mask [N, T], response_mask [N, T-1]."""
     width = max(len(prompt) + len(response) for prompt, response in rows)
     input_ids, attention_mask, response_mask = [], [], []
     for prompt, response in rows:
         if not prompt:
-            raise ValueError("a pair has an empty prompt; the first response token needs a prompt token before it")
+            raise ValueError("a row has an empty prompt; the first response token needs a prompt token before it")
         used = len(prompt) + len(response)
         input_ids.append([*prompt, *response] + [pad_token_id] * (width - used))
         attention_mask.append([1] * used + [0] * (width - used))
         # response tokens sit at positions [len(prompt), used); they are scored at t = position - 1
         response_mask.append([len(prompt) - 1 <= t < used - 1 for t in range(width - 1)])
-    return PairTensors(
-        input_ids=torch.tensor(input_ids, dtype=torch.long),
-        attention_mask=torch.tensor(attention_mask, dtype=torch.long),
-        response_mask=torch.tensor(response_mask, dtype=torch.bool).reshape(len(rows), width - 1),
-        probability=torch.tensor([p.probability for p in pairs], dtype=torch.float32),
+    return (
+        torch.tensor(input_ids, dtype=torch.long),
+        torch.tensor(attention_mask, dtype=torch.long),
+        torch.tensor(response_mask, dtype=torch.bool).reshape(len(rows), width - 1),
     )
 
 

@@ -21,6 +21,7 @@ import copy
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
@@ -28,15 +29,16 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from learner import distributed
 from learner.algorithms import get_algorithm
 from learner.algorithms.mnpo import mnpo_loss
-from learner.collate import PairTensors, collate_pairs
+from learner.collate import PairTensors, collate_pairs, collate_sequences
 from learner.ops import gather_token_logprobs, kl_k1, masked_sum, sequence_logprobs
 from learner.opponents import OpponentRing
 from learner.pairing import get_pairing
-from protocols import JudgedBatch, LearnerConfig, LearnerStepResult, MNPOConfig, SyncProbe
+from protocols import JudgedBatch, LearnerConfig, LearnerStepResult, MNPOConfig, RolloutBatch, SyncProbe
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+OPPONENTS_FILE = "opponents.pt"
 
 
 def deepspeed_config(cfg: LearnerConfig, dtype: str, world_size: int) -> dict:
@@ -178,6 +180,47 @@ class PolicyLearner:
         """[2P, T-1] logprob of each next token (pad positions hold garbage; mask them)."""
         logits = model(input_ids=t.input_ids, attention_mask=t.attention_mask).logits
         return gather_token_logprobs(logits[:, :-1], t.input_ids[:, 1:])
+
+    @torch.no_grad()
+    def kl_to_reference(self, batches: Sequence[RolloutBatch]) -> float:
+        """Mean over rollouts of sum_t (logp_pi - logp_ref) on their response tokens (k1)."""
+        rollouts = [r for b in batches for r in b.rollouts]
+        total = 0.0
+        micro = max(1, self.cfg.micro_batch_size)
+        self.engine.eval()
+        with self._gathered():
+            for lo in range(0, len(rollouts), micro):
+                t = collate_sequences(rollouts[lo : lo + micro], self.pad_token_id).to(self.device)
+                kl = kl_k1(self._token_logprobs(self.engine.module, t), self._token_logprobs(self.reference, t))
+                total += float(masked_sum(kl, t.response_mask, dim=-1).sum())
+        return total / max(len(rollouts), 1)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, directory: str) -> None:
+        """Policy, optimizer, scheduler (DeepSpeed, every rank) and the opponent ring (rank 0)."""
+        self.engine.save_checkpoint(
+            directory, tag="learner", client_state={"version": self.version, "torch_rng": torch.get_rng_state()}
+        )
+        if self.rank == 0 and self.opponents is not None:
+            ring = {"versions": self.opponents.versions, "models": [m.state_dict() for m in self.opponents.models]}
+            torch.save(ring, Path(directory) / OPPONENTS_FILE)
+
+    def load_checkpoint(self, directory: str) -> int:
+        """Restore what `save_checkpoint` wrote; returns the restored policy version."""
+        path, client = self.engine.load_checkpoint(directory, tag="learner")
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed checkpoint 'learner' under {directory}")
+        self.version = int(client["version"])
+        torch.set_rng_state(client["torch_rng"])
+        if self.opponents is not None:
+            ring = torch.load(Path(directory) / OPPONENTS_FILE, map_location="cpu")
+            for model, state in zip(self.opponents.models, ring["models"], strict=True):
+                model.load_state_dict(state, strict=True)
+            self.opponents.versions = list(ring["versions"])
+        return self.version
+
+    def opponent_versions(self) -> list[int]:
+        return list(self.opponents.versions) if self.opponents is not None else []
 
     # ------------------------------------------------------------------ weights out
     def _gathered(self):

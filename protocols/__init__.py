@@ -12,19 +12,21 @@ from protocols.batches import (
 )
 from protocols.config import (
     BUILTIN_MODEL,
+    CheckpointConfig,
     EvalConfig,
     LearnerConfig,
     MNPOConfig,
     ModelConfig,
     RolloutConfig,
     RunConfig,
+    TrackingConfig,
 )
 from protocols.judges import JudgeManifest, JudgeSpec, RewardModelJudgeSpec, RuleJudgeSpec
 from protocols.messages import EvalResult, LearnerStepResult, SyncProbe, SyncReport, WeightVersion, WinRate
 
 __all__ = [
-    "BUILTIN_MODEL", "FROZEN", "EvalConfig", "EvalResult", "JudgeManifest", "JudgeSpec", "JudgedBatch",
+    "BUILTIN_MODEL", "CheckpointConfig", "FROZEN", "EvalConfig", "EvalResult", "JudgeManifest", "JudgeSpec", "JudgedBatch",
     "Judgement", "LearnerConfig", "LearnerStepResult", "MNPOConfig", "ModelConfig", "PairPreference",
     "Prompt", "PromptBatch", "RewardModelJudgeSpec", "Rollout", "RolloutBatch", "RolloutConfig",
-    "RuleJudgeSpec", "RunConfig", "SyncProbe", "SyncReport", "WeightVersion", "WinRate",
+    "RuleJudgeSpec", "RunConfig", "TrackingConfig", "SyncProbe", "SyncReport", "WeightVersion", "WinRate",
 ]

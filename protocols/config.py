@@ -17,6 +17,8 @@ BUILTIN_MODEL = "builtin"
 
 
 class ModelConfig(BaseModel):
+    """The policy checkpoint every component loads."""
+
     model_config = FROZEN
     path: str = Field(
         default=BUILTIN_MODEL,
@@ -26,6 +28,8 @@ class ModelConfig(BaseModel):
 
 
 class RolloutConfig(BaseModel):
+    """vLLM rollout workers: sampling, engine sizing, weight-sync checks, staleness."""
+
     model_config = FROZEN
     num_workers: int = Field(default=1, ge=1, description="vLLM rollout actors (data parallel).")
     prompts_per_step: int = Field(default=32, ge=1, description="Prompts sampled per training step.")
@@ -47,6 +51,8 @@ class RolloutConfig(BaseModel):
 
 
 class LearnerConfig(BaseModel):
+    """The DeepSpeed learner: ranks, ZeRO stage, optimizer, micro-batching."""
+
     model_config = FROZEN
     num_workers: int = Field(default=1, ge=1, description="DeepSpeed ranks (Ray actors).")
     zero_stage: Literal[2, 3] = Field(default=2, description="DeepSpeed ZeRO stage.")
@@ -104,10 +110,30 @@ class MNPOConfig(BaseModel):
 
 
 class EvalConfig(BaseModel):
+    """Held-out evaluation against the starting policy (and, for MNPO, the opponent pool)."""
+
     model_config = FROZEN
+    every: int = Field(default=100, ge=0, description="Steps between evaluations (0 = only the final one).")
     num_prompts: int = Field(default=128, ge=1, description="Held-out prompts (capped at what the task has).")
     samples_per_prompt: int = Field(default=4, ge=1, description="Responses per held-out prompt and policy.")
     temperature: float = Field(default=1.0, gt=0.0, description="Sampling temperature for evaluation.")
+
+
+class CheckpointConfig(BaseModel):
+    """Atomic checkpoints of everything a run needs to continue (`python -m driver --resume DIR`)."""
+
+    model_config = FROZEN
+    every: int = Field(default=50, ge=0, description="Steps between checkpoints (0 = none).")
+    keep_last: int = Field(default=2, ge=1, description="Checkpoints kept; older ones are deleted.")
+
+
+class TrackingConfig(BaseModel):
+    """Where metrics go besides OUTPUT/metrics.jsonl and the Ray metrics endpoint."""
+
+    model_config = FROZEN
+    tensorboard: bool = Field(default=True, description="Write TensorBoard event files to OUTPUT/tensorboard.")
+    wandb_project: str | None = Field(default=None, description="Log to this W&B project (needs `wandb`).")
+    plots: bool = Field(default=True, description="Write PNG learning curves to OUTPUT/plots at the end.")
 
 
 class RunConfig(BaseModel):
@@ -126,3 +152,5 @@ class RunConfig(BaseModel):
     learner: LearnerConfig = LearnerConfig()
     mnpo: MNPOConfig = MNPOConfig()
     eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    tracking: TrackingConfig = TrackingConfig()

@@ -109,3 +109,8 @@ class EvalResult(BaseModel):
     start_mean_reward: float | None = None
     mean_response_tokens: float = Field(ge=0.0)
     start_mean_response_tokens: float = Field(ge=0.0)
+    kl_to_reference: float | None = Field(default=None, description="Mean summed k1 KL on the eval samples.")
+    pool_worst: WinRate | None = Field(
+        default=None, description="MNPO: the lowest win rate against any opponent snapshot in the pool."
+    )
+    pool_versions: tuple[int, ...] = Field(default=(), description="Policy versions of the pool's snapshots.")

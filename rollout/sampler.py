@@ -55,8 +55,15 @@ class VLLMSampler:
         logger.info("%s: vLLM engine for %s ready in %.1fs", name, model_path, time.perf_counter() - start)
 
     # ------------------------------------------------------------------ sampling
-    def generate(self, batch: PromptBatch, *, temperature: float | None = None) -> RolloutBatch:
-        """Sample `batch.samples_per_prompt` responses per prompt with the current weights."""
+    def generate(self, batch: PromptBatch, *, seed: int | None = None, temperature: float | None = None) -> RolloutBatch:
+        """Sample `batch.samples_per_prompt` responses per prompt with the current weights.
+
+        With `seed`, the samples depend only on (weights, prompts, seed): the in-process engine
+        draws from torch's global generator, which is re-seeded here. The driver derives one seed
+        per step, so a resumed run samples exactly what the uninterrupted run sampled.
+        """
+        if seed is not None:
+            torch.manual_seed(seed)
         params = SamplingParams(
             n=batch.samples_per_prompt,
             temperature=self.cfg.temperature if temperature is None else temperature,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from driver.run import shard
+from driver.cluster import shard
 from driver.stats import rollout_stats, step_line
 from protocols import Judgement, PairPreference, Prompt, Rollout, RolloutBatch
 

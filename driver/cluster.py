@@ -1,0 +1,126 @@
+"""Starting Ray and the run's actors, and the few calls the loop makes on them.
+
+Every call here returns ObjectRefs; the loop in driver/run.py decides when to wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from deploy import placement
+from driver.builtin import resolve_model_path
+from driver.plan import RunPlan
+from protocols import Prompt, PromptBatch
+
+logger = logging.getLogger("driver")
+
+
+@dataclass
+class Cluster:
+    """Handles of every actor of the run."""
+
+    rollouts: list
+    learners: list
+    judges: dict[str, list]  # name -> replicas
+    eval_judge: list
+
+
+def connect(plan: RunPlan) -> bool:
+    """Join `--address`/RAY_ADDRESS or start a local cluster. True if we started it."""
+    address = plan.cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        logger.info("joined Ray cluster at %s", address)
+        return False
+    needed = placement.required_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge])
+    project = str(Path(__file__).resolve().parent.parent)
+    ray.init(
+        address="local",  # a new cluster even if `ray start` left one running on this machine
+        num_cpus=max(os.cpu_count() or 1, math.ceil(needed["CPU"])),
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": project}},
+    )
+    logger.info("started a local Ray cluster (%s)", ray.cluster_resources())
+    return True
+
+
+def check_resources(plan: RunPlan) -> None:
+    needed = placement.required_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge])
+    have = ray.cluster_resources()
+    for key, amount in needed.items():
+        if amount > have.get(key, 0.0) + 1e-9:
+            raise RuntimeError(f"the run needs {amount:g} {key} but the cluster has {have.get(key, 0.0):g}: {have}")
+
+
+def start_actors(plan: RunPlan, model_path: str) -> Cluster:
+    from actors.judge import JudgeActor
+    from actors.learner import LearnerActor
+    from actors.rollout import RolloutActor
+
+    cfg = plan.cfg
+    pg = placement.create_placement_group(cfg)
+    rollouts = [
+        RolloutActor.options(**placement.rollout_options(cfg, i, pg)).remote(
+            model_path, cfg.rollout, cfg.model.dtype, cfg.seed + i, f"rollout-{i}"
+        )
+        for i in range(cfg.rollout.num_workers)
+    ]
+    world = cfg.learner.num_workers
+    learners = [LearnerActor.options(**placement.learner_options(cfg, r, pg)).remote(r, world) for r in range(world)]
+    addr, port = ray.get(learners[0].rendezvous.remote(cfg.learner.master_port))
+    setups = [learner.setup.remote(model_path, cfg, addr, port) for learner in learners]
+
+    def judge_replicas(spec, prefix: str) -> list:
+        path = resolve_model_path(spec.path) if getattr(spec, "path", None) else None
+        return [
+            JudgeActor.options(**placement.judge_options(spec, i, prefix)).remote(spec, path)
+            for i in range(spec.replicas)
+        ]
+
+    judges = {spec.name: judge_replicas(spec, "judge") for spec in plan.manifest.judges}
+    eval_judge = judge_replicas(plan.eval_judge, "eval-judge")
+    ray.get(setups)
+    ray.get([r.policy_version.remote() for r in rollouts])  # engines loaded
+    return Cluster(rollouts=rollouts, learners=learners, judges=judges, eval_judge=eval_judge)
+
+
+def shard(prompts: list[Prompt], parts: int) -> list[list[Prompt]]:
+    """Split prompts into `parts` contiguous, non-empty, nearly equal chunks."""
+    size, extra = divmod(len(prompts), parts)
+    out, lo = [], 0
+    for i in range(parts):
+        hi = lo + size + (1 if i < extra else 0)
+        out.append(prompts[lo:hi])
+        lo = hi
+    return out
+
+
+def sample(cluster: Cluster, step: int, prompts: list[Prompt], k: int, seeds: list[int],
+           temperature: float | None = None) -> list:
+    """Launch generation on every rollout worker; returns ObjectRef[RolloutBatch] per worker."""
+    return [
+        worker.generate.remote(PromptBatch(step=step, prompts=tuple(part), samples_per_prompt=k), seed, temperature)
+        for worker, part, seed in zip(cluster.rollouts, shard(prompts, len(cluster.rollouts)), seeds, strict=True)
+    ]
+
+
+def judge(replica_sets: dict[str, list], batches: list, step: int) -> list[list]:
+    """Per batch, one ObjectRef[Judgement] per judge; replicas of a judge take batches in turn."""
+    return [
+        [replicas[(step + b) % len(replicas)].judge_batch.remote(ref) for replicas in replica_sets.values()]
+        for b, ref in enumerate(batches)
+    ]
+
+
+def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list:
+    """Learner -> rollout workers, through the object store; returns ObjectRef[SyncReport]s."""
+    exports = [learner.export.remote(step, probe) for learner in cluster.learners]
+    version_ref, weights_ref = exports[0]
+    ray.get([v for v, _ in exports[1:]])  # other ranks only join the (ZeRO-3) gather
+    return [worker.load_weights.remote(weights_ref, version_ref) for worker in cluster.rollouts]
