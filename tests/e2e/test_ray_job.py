@@ -1,66 +1,22 @@
-"""`ray job submit -- python -m driver --algo mnpo --steps 3` against a `ray start --head` cluster.
-
-The head runs with `--block` in its own process group so the test can stop exactly this cluster
-(`ray stop` would stop every Ray instance on the machine). Token authentication stays on, as users
-get it from Ray 2.60; the job client is told to send the token with RAY_AUTH_MODE=token.
-"""
+"""`ray job submit -- python -m driver --algo mnpo --steps 3` against a `ray start --head` cluster."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.ray_head import RAY
+
 REPO = Path(__file__).resolve().parents[2]
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def head_node(tmp_path):
-    dashboard = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(free_port()),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true"],
-        env=env, stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(address, timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
-            time.sleep(1)
-    else:
-        pytest.fail("the Ray dashboard did not come up within 120 s")
-    yield address, env
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
 def test_ray_job_submit_runs_the_driver_and_logs_reach_ray_job_logs(builtin_models, head_node, tmp_path):
-    address, env = head_node
+    address, env = head_node.dashboard, head_node.env
     out = tmp_path / "run"
     command = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
                "python", "-m", "driver", "--algo", "mnpo", "--steps", "3", "--output", str(out),

@@ -1,0 +1,67 @@
+"""A `ray start --head` cluster for end-to-end tests (imported as tests.e2e.ray_head).
+
+The head runs with `--block` in its own process group so a test can stop exactly this cluster
+(`ray stop` would stop every Ray instance on the machine). Token authentication stays on, as users
+get it from Ray 2.60; clients are told to send the token with RAY_AUTH_MODE=token. Metrics are
+reported every second (instead of 10 s) so a test can read them from the Prometheus endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+@dataclass
+class Head:
+    dashboard: str  # http://127.0.0.1:PORT
+    gcs: str  # 127.0.0.1:PORT, for ray.init / --address
+    metrics: str  # http://127.0.0.1:PORT/metrics (Prometheus)
+    env: dict[str, str]  # what clients of this cluster need in their environment
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_head(log: Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, Head]:
+    dashboard, gcs, metrics = free_port(), free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_metrics_report_interval_ms": "1000"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs), "--metrics-export-port", str(metrics),
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true"],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    head = Head(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{metrics}/metrics", env)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(head.dashboard, timeout=2)
+            return proc, head
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop_head(proc)
+                raise RuntimeError("the Ray head did not come up:\n" + log.read_text()[-3000:]) from None
+            time.sleep(1)
+
+
+def stop_head(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
