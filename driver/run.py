@@ -109,7 +109,7 @@ class Loop:
         stream = PromptStream(wordlist.train_prompts(), seed=cfg.seed, position=state.prompt_position)
         queue: collections.deque[InFlight] = collections.deque()
         launched = state.next_step
-        loop_start, final = time.perf_counter(), None
+        ends, final = collections.deque([time.perf_counter()], maxlen=21), None  # recent step ends, for the ETA
         resume_step = state.next_step if checkpoint is not None else None
         with MetricsWriter(self.plan.output, tensorboard=cfg.tracking.tensorboard, wandb=wandb_settings(self.plan),
                            resume_step=resume_step) as writer:
@@ -123,9 +123,10 @@ class Loop:
                 record = self.train_step(queue.popleft(), state.probe, queue_depth=len(queue))
                 self.emit(writer, record)
                 done = step + 1
-                elapsed = time.perf_counter() - loop_start
+                ends.append(time.perf_counter())
                 if step % cfg.log_every == 0 or done == cfg.steps:
-                    logger.info(step_line(record, cfg.steps, eta=elapsed / (done - state.next_step) * (cfg.steps - done)))
+                    eta = (ends[-1] - ends[0]) / (len(ends) - 1) * (cfg.steps - done)
+                    logger.info(step_line(record, cfg.steps, eta, final.vs_start.win_rate if final else None))
                 version = int(record["learner/policy_version"])
                 if self.uses_pool and version % cfg.mnpo.snapshot_every == 0:
                     self.eval_samples(version, step)  # the next snapshot's samples, while it is served

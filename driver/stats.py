@@ -41,8 +41,8 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def step_line(record: dict[str, float], total_steps: int, eta: float) -> str:
-    """One readable progress line per step."""
+def step_line(record: dict[str, float], total_steps: int, eta: float, latest_eval: float | None = None) -> str:
+    """One readable progress line per step (`latest_eval`: the last held-out win rate, if any)."""
     parts = [f"step {int(record['step']) + 1}/{total_steps}"]
     if "rollout/reward_mean" in record:
         parts.append(f"reward {record['rollout/reward_mean']:.3f}±{record['rollout/reward_std']:.3f}")
@@ -51,8 +51,11 @@ def step_line(record: dict[str, float], total_steps: int, eta: float) -> str:
         f"kl {record.get('learner/kl_to_reference', float('nan')):.3f}",
         f"pairs {int(record.get('learner/pairs', 0))}",
         f"len {record['rollout/response_tokens_mean']:.1f}",
+        f"{record.get('rollout/samples', 0.0) / record['time/step_seconds']:.0f} samples/s",
         f"{record['rollout/tokens_per_s']:.0f} tok/s",
         f"{record['time/step_seconds']:.2f}s/step",
-        f"ETA {_duration(eta)}",
     ]
+    if latest_eval is not None:
+        parts.append(f"eval win {latest_eval:.3f}")
+    parts.append(f"ETA {_duration(eta)}")
     return " | ".join(parts)

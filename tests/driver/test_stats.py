@@ -101,19 +101,22 @@ def test_step_line_hand_formatted():
         "learner/pairs": 12.0,
         "rollout/response_tokens_mean": 3.3333,
         "rollout/tokens_per_s": 812.6,
+        "rollout/samples": 48.0,
         "time/step_seconds": 1.2345,
     }
     line = step_line(record, total_steps=10, eta=125.0)  # 125 s = 2 min 5 s
-    assert line == (
-        "step 5/10 | reward 0.542±0.322 | loss 0.1235 | kl 0.013 | pairs 12 | len 3.3 | 813 tok/s"
+    assert line == (  # 48 samples / 1.2345 s = 38.9 samples/s
+        "step 5/10 | reward 0.542±0.322 | loss 0.1235 | kl 0.013 | pairs 12 | len 3.3 | 39 samples/s | 813 tok/s"
         " | 1.23s/step | ETA 2m05s"
     )
+    with_eval = step_line(record, total_steps=10, eta=125.0, latest_eval=0.71234)
+    assert with_eval.endswith(" | 1.23s/step | eval win 0.712 | ETA 2m05s")
 
 
 def test_step_line_without_reward_or_learner_metrics():
     record = {"step": 0, "rollout/response_tokens_mean": 2.0, "rollout/tokens_per_s": 10.0, "time/step_seconds": 0.5}
     line = step_line(record, total_steps=1, eta=59.9)
-    assert line == "step 1/1 | loss nan | kl nan | pairs 0 | len 2.0 | 10 tok/s | 0.50s/step | ETA 59s"
+    assert line == "step 1/1 | loss nan | kl nan | pairs 0 | len 2.0 | 0 samples/s | 10 tok/s | 0.50s/step | ETA 59s"
 
 
 # --------------------------------------------------------------------------- shard
