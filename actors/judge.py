@@ -23,5 +23,6 @@ class JudgeActor:
         """Score every rollout of the batch (one call per batch, the judge batches internally)."""
         start = time.perf_counter()
         rewards = self.judge.score([r.prompt_text for r in batch.rollouts], [r.response_text for r in batch.rollouts])
-        self.telemetry.observe(time.perf_counter() - start, len(batch.rollouts))
-        return Judgement(judge=self.judge.name, rewards=tuple(rewards))
+        seconds = time.perf_counter() - start
+        self.telemetry.observe(seconds, len(batch.rollouts))
+        return Judgement(judge=self.judge.name, rewards=tuple(rewards), seconds=seconds)

@@ -34,7 +34,7 @@ from driver.checkpoints import DriverState, EvalSamples
 from driver.cluster import Cluster, check_resources, connect, judge, publish_weights, sample, start_actors
 from driver.plan import RunPlan
 from driver.stats import rollout_stats, step_line
-from driver.tracking import MetricsWriter, WandbSettings
+from driver.tracking import MetricsWriter, WandbSettings, truncate_after
 from learner.algorithms import get_algorithm
 from protocols import EvalResult, Judgement, RolloutBatch
 from rollout.evaluation import win_rate_from_rewards
@@ -43,6 +43,7 @@ from rollout.seeds import derive_seed
 from rollout.tasks import wordlist
 
 logger = logging.getLogger("driver")
+SAMPLES_FILE = "samples.jsonl"
 
 
 @dataclass
@@ -111,8 +112,11 @@ class Loop:
         launched = state.next_step
         ends, final = collections.deque([time.perf_counter()], maxlen=21), None  # recent step ends, for the ETA
         resume_step = state.next_step if checkpoint is not None else None
+        samples_log = self.plan.output / SAMPLES_FILE
+        if resume_step is not None:
+            truncate_after(samples_log, resume_step)
         with MetricsWriter(self.plan.output, tensorboard=cfg.tracking.tensorboard, wandb=wandb_settings(self.plan),
-                           resume_step=resume_step) as writer:
+                           resume_step=resume_step) as writer, samples_log.open("a") as samples:
             for step in range(state.next_step, cfg.steps):
                 while launched < cfg.steps and len(queue) <= cfg.rollout.max_staleness:
                     seeds = [derive_seed(cfg.seed, "train", launched, i) for i in range(len(self.cluster.rollouts))]
@@ -120,8 +124,10 @@ class Loop:
                                   cfg.rollout.samples_per_prompt, seeds)
                     queue.append(InFlight(launched, refs, judge(self.cluster.judges, refs, launched)))
                     launched += 1
-                record = self.train_step(queue.popleft(), state.probe, queue_depth=len(queue))
+                record, examples = self.train_step(queue.popleft(), state.probe, queue_depth=len(queue))
                 self.emit(writer, record)
+                samples.write(json.dumps(examples) + "\n")
+                samples.flush()
                 done = step + 1
                 ends.append(time.perf_counter())
                 if step % cfg.log_every == 0 or done == cfg.steps:
@@ -139,7 +145,8 @@ class Loop:
         self.finish(final)
         return Summary(steps=cfg.steps, seconds=time.perf_counter() - self.started, final_eval=final)
 
-    def train_step(self, item: InFlight, probe: list[list[int]], queue_depth: int) -> dict[str, float]:
+    def train_step(self, item: InFlight, probe: list[list[int]], queue_depth: int) -> tuple[dict[str, float], dict]:
+        """One step; returns its metrics record and its samples.jsonl entry."""
         step_start = time.perf_counter()
         batches: list[RolloutBatch] = ray.get(item.batches)
         judge_start = time.perf_counter()
@@ -164,7 +171,7 @@ class Loop:
             "time/step_seconds": time.perf_counter() - step_start,
         }
         record["rollout/tokens_per_s"] = record["rollout/response_tokens"] / record["time/step_seconds"]
-        return record
+        return record, sample_log_entry(item.step, batches, judgements)
 
     def emit(self, writer: MetricsWriter, record: dict) -> None:
         writer.write(record)
@@ -238,6 +245,22 @@ class Loop:
             logger.info("learning curves: %s; summary: %s", out / "plots", write_summary(out))
             if not plots:
                 logger.warning("no plots were written (metrics.jsonl had nothing to plot)")
+
+def sample_log_entry(step: int, batches: list[RolloutBatch], judgements: list[list[Judgement]],
+                     examples: int = 3) -> dict:
+    """samples.jsonl line: the step's prompt ids and a few responses with each judge's reward."""
+    first = batches[0]
+    return {
+        "step": step,
+        "policy_version": first.policy_version,
+        "prompt_ids": [group[0].prompt_id for b in batches for group in b.groups()],
+        "examples": [
+            {"prompt": r.prompt_text, "response": r.response_text,
+             "rewards": {j.judge: j.rewards[i] for j in judgements[0] if j.rewards is not None}}
+            for i, r in enumerate(first.rollouts[:examples])
+        ],
+    }
+
 
 def wandb_settings(plan: RunPlan) -> WandbSettings | None:
     project = plan.cfg.tracking.wandb_project

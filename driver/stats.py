@@ -27,6 +27,9 @@ def rollout_stats(
         if len(rewards) != len(rollouts):
             continue  # pairwise-only judge: no scalar to summarise
         out[f"judge/{name}/mean"] = sum(rewards) / len(rewards)
+        seconds = sum(j.seconds or 0.0 for per_batch in judgements for j in per_batch if j.judge == name)
+        if seconds > 0:  # replicas work in parallel; this is the judge's own busy time per rollout
+            out[f"judge/{name}/rollouts_per_s"] = len(rollouts) / seconds
         combined = [c + weight * x for c, x in zip(combined, rewards)]
         total += weight
     if total:

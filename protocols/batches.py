@@ -119,6 +119,7 @@ class Judgement(BaseModel):
         default=None, description="One scalar per rollout, in batch order; higher is better."
     )
     preferences: tuple[PairPreference, ...] | None = None
+    seconds: float | None = Field(default=None, ge=0.0, description="Time the judge spent on this batch.")
 
     @model_validator(mode="after")
     def _something(self) -> Judgement:

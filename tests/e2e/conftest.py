@@ -9,4 +9,4 @@ from tests.e2e.ray_head import start_head, stop_head
 def head_node(tmp_path):
     proc, head = start_head(tmp_path / "head.log")
     yield head
-    stop_head(proc)
+    stop_head(proc, head.gcs_port)

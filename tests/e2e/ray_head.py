@@ -18,6 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 RAY = str(Path(sys.executable).parent / "ray")
 
 
@@ -27,6 +29,7 @@ class Head:
     gcs: str  # 127.0.0.1:PORT, for ray.init / --address
     metrics: str  # http://127.0.0.1:PORT/metrics (Prometheus)
     env: dict[str, str]  # what clients of this cluster need in their environment
+    gcs_port: int
 
 
 def free_port() -> int:
@@ -44,7 +47,7 @@ def start_head(log: Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, H
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true"],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
-    head = Head(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{metrics}/metrics", env)
+    head = Head(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{metrics}/metrics", env, gcs)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -52,16 +55,27 @@ def start_head(log: Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, H
             return proc, head
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                stop_head(proc)
+                stop_head(proc, gcs)
                 raise RuntimeError("the Ray head did not come up:\n" + log.read_text()[-3000:]) from None
             time.sleep(1)
 
 
-def stop_head(proc: subprocess.Popen) -> None:
+def stop_head(proc: subprocess.Popen, gcs_port: int) -> None:
+    """Stop this cluster only: SIGTERM its process group, then SIGKILL whatever still serves its
+    GCS port (Ray's daemons do not all stay in the group)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        proc.wait(timeout=15)
     except ProcessLookupError:
-        return
+        pass
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    marker = f":{gcs_port}"
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or ())
+        if process.pid != os.getpid() and (marker in cmdline or f"port={gcs_port}" in cmdline):
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass

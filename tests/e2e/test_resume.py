@@ -78,6 +78,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_pa
                     "learner/policy_version", "learner/pairs"):
             assert ra[key] == rb[key], (ra["step"], key, ra[key], rb[key])
 
+    # The same prompts at every step, and the same sampled responses.
+    samples_a = [json.loads(line) for line in (whole / "samples.jsonl").read_text().splitlines()]
+    samples_b = [json.loads(line) for line in (killed / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples_b] == list(range(STEPS))
+    assert samples_a == samples_b
+
     # Same final policy and the same opponent pool in the newest checkpoint.
     wa, wb = load_file(whole / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
