@@ -97,7 +97,9 @@ def test_rule_judge_takes_an_object_ref(ray_cluster, rule_actor, rule_batch):
     # The driver passes the rollout worker's ObjectRef straight to the judge.
     ref = ray_cluster.put(rule_batch)
     direct = ray_cluster.get(rule_actor.judge_batch.remote(rule_batch))
-    assert ray_cluster.get(rule_actor.judge_batch.remote(ref)) == direct
+    via_ref = ray_cluster.get(rule_actor.judge_batch.remote(ref))
+    assert (via_ref.judge, via_ref.rewards) == (direct.judge, direct.rewards)
+    assert via_ref.seconds is not None and via_ref.seconds >= 0.0  # the judge reports its own time
 
 
 def test_placement_options_give_a_named_actor(ray_cluster, rule_actor, rule_batch):

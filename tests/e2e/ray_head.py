@@ -39,11 +39,14 @@ def free_port() -> int:
 
 
 def start_head(log: Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, Head]:
-    dashboard, gcs, metrics = free_port(), free_port(), free_port()
+    dashboard, gcs, metrics, agent = free_port(), free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_metrics_report_interval_ms": "1000"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs), "--metrics-export-port", str(metrics),
+         # The job agent's HTTP port defaults to 52365, which any other Ray instance on this machine
+         # (the test session's own cluster, for one) already holds: then no job can be submitted.
+         "--dashboard-agent-listen-port", str(agent),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true"],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
