@@ -40,7 +40,9 @@ def free_port() -> int:
 
 def start_head(log: Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, Head]:
     dashboard, gcs, metrics, agent = free_port(), free_port(), free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_metrics_report_interval_ms": "1000"}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_metrics_report_interval_ms": "1000",
+           # as after `source .venv/bin/activate`: a job's `python` is this environment's
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs), "--metrics-export-port", str(metrics),
