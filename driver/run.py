@@ -134,9 +134,10 @@ class Loop:
                     eta = (ends[-1] - ends[0]) / (len(ends) - 1) * (cfg.steps - done)
                     logger.info(step_line(record, cfg.steps, eta, final.vs_start.win_rate if final else None))
                 version = int(record["learner/policy_version"])
-                if self.uses_pool and version % cfg.mnpo.snapshot_every == 0:
+                evaluating = done == cfg.steps or bool(cfg.eval.every and done % cfg.eval.every == 0)
+                if self.uses_pool and version % cfg.mnpo.snapshot_every == 0 and not evaluating:
                     self.eval_samples(version, step)  # the next snapshot's samples, while it is served
-                if done == cfg.steps or (cfg.eval.every and done % cfg.eval.every == 0):
+                if evaluating:  # (also records this version's samples for the pool)
                     final = self.evaluate(version, step, state.start)
                     self.emit(writer, {"step": step, "time": round(time.perf_counter() - self.started, 3),
                                        **eval_record(final)})
