@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 import ray
-import torch
 
 from learner import distributed
 from protocols import Judgement, JudgedBatch, LearnerStepResult, RolloutBatch, RunConfig, WeightVersion
@@ -71,6 +70,3 @@ class LearnerActor:
         self.learner.save_pretrained(directory)
         if self.rank == 0:
             AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(directory)
-
-    def num_threads(self) -> int:
-        return torch.get_num_threads()

@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from learner import distributed
 from learner.algorithms import get_algorithm
 from learner.algorithms.mnpo import mnpo_loss
-from learner.collate import PairTensors, collate_pairs, collate_sequences
+from learner.collate import PairTensors, collate_pairs, collate_sequences, split_micro_batches
 from learner.ops import gather_token_logprobs, kl_k1, masked_sum, sequence_logprobs
 from learner.opponents import OpponentRing
 from learner.pairing import get_pairing
@@ -124,12 +124,11 @@ class PolicyLearner:
         shard = pairs[self.rank :: self.world_size]
         self.engine.train()
         sums: dict[str, float] = {}
-        micro = max(1, self.cfg.micro_batch_size // 2)  # a pair is two sequences
-        for lo in range(0, len(shard), micro):
-            chunk = shard[lo : lo + micro]
+        chunks = split_micro_batches(shard, max(1, self.cfg.micro_batch_size // 2))  # a pair is two sequences
+        for index, chunk in enumerate(chunks):
             tensors = collate_pairs(chunk, self.pad_token_id).to(self.device)
             loss, metrics = self._pair_loss(tensors)
-            self.engine.set_gradient_accumulation_boundary(lo + micro >= len(shard))
+            self.engine.set_gradient_accumulation_boundary(index == len(chunks) - 1)
             self.engine.backward(loss.sum() / len(shard))
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value * len(chunk)
