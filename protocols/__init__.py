@@ -13,6 +13,12 @@ from protocols.batches import (
 from protocols.config import (
     BUILTIN_MODEL,
     CheckpointConfig,
+    DPOConfig,
+    GRPOConfig,
+    OSPConfig,
+    PPOConfig,
+    RLOOConfig,
+    SPPOConfig,
     EvalConfig,
     LearnerConfig,
     MNPOConfig,
@@ -21,12 +27,22 @@ from protocols.config import (
     RunConfig,
     TrackingConfig,
 )
-from protocols.judges import JudgeManifest, JudgeSpec, RewardModelJudgeSpec, RuleJudgeSpec
+from protocols.judges import (
+    HttpJudgeSpec,
+    JudgeManifest,
+    JudgeSpec,
+    PairwiseJudgeSpec,
+    PopulationJudgeSpec,
+    RewardModelJudgeSpec,
+    RuleJudgeSpec,
+    SelfJudgeSpec,
+)
 from protocols.messages import EvalResult, LearnerStepResult, SyncProbe, SyncReport, WeightVersion, WinRate
 
 __all__ = [
-    "BUILTIN_MODEL", "CheckpointConfig", "FROZEN", "EvalConfig", "EvalResult", "JudgeManifest", "JudgeSpec", "JudgedBatch",
+    "BUILTIN_MODEL", "CheckpointConfig", "DPOConfig", "GRPOConfig", "OSPConfig", "PPOConfig",
+    "RLOOConfig", "SPPOConfig", "FROZEN", "EvalConfig", "EvalResult", "JudgeManifest", "JudgeSpec", "JudgedBatch",
     "Judgement", "LearnerConfig", "LearnerStepResult", "MNPOConfig", "ModelConfig", "PairPreference",
     "Prompt", "PromptBatch", "RewardModelJudgeSpec", "Rollout", "RolloutBatch", "RolloutConfig",
-    "RuleJudgeSpec", "RunConfig", "TrackingConfig", "SyncProbe", "SyncReport", "WeightVersion", "WinRate",
+    "RuleJudgeSpec", "RunConfig", "HttpJudgeSpec", "PairwiseJudgeSpec", "PopulationJudgeSpec", "SelfJudgeSpec", "TrackingConfig", "SyncProbe", "SyncReport", "WeightVersion", "WinRate",
 ]

@@ -75,6 +75,14 @@ class LearnerConfig(BaseModel):
         return self
 
 
+PAIRINGS = ("best_vs_worst", "ranked", "all_pairs", "sampled", "per_judge")
+Pairing = Literal["best_vs_worst", "ranked", "all_pairs", "sampled", "per_judge"]
+PAIRING_HELP = (
+    "How K judged samples become (chosen, rejected) pairs: best_vs_worst, ranked (1 vs K, 2 vs K-1, ...), "
+    "all_pairs, sampled (order drawn with P), per_judge (HT: each prompt labelled by one judge in turn)."
+)
+
+
 class MNPOConfig(BaseModel):
     """TD-MNPO (Wu et al. 2025, arXiv 2509.23102, eq. 15/17); see learner/algorithms/mnpo.py."""
 
@@ -89,6 +97,7 @@ class MNPOConfig(BaseModel):
     logprob_reduction: Literal["sum", "mean"] = Field(
         default="mean", description="Sequence logprob: 'sum' over tokens or per-token 'mean' (reference code)."
     )
+    pairing: Pairing = Field(default="best_vs_worst", description=PAIRING_HELP)
 
     @model_validator(mode="after")
     def _weights(self) -> MNPOConfig:
@@ -107,6 +116,72 @@ class MNPOConfig(BaseModel):
         if total == 0:
             return (1.0 / self.num_opponents,) * self.num_opponents
         return tuple(x / total for x in w)
+
+
+class DPOConfig(BaseModel):
+    """Online DPO, IPO and rDPO on pairs of on-policy samples; see learner/algorithms/dpo.py."""
+
+    model_config = FROZEN
+    beta: float = Field(default=0.1, gt=0.0, description="KL strength beta; the margin is beta * (h_pi - h_ref).")
+    logprob_reduction: Literal["sum", "mean"] = Field(
+        default="sum", description="Sequence logprob: 'sum' over tokens (the papers) or per-token 'mean'."
+    )
+    flip_rate: float = Field(default=0.1, ge=0.0, lt=0.5, description="rDPO: assumed label flip rate eps < 0.5.")
+    pairing: Pairing = Field(default="best_vs_worst", description=PAIRING_HELP)
+
+
+class OSPConfig(BaseModel):
+    """Online Self-Preferring (Zhai et al. 2024): self-judged strengths, ranked pairs, SPCE loss."""
+
+    model_config = FROZEN
+    beta: float = Field(default=0.1, gt=0.0, description="KL strength beta of the SPCE margin.")
+    logprob_reduction: Literal["sum", "mean"] = Field(default="sum", description="Sequence logprob reduction.")
+    pairing: Pairing = Field(default="ranked", description=PAIRING_HELP)
+
+
+class SPPOConfig(BaseModel):
+    """Self-Play Preference Optimization (Wu et al. 2024); see learner/algorithms/sppo.py."""
+
+    model_config = FROZEN
+    eta: float = Field(default=2.0, gt=0.0, description="Step size: logp_pi - logp_t is pushed to eta (P - 1/2).")
+    logprob_reduction: Literal["sum", "mean"] = Field(default="sum", description="Sequence logprob reduction.")
+
+
+class PPOConfig(BaseModel):
+    """PPO for RLHF with a critic and GAE; see learner/algorithms/ppo.py."""
+
+    model_config = FROZEN
+    kl_coef: float = Field(default=0.05, ge=0.0, description="Per-token KL penalty (k1) in the reward.")
+    clip_eps: float = Field(default=0.2, gt=0.0, description="PPO ratio clip epsilon.")
+    value_clip: float = Field(default=0.2, gt=0.0, description="Value clip around the old values.")
+    gamma: float = Field(default=1.0, ge=0.0, le=1.0, description="Discount.")
+    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0, description="GAE lambda.")
+    epochs: int = Field(default=2, ge=1, description="Passes over each step's rollouts.")
+    minibatches: int = Field(default=2, ge=1, description="Optimizer steps per epoch (rollouts split evenly).")
+    reward_clip: float = Field(default=10.0, gt=0.0, description="Judge rewards are clipped to +-reward_clip.")
+    whiten_advantages: bool = Field(default=True, description="Normalise advantages over the step's tokens.")
+    critic_lr: float = Field(default=1e-3, gt=0.0, description="Critic AdamW learning rate.")
+
+
+class GRPOConfig(BaseModel):
+    """GRPO (Shao et al. 2024): group-normalised advantages, PPO-clip, k3 KL in the loss."""
+
+    model_config = FROZEN
+    kl_coef: float = Field(default=0.04, ge=0.0, description="Weight of the k3 KL to the reference in the loss.")
+    clip_eps: float = Field(default=0.2, gt=0.0, description="PPO ratio clip epsilon.")
+    epochs: int = Field(default=1, ge=1, description="Passes over each step's rollouts.")
+    minibatches: int = Field(default=1, ge=1, description="Optimizer steps per epoch.")
+    std_eps: float = Field(default=1e-4, gt=0.0, description="A = (r - mean) / (std + std_eps) within a group.")
+
+
+class RLOOConfig(BaseModel):
+    """RLOO (Ahmadian et al. 2024): leave-one-out baseline, sequence KL penalty in the reward."""
+
+    model_config = FROZEN
+    kl_coef: float = Field(default=0.05, ge=0.0, description="Sequence KL (sum of k1) subtracted from the reward.")
+    clip_eps: float = Field(default=0.2, gt=0.0, description="PPO ratio clip epsilon.")
+    epochs: int = Field(default=1, ge=1, description="Passes over each step's rollouts.")
+    minibatches: int = Field(default=1, ge=1, description="Optimizer steps per epoch.")
 
 
 class EvalConfig(BaseModel):
@@ -151,6 +226,12 @@ class RunConfig(BaseModel):
     rollout: RolloutConfig = RolloutConfig()
     learner: LearnerConfig = LearnerConfig()
     mnpo: MNPOConfig = MNPOConfig()
+    dpo: DPOConfig = DPOConfig()
+    osp: OSPConfig = OSPConfig()
+    sppo: SPPOConfig = SPPOConfig()
+    ppo: PPOConfig = PPOConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    rloo: RLOOConfig = RLOOConfig()
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -2,8 +2,11 @@
 
 A manifest lists the judges that label training batches (`judges`, combined by `weight`) and,
 optionally, the judge used for evaluation (`eval`, default: the task's ground truth). Each judge
-kind has its own spec; `kind` selects it. Later kinds (pairwise, self, http, population) add a
-spec class here and a module under rollout/judges/.
+kind has its own spec; `kind` selects it, and a module under rollout/judges/ implements it.
+
+Kinds: rule and reward_model are pointwise (scalar rewards, higher is better); pairwise, self and
+http compare two responses and give P(first preferred over second) (> 0.5 favours the first);
+population combines members of any other kind. The evaluation judge must be pointwise.
 
 Example:
     judges:
@@ -60,7 +63,103 @@ class RewardModelJudgeSpec(_Common):
     batch_size: int = Field(default=64, ge=1, description="Sequences per forward pass.")
 
 
-JudgeSpec = Annotated[Union[RuleJudgeSpec, RewardModelJudgeSpec], Field(discriminator="kind")]
+DEFAULT_PAIRWISE_TEMPLATE = (
+    "Prompt: {prompt}\nResponse A: {first}\nResponse B: {second}\nWhich response is better? Answer A or B: "
+)
+
+
+class _PairwiseCommon(_Common):
+    """A judge reading (prompt, A, B) and giving P(A preferred over B); both orders are averaged."""
+
+    template: str = Field(
+        default=DEFAULT_PAIRWISE_TEMPLATE,
+        description="Judge prompt with the placeholders {prompt}, {first} and {second}.",
+    )
+    choices: tuple[str, str] = Field(
+        default=("A", "B"), description="Verdict strings for 'first is better' and 'second is better'."
+    )
+    comparisons: Literal["all_pairs", "adjacent"] = Field(
+        default="all_pairs",
+        description="Which samples of a prompt are compared: every pair, or each with the next (K-1 pairs).",
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        missing = [k for k in ("{prompt}", "{first}", "{second}") if k not in value]
+        if missing:
+            raise ValueError(f"template lacks the placeholders {missing}")
+        return value
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct_choices(cls, value: tuple[str, str]) -> tuple[str, str]:
+        if value[0] == value[1] or not all(value):
+            raise ValueError(f"choices must be two different non-empty strings, got {value}")
+        return value
+
+
+class PairwiseJudgeSpec(_PairwiseCommon):
+    """A fixed causal LM judging pairs by the probability of its verdict tokens."""
+
+    kind: Literal["pairwise"]
+    path: str = Field(description="Local checkpoint dir (or 'builtin:policy', the task's starting policy).")
+    batch_size: int = Field(default=64, ge=1, description="Judge prompts per forward pass.")
+
+
+class SelfJudgeSpec(_PairwiseCommon):
+    """The policy judging its own samples with its current weights (synced like rollout workers)."""
+
+    kind: Literal["self"]
+    batch_size: int = Field(default=64, ge=1, description="Judge prompts per forward pass.")
+
+
+class HttpJudgeSpec(_PairwiseCommon):
+    """An LLM judge behind an OpenAI-compatible completions endpoint (vLLM, hosted APIs)."""
+
+    kind: Literal["http"]
+    base_url: str = Field(pattern=r"^https?://", description="API root, e.g. http://127.0.0.1:8000/v1.")
+    model: str = Field(min_length=1, description="Model name sent with each request.")
+    api_key_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the API key (sent as a bearer token, never logged).",
+    )
+    max_concurrency: int = Field(default=8, ge=1, description="Requests in flight at once.")
+    timeout_s: float = Field(default=30.0, gt=0.0, description="Timeout of one request (seconds).")
+    retries: int = Field(default=3, ge=0, description="Retries of a failed request (429, 5xx, network).")
+    backoff_s: float = Field(default=0.5, ge=0.0, description="First retry delay; doubles each retry.")
+
+
+MemberSpec = Annotated[
+    Union[RuleJudgeSpec, RewardModelJudgeSpec, PairwiseJudgeSpec, SelfJudgeSpec, HttpJudgeSpec],
+    Field(discriminator="kind"),
+]
+
+
+class PopulationJudgeSpec(_Common):
+    """Heterogeneous annotators: each pair is labelled by one member drawn by weight, or by a vote."""
+
+    kind: Literal["population"]
+    members: tuple[MemberSpec, ...] = Field(min_length=1, description="The annotators; `weight` is each one's share.")
+    mode: Literal["draw", "vote"] = Field(
+        default="draw", description="'draw': one member per pair, by weight; 'vote': weighted mean of P."
+    )
+    seed: int = Field(default=0, description="Seeds the draws (with the step and pair).")
+
+    @model_validator(mode="after")
+    def _unique_members(self) -> PopulationJudgeSpec:
+        names = [m.name for m in self.members]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"population {self.name!r} repeats member names {dupes}")
+        return self
+
+
+JudgeSpec = Annotated[
+    Union[RuleJudgeSpec, RewardModelJudgeSpec, PairwiseJudgeSpec, SelfJudgeSpec, HttpJudgeSpec, PopulationJudgeSpec],
+    Field(discriminator="kind"),
+]
+POINTWISE_KINDS = ("rule", "reward_model")  # give scalar rewards; every other kind gives preferences
 
 
 class JudgeManifest(BaseModel):
@@ -74,4 +173,9 @@ class JudgeManifest(BaseModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate judge names {dupes}")
+        if self.eval is not None and self.eval.kind not in POINTWISE_KINDS:
+            raise ValueError(
+                f"eval judge {self.eval.name!r} is of kind {self.eval.kind!r}; evaluation needs a pointwise "
+                f"judge (one of {', '.join(POINTWISE_KINDS)})"
+            )
         return self

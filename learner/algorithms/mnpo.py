@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from learner.algorithms.base import AlgorithmSpec
+from learner.algorithms.base import AlgorithmSpec, PairInputs
 from protocols.config import MNPOConfig
 
 WEIGHT_TOLERANCE = 1e-4
@@ -148,14 +148,22 @@ def _metrics(
     return metrics
 
 
+def pair_loss(inputs: PairInputs, cfg: MNPOConfig) -> tuple[Tensor, dict[str, float]]:
+    """The learner's entry point: `mnpo_loss` with the configured opponent weights."""
+    weights = torch.tensor(cfg.normalised_weights(), dtype=inputs.policy_chosen.dtype,
+                           device=inputs.policy_chosen.device)
+    return mnpo_loss(
+        inputs.policy_chosen, inputs.policy_rejected, inputs.ref_chosen, inputs.ref_rejected,
+        inputs.opponent_chosen, inputs.opponent_rejected, weights, ratio=cfg.ratio, eta=cfg.eta,
+    )
+
+
 SPEC = AlgorithmSpec(
     name="mnpo",
     description="TD-MNPO (Wu et al. 2025): squared loss against the reference and past-policy snapshots.",
+    family="pair",
+    config_section="mnpo",
     needs_reference=True,
     needs_opponents=True,
-    needs_old_logprobs=False,
-    needs_values=False,
-    pairing="best_vs_worst",
-    loss=mnpo_loss,
-    config=MNPOConfig,
+    pair_loss=pair_loss,
 )

@@ -1,23 +1,43 @@
-"""The judge interface and the Bradley-Terry link shared by every scalar judge.
+"""The judge interfaces and the helpers every judge kind shares.
 
-A judge is anything with a `name` and a `score(prompts, responses) -> list[float]` (pointwise,
-higher is better). Pairwise kinds (later) add `compare(prompts, first, second) -> list[float]`
-returning P(first preferred over second); > 0.5 favours `first` (protocols/batches.py).
+Two interfaces (typing.Protocol, no base class):
+- pointwise: `score(prompts, responses) -> list[float]`, one scalar per response, higher is better
+  (rule, reward_model).
+- pairwise: `compare(prompts, first, second) -> list[float]`, P(first preferred over second) per
+  triple; > 0.5 favours `first` (protocols/batches.py, PairPreference). Pairwise kinds (pairwise,
+  self, http) average both presentation orders to cancel position bias:
+      P = 0.5 * [p(first, second) + 1 - p(second, first)]
+A judge may implement both. `judge_rollouts` turns either into a Judgement's rewards/preferences.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol, runtime_checkable
+
+from protocols import PairPreference, RolloutBatch
 
 
-class Judge(Protocol):
+@runtime_checkable
+class PointwiseJudge(Protocol):
     name: str
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """One scalar per (prompt, response); higher is better."""
         ...
+
+
+@runtime_checkable
+class PairwiseJudge(Protocol):
+    name: str
+
+    def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
+        """P(first[i] preferred over second[i]) for each i, in [0, 1]."""
+        ...
+
+
+Judge = PointwiseJudge | PairwiseJudge
 
 
 def bradley_terry(first: float, second: float, temperature: float) -> float:
@@ -30,3 +50,42 @@ def bradley_terry(first: float, second: float, temperature: float) -> float:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
     return e / (1.0 + e)
+
+
+def comparison_pairs(n: int, k: int, mode: Literal["all_pairs", "adjacent"]) -> list[tuple[int, int]]:
+    """Index pairs (i, j), i < j, inside each group of k consecutive rollouts out of n.
+
+    "all_pairs": every pair of a group (k (k - 1) / 2 per group); "adjacent": (i, i + 1) (k - 1).
+    """
+    if n % k:
+        raise ValueError(f"{n} rollouts is not a multiple of the group size {k}")
+    pairs = []
+    for start in range(0, n, k):
+        if mode == "all_pairs":
+            pairs += [(start + a, start + b) for a in range(k) for b in range(a + 1, k)]
+        elif mode == "adjacent":
+            pairs += [(start + a, start + a + 1) for a in range(k - 1)]
+        else:
+            raise ValueError(f"unknown comparisons mode {mode!r}; valid: all_pairs, adjacent")
+    return pairs
+
+
+def judge_rollouts(
+    judge: Judge, batch: RolloutBatch, comparisons: Literal["all_pairs", "adjacent"] = "all_pairs"
+) -> tuple[list[float] | None, list[PairPreference] | None]:
+    """(rewards, preferences) of a batch: `score` on every rollout and/or `compare` on the pairs."""
+    prompts = [r.prompt_text for r in batch.rollouts]
+    responses = [r.response_text for r in batch.rollouts]
+    rewards = judge.score(prompts, responses) if isinstance(judge, PointwiseJudge) else None
+    preferences = None
+    if isinstance(judge, PairwiseJudge):
+        pairs = comparison_pairs(len(responses), batch.samples_per_prompt, comparisons)
+        probabilities = judge.compare(
+            [prompts[i] for i, _ in pairs], [responses[i] for i, _ in pairs], [responses[j] for _, j in pairs]
+        )
+        if len(probabilities) != len(pairs):
+            raise ValueError(f"judge {judge.name!r} returned {len(probabilities)} probabilities for {len(pairs)} pairs")
+        preferences = [PairPreference(first=i, second=j, probability=p) for (i, j), p in zip(pairs, probabilities)]
+    if rewards is None and preferences is None:
+        raise TypeError(f"judge {judge.name!r} implements neither score nor compare")
+    return rewards, preferences
