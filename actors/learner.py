@@ -29,15 +29,16 @@ class LearnerActor:
         from learner.engine import PolicyLearner  # imports DeepSpeed (seconds) only in learner processes
 
         self.learner = PolicyLearner(
-            model_path, cfg.learner, cfg.mnpo, algo=cfg.algo, dtype=cfg.model.dtype, seed=cfg.seed,
-            rank=self.rank, world_size=self.world_size, master_addr=master_addr, master_port=master_port,
+            model_path, cfg, rank=self.rank, world_size=self.world_size, master_addr=master_addr,
+            master_port=master_port,
         )
 
     def train_step(
-        self, step: int, judge_weights: dict[str, float], judgements: list[tuple[Judgement, ...]], *batches: RolloutBatch
+        self, step: int, judge_weights: dict[str, float], judge_temperatures: dict[str, float],
+        judgements: list[tuple[Judgement, ...]], *batches: RolloutBatch,
     ) -> LearnerStepResult:
         judged = [JudgedBatch(batch=b, judgements=j) for b, j in zip(batches, judgements, strict=True)]
-        return self.learner.train_step(judged, step, judge_weights)
+        return self.learner.train_step(judged, step, judge_weights, judge_temperatures)
 
     @ray.method(num_returns=2)
     def export(self, step: int, probe_sequences: list[list[int]]) -> tuple[WeightVersion | None, dict | None]:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from deploy.loading import ConfigError, build_run_config, load_manifest
-from driver.plan import RunPlan, resolve_plan
+from driver.plan import RunPlan, default_judges, resolve_plan
 from driver.tracking import WandbSettings, require_wandb
 from protocols import RunConfig
 
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.list_algos:
             sys.stdout.write(list_algos() + "\n")
             return
+        cfg = default_judges(cfg)
         plan: RunPlan = resolve_plan(cfg, load_manifest(locate(cfg.judges)), resume=bool(args.resume))
         if cfg.tracking.wandb_project:
             require_wandb(WandbSettings(project=cfg.tracking.wandb_project))

@@ -14,6 +14,7 @@ from pathlib import Path
 from driver.builtin import check_model_path
 from learner.algorithms import get_algorithm
 from protocols import JudgeManifest, RewardModelJudgeSpec, RuleJudgeSpec, RunConfig
+from protocols.judges import POINTWISE_KINDS
 from rollout.judges import resolve_function
 
 GROUND_TRUTH = RuleJudgeSpec(
@@ -36,6 +37,11 @@ class RunPlan:
     def judge_weights(self) -> dict[str, float]:
         return {j.name: j.weight for j in self.manifest.judges}
 
+    @property
+    def judge_temperatures(self) -> dict[str, float]:
+        """Bradley-Terry temperature of each judge, for turning its rewards into preferences."""
+        return {j.name: j.temperature for j in self.manifest.judges}
+
 
 def check_manifest(manifest: JudgeManifest, source: str) -> None:
     specs = list(manifest.judges) + ([manifest.eval] if manifest.eval else [])
@@ -53,10 +59,36 @@ def check_manifest(manifest: JudgeManifest, source: str) -> None:
                 raise FileNotFoundError(f"{where}: field 'path': {err}") from None
 
 
+def default_judges(cfg: RunConfig) -> RunConfig:
+    """The algorithm's own default manifest (OSP: a self judge) when the run names none."""
+    spec = get_algorithm(cfg.algo)  # raises, listing the valid names
+    if spec.default_judges and cfg.judges == RunConfig.model_fields["judges"].default:
+        return cfg.model_copy(update={"judges": spec.default_judges})
+    return cfg
+
+
+def check_algorithm_judges(algo: str, manifest: JudgeManifest, source: str) -> None:
+    """The judges give what the algorithm trains on (scalar rewards for PPO-style; a self judge for OSP)."""
+    spec = get_algorithm(algo)
+    if spec.needs_rewards:
+        pairwise = [f"{j.name!r} ({j.kind})" for j in manifest.judges if j.kind not in POINTWISE_KINDS]
+        if pairwise:
+            raise ValueError(
+                f"{source}: --algo {algo} trains on scalar rewards, but judges {', '.join(pairwise)} give only "
+                f"preferences; use judges of kind {' or '.join(POINTWISE_KINDS)} (e.g. deploy/judges/default.yaml)"
+            )
+    if spec.needs_self_judge and not any(j.kind == "self" for j in manifest.judges):
+        raise ValueError(
+            f"{source}: --algo {algo} needs a judge of kind 'self' (the policy judging its own samples); "
+            f"see deploy/judges/self.yaml"
+        )
+
+
 def resolve_plan(cfg: RunConfig, manifest: JudgeManifest, resume: bool = False) -> RunPlan:
     get_algorithm(cfg.algo)  # raises, listing the valid names
     check_model_path(cfg.model.path, "model path")
     check_manifest(manifest, cfg.judges)
+    check_algorithm_judges(cfg.algo, manifest, cfg.judges)
     if cfg.rollout.prompts_per_step < cfg.rollout.num_workers:
         raise ValueError(
             f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} is smaller than "

@@ -92,7 +92,9 @@ class Loop:
     def __init__(self, plan: RunPlan, cluster: Cluster, model_path: str, started: float):
         self.plan, self.cfg, self.cluster, self.model_path, self.started = plan, plan.cfg, cluster, model_path, started
         self.heldout = wordlist.heldout_prompts()[: self.cfg.eval.num_prompts]
-        self.uses_pool = get_algorithm(self.cfg.algo).needs_opponents
+        spec = get_algorithm(self.cfg.algo)
+        self.uses_pool = spec.needs_opponents
+        self.snapshot_every = getattr(getattr(self.cfg, spec.config_section), "snapshot_every", 0)
         self.evals: dict[int, EvalSamples] = {}  # policy version -> held-out samples
         self.run_name = plan.output.resolve().name
 
@@ -135,7 +137,7 @@ class Loop:
                     logger.info(step_line(record, cfg.steps, eta, final.vs_start.win_rate if final else None))
                 version = int(record["learner/policy_version"])
                 evaluating = done == cfg.steps or bool(cfg.eval.every and done % cfg.eval.every == 0)
-                if self.uses_pool and version % cfg.mnpo.snapshot_every == 0 and not evaluating:
+                if self.uses_pool and version % self.snapshot_every == 0 and not evaluating:
                     self.eval_samples(version, step)  # the next snapshot's samples, while it is served
                 if evaluating:  # (also records this version's samples for the pool)
                     final = self.evaluate(version, step, state.start)
@@ -154,7 +156,8 @@ class Loop:
         judgements: list[list[Judgement]] = [ray.get(refs) for refs in item.judgements]
         judge_seconds = time.perf_counter() - judge_start
         results = ray.get([
-            learner.train_step.remote(item.step, self.plan.judge_weights, [tuple(j) for j in judgements], *item.batches)
+            learner.train_step.remote(item.step, self.plan.judge_weights, self.plan.judge_temperatures,
+                                     [tuple(j) for j in judgements], *item.batches)
             for learner in self.cluster.learners
         ])
         reports = ray.get(publish_weights(self.cluster, item.step, probe))

@@ -93,6 +93,16 @@ class SequenceTensors:
     def to(self, device: torch.device | str) -> SequenceTensors:
         return SequenceTensors(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
+    def select(self, rows: Tensor | Sequence[int]) -> SequenceTensors:
+        """The given rows, trimmed to their longest sequence (less padding per forward pass)."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        mask = self.attention_mask[rows]
+        width = max(int(mask.sum(-1).max()), 2) if len(rows) else 2
+        return SequenceTensors(
+            input_ids=self.input_ids[rows, :width], attention_mask=mask[:, :width],
+            response_mask=self.response_mask[rows, : width - 1],
+        )
+
 
 def collate_sequences(rollouts: Sequence[Rollout], pad_token_id: int) -> SequenceTensors:
     """Pad rollouts (prompt + response tokens) into one batch, aligned like `collate_pairs`."""

@@ -46,3 +46,12 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
 
 def device() -> torch.device:
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """Element-wise sum of `values` over the learner ranks (identity with one rank)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device())
+    torch.distributed.all_reduce(t)
+    return t.tolist()

@@ -1,17 +1,21 @@
 """The learner: judged experience -> new policy weights, on a DeepSpeed ZeRO engine (no Ray here).
 
-Wrapped by actors/learner.py, one instance per rank. Each step every rank builds the same pairs
-from the JudgedBatch (deterministic), trains on its shard, and DeepSpeed averages the gradients.
-The reference policy and MNPO's opponent ring are frozen copies computed locally on each rank.
+Wrapped by actors/learner.py, one instance per rank. The algorithm (learner/algorithms/, chosen by
+`RunConfig.algo`) declares which forward passes it needs; the learner runs only those.
 
-Flow of one `train_step`:
-    pairs = pairing(judged)            # learner/pairing.py, per algorithm
-    maybe push a snapshot              # every `snapshot_every` steps, before the update
-    for each micro-batch:              # gradients accumulated, one optimizer step per driver step
-        ref / opponent logprobs        # no grad
-        policy logprobs -> loss        # learner/algorithms/<algo>.py, a pure function
+Pair family (DPO, IPO, rDPO, OSP, MNPO, INPO), one optimizer step per driver step:
+    pairs = pairing(judged)            # learner/pairing.py, rule from the algorithm's config
+    maybe push a snapshot              # opponent ring, every `snapshot_every` steps
+    for each micro-batch of pairs:     # gradients accumulated
+        ref / opponent logprobs        # no grad, only if declared
+        policy logprobs -> pair_loss   # a pure function of the algorithm
         engine.backward(loss * share)
     engine.step()
+
+Sequence family (PPO, GRPO, RLOO, SPPO): learner/sequence_step.py.
+
+Every rank builds the same pairs / groups from the JudgedBatch (deterministic), trains on its
+shard, and DeepSpeed averages the gradients.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -28,12 +32,12 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from learner import distributed
 from learner.algorithms import get_algorithm
-from learner.algorithms.mnpo import mnpo_loss
-from learner.collate import PairTensors, collate_pairs, collate_sequences, split_micro_batches
+from learner.algorithms.base import PairInputs
+from learner.collate import PairTensors, SequenceTensors, collate_pairs, collate_sequences, split_micro_batches
 from learner.ops import gather_token_logprobs, kl_k1, masked_sum, sequence_logprobs
 from learner.opponents import OpponentRing
 from learner.pairing import get_pairing
-from protocols import JudgedBatch, LearnerConfig, LearnerStepResult, MNPOConfig, RolloutBatch, SyncProbe
+from protocols import JudgedBatch, LearnerConfig, LearnerStepResult, RolloutBatch, RunConfig, SyncProbe
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +66,8 @@ class PolicyLearner:
     def __init__(
         self,
         model_path: str,
-        cfg: LearnerConfig,
-        mnpo: MNPOConfig,
+        run: RunConfig,
         *,
-        algo: str,
-        dtype: str,
-        seed: int,
         rank: int = 0,
         world_size: int = 1,
         master_addr: str = "127.0.0.1",
@@ -75,51 +75,77 @@ class PolicyLearner:
     ):
         import deepspeed  # deferred: see learner/distributed.py
 
-        self.cfg, self.mnpo, self.rank, self.world_size = cfg, mnpo, rank, world_size
-        self.spec = get_algorithm(algo)
-        self.pairing = get_pairing(self.spec.pairing)
+        cfg = run.learner
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.spec = get_algorithm(run.algo)
+        self.algo_cfg = getattr(run, self.spec.config_section)
+        self.pairing = get_pairing(self.algo_cfg.pairing) if self.spec.family == "pair" else None
+        self.seed = run.seed
         self.version = 0
-        torch.manual_seed(seed)
+        torch.manual_seed(run.seed)
         distributed.init_distributed(rank, world_size, master_addr, master_port or distributed.free_port())
         self.device = distributed.device()
-        torch_dtype = DTYPES[dtype]
+        torch_dtype = DTYPES[run.model.dtype]
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
         self.pad_token_id = _pad_token_id(model)
         self.reference = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
-        self.opponents = (
-            OpponentRing(self.reference, mnpo.num_opponents) if self.spec.needs_opponents else None
-        )
+        self.opponents = None
+        if self.spec.needs_opponents:
+            self.snapshot_every = self.algo_cfg.snapshot_every
+            self.opponents = OpponentRing(self.reference, self.spec.fixed_opponents or self.algo_cfg.num_opponents)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
         )
         warmup = max(cfg.warmup_steps, 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        ds_config = deepspeed_config(cfg, run.model.dtype, world_size)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model,
-            optimizer=optimizer,
-            lr_scheduler=scheduler,
-            config=deepspeed_config(cfg, dtype, world_size),
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
         )
+        self.critic = None
+        if self.spec.needs_values:
+            from learner.critic import Critic
+
+            self.critic = Critic(model_path, cfg, self.algo_cfg.critic_lr, ds_config, torch_dtype, self.device)
         logger.info(
             "learner rank %d: %s, ZeRO-%d, %.2fM parameters, algo %s",
-            rank, model_path, cfg.zero_stage, sum(p.numel() for p in model.parameters()) / 1e6, algo,
+            rank, model_path, cfg.zero_stage, sum(p.numel() for p in model.parameters()) / 1e6, run.algo,
         )
 
     # ------------------------------------------------------------------ training
     def train_step(
-        self, judged: Sequence[JudgedBatch], step: int, judge_weights: dict[str, float]
+        self, judged: Sequence[JudgedBatch], step: int, judge_weights: Mapping[str, float],
+        judge_temperatures: Mapping[str, float] | None = None,
     ) -> LearnerStepResult:
-        """One optimizer step on this rank's shard of the pairs built from `judged`.
+        """Train on `judged` (one JudgedBatch per rollout worker, all of one policy_version).
 
-        `judged` holds one JudgedBatch per rollout worker; all must share one policy_version.
+        `judge_weights` / `judge_temperatures`: the manifest's weight and Bradley-Terry temperature
+        of each judge (learner/pairing.py combines the judges with them).
         """
         start = time.perf_counter()
         versions = {j.batch.policy_version for j in judged}
         if len(versions) != 1:
             raise ValueError(f"a step must train on one policy version, got {sorted(versions)}")
-        if self.opponents is not None and step > 0 and step % self.mnpo.snapshot_every == 0:
+        temperatures = dict(judge_temperatures or {})
+        if self.spec.family == "pair":
+            metrics = self._train_pairs(judged, step, judge_weights, temperatures)
+        else:
+            from learner.sequence_step import train_sequences
+
+            metrics = train_sequences(self, judged, step, judge_weights, temperatures)
+        self.version += 1
+        metrics["learner/lr"] = float(self.scheduler.get_last_lr()[0])
+        metrics["learner/seconds"] = time.perf_counter() - start
+        return LearnerStepResult(
+            step=step, policy_version=self.version, trained_on_version=versions.pop(), metrics=metrics
+        )
+
+    def _train_pairs(self, judged: Sequence[JudgedBatch], step: int, judge_weights: Mapping[str, float],
+                     temperatures: Mapping[str, float]) -> dict[str, float]:
+        """One optimizer step on this rank's shard of the pairs built from `judged`."""
+        if self.opponents is not None and step > 0 and step % self.snapshot_every == 0:
             self.opponents.push(self.state_dict(), self.version)
-        pairs = [pair for batch in judged for pair in self.pairing(batch, judge_weights)]
+        pairs = [pair for batch in judged for pair in self.pairing(batch, judge_weights, temperatures)]
         groups = sum(len(batch.batch.groups()) for batch in judged)
         shard = pairs[self.rank :: self.world_size]
         self.engine.train()
@@ -133,49 +159,55 @@ class PolicyLearner:
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value * len(chunk)
         if not shard:  # keep the collective in step with the other ranks: a zero gradient
-            self.engine.set_gradient_accumulation_boundary(True)
-            self.engine.backward(sum(p.sum() for p in self.engine.module.parameters()) * 0.0)
+            self.zero_backward()
         self.engine.step()
-        self.version += 1
         metrics = {key: value / max(len(shard), 1) for key, value in sums.items()}
-        grad_norm = self.engine.get_global_grad_norm()
         metrics.update({
             "learner/pairs": float(len(pairs)),
-            "learner/tied_groups": float(groups - len(pairs)),
-            "learner/lr": float(self.scheduler.get_last_lr()[0]),
-            "learner/grad_norm": float(grad_norm) if grad_norm is not None else 0.0,
-            "learner/seconds": time.perf_counter() - start,
+            "learner/tied_groups": float(max(groups - len(pairs), 0)),
+            "learner/grad_norm": self.grad_norm(),
         })
-        return LearnerStepResult(
-            step=step, policy_version=self.version, trained_on_version=versions.pop(), metrics=metrics
-        )
+        return metrics
+
+    def zero_backward(self) -> None:
+        self.engine.set_gradient_accumulation_boundary(True)
+        self.engine.backward(sum(p.sum() for p in self.engine.module.parameters()) * 0.0)
+
+    def grad_norm(self) -> float:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else 0.0
 
     def _pair_loss(self, t: PairTensors) -> tuple[torch.Tensor, dict[str, float]]:
-        """Per-pair MNPO loss [P] and metrics for one micro-batch of P pairs (2P sequences)."""
+        """Per-pair loss [P] of the algorithm and metrics for one micro-batch of P pairs (2P sequences)."""
         n = t.input_ids.shape[0] // 2
-        reduction = self.mnpo.logprob_reduction
+        reduction = self.algo_cfg.logprob_reduction
+        ref_tokens = ref = opp = None
         with torch.no_grad():
-            ref_tokens = self._token_logprobs(self.reference, t)
-            ref = sequence_logprobs(ref_tokens, t.response_mask, reduction)
-            opponent_models = self.opponents.models if self.opponents is not None else []
-            opp = torch.stack([sequence_logprobs(self._token_logprobs(m, t), t.response_mask, reduction)
-                               for m in opponent_models]) if opponent_models else ref.new_zeros(0, 2 * n)
-        policy_tokens = self._token_logprobs(self.engine, t)
+            if self.spec.needs_reference:
+                ref_tokens = self.token_logprobs(self.reference, t)
+                ref = sequence_logprobs(ref_tokens, t.response_mask, reduction)
+            if self.opponents is not None:
+                opp = torch.stack([sequence_logprobs(self.token_logprobs(m, t), t.response_mask, reduction)
+                                   for m in self.opponents.models])
+        policy_tokens = self.token_logprobs(self.engine, t)
         policy = sequence_logprobs(policy_tokens, t.response_mask, reduction)
-        weights = torch.tensor(self.mnpo.normalised_weights(), dtype=policy.dtype, device=policy.device)
-        loss, metrics = mnpo_loss(
-            policy[:n], policy[n:], ref[:n], ref[n:], opp[:, :n], opp[:, n:],
-            weights, ratio=self.mnpo.ratio, eta=self.mnpo.eta,
+        inputs = PairInputs(
+            policy_chosen=policy[:n], policy_rejected=policy[n:],
+            ref_chosen=None if ref is None else ref[:n], ref_rejected=None if ref is None else ref[n:],
+            opponent_chosen=None if opp is None else opp[:, :n], opponent_rejected=None if opp is None else opp[:, n:],
+            probability=t.probability.to(policy.dtype),
         )
-        # KL(pi || ref) on the sampled responses: k1 estimator summed over each sequence's tokens.
-        kl = masked_sum(kl_k1(policy_tokens.detach(), ref_tokens), t.response_mask, dim=-1)
+        loss, metrics = self.spec.pair_loss(inputs, self.algo_cfg)
         metrics["learner/loss"] = float(loss.detach().mean())
-        metrics["learner/kl_to_reference"] = float(kl.mean())
+        if ref_tokens is not None:
+            # KL(pi || ref) on the sampled responses: k1 estimator summed over each sequence's tokens.
+            kl = masked_sum(kl_k1(policy_tokens.detach(), ref_tokens), t.response_mask, dim=-1)
+            metrics["learner/kl_to_reference"] = float(kl.mean())
         metrics["learner/response_tokens"] = float(t.response_mask.sum(-1).float().mean())
         return loss, metrics
 
     @staticmethod
-    def _token_logprobs(model: torch.nn.Module, t: PairTensors) -> torch.Tensor:
+    def token_logprobs(model: torch.nn.Module, t: PairTensors | SequenceTensors) -> torch.Tensor:
         """[2P, T-1] logprob of each next token (pad positions hold garbage; mask them)."""
         logits = model(input_ids=t.input_ids, attention_mask=t.attention_mask).logits
         return gather_token_logprobs(logits[:, :-1], t.input_ids[:, 1:])
@@ -190,7 +222,7 @@ class PolicyLearner:
         with self._gathered():
             for lo in range(0, len(rollouts), micro):
                 t = collate_sequences(rollouts[lo : lo + micro], self.pad_token_id).to(self.device)
-                kl = kl_k1(self._token_logprobs(self.engine.module, t), self._token_logprobs(self.reference, t))
+                kl = kl_k1(self.token_logprobs(self.engine.module, t), self.token_logprobs(self.reference, t))
                 total += float(masked_sum(kl, t.response_mask, dim=-1).sum())
         return total / max(len(rollouts), 1)
 
@@ -200,6 +232,8 @@ class PolicyLearner:
         self.engine.save_checkpoint(
             directory, tag="learner", client_state={"version": self.version, "torch_rng": torch.get_rng_state()}
         )
+        if self.critic is not None:
+            self.critic.save_checkpoint(directory)
         if self.rank == 0 and self.opponents is not None:
             ring = {"versions": self.opponents.versions, "models": [m.state_dict() for m in self.opponents.models]}
             torch.save(ring, Path(directory) / OPPONENTS_FILE)
@@ -211,6 +245,8 @@ class PolicyLearner:
             raise FileNotFoundError(f"no DeepSpeed checkpoint 'learner' under {directory}")
         self.version = int(client["version"])
         torch.set_rng_state(client["torch_rng"])
+        if self.critic is not None:
+            self.critic.load_checkpoint(directory)
         if self.opponents is not None:
             ring = torch.load(Path(directory) / OPPONENTS_FILE, map_location="cpu")
             for model, state in zip(self.opponents.models, ring["models"], strict=True):

@@ -6,36 +6,10 @@ agree on the first step, the exported weights are the HF weights, the opponent r
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
-from protocols import JudgedBatch, Judgement, LearnerConfig, MNPOConfig, Rollout, RolloutBatch
-
-
-def judged_batch(vocab: int, eos: int, seed: int = 0, prompts: int = 6, k: int = 4) -> JudgedBatch:
-    rng = random.Random(seed)
-    rollouts, rewards = [], []
-    for p in range(prompts):
-        prompt = tuple(rng.randrange(3, vocab) for _ in range(rng.randint(3, 6)))
-        for _ in range(k):
-            n = rng.randint(1, 9)
-            response = tuple(rng.randrange(3, vocab) for _ in range(n - 1)) + (eos,)
-            rollouts.append(Rollout(
-                prompt_id=f"p{p}", prompt_text="x", prompt_token_ids=prompt, response_text="y",
-                response_token_ids=response, logprobs=(-1.0,) * n, policy_version=0, finish_reason="stop",
-            ))
-            rewards.append(rng.random())
-    batch = RolloutBatch(step=0, policy_version=0, samples_per_prompt=k, rollouts=tuple(rollouts))
-    return JudgedBatch(batch=batch, judgements=(Judgement(judge="gt", rewards=tuple(rewards)),))
-
-
-def make_learner(path, **learner_overrides):
-    from learner.engine import PolicyLearner
-
-    cfg = LearnerConfig(**{"warmup_steps": 0, **learner_overrides})
-    return PolicyLearner(str(path), cfg, MNPOConfig(snapshot_every=2), algo="mnpo", dtype="float32", seed=0)
+from tests.learner.engine_helpers import judged_batch, make_learner
 
 
 @pytest.fixture(scope="module")

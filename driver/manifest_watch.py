@@ -1,0 +1,79 @@
+"""Watch the judge manifest of a running job; hand the loop a new, fully checked manifest.
+
+Where it sits: driver/run.py calls `poll()` at every step boundary (cheap: one stat of the file).
+When the file's content changes, the new manifest goes through the same checks as at start-up
+(schema, import paths, model paths, API key variables, the algorithm's needs). A good manifest is
+returned for the loop to swap the judge actors; a bad one is logged with its reason and recorded,
+and the run keeps its current judges. Each distinct content is judged once, so a broken file is
+reported once, not every step.
+
+The evaluation judge is not swapped mid-run (win rates over a run must use one judge); a change
+to `eval` is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.loading import ConfigError, load_manifest
+from driver.plan import check_algorithm_judges, check_manifest
+from protocols import JudgeManifest
+
+logger = logging.getLogger("driver")
+
+
+@dataclass(frozen=True)
+class ManifestChange:
+    """The outcome of one changed manifest file: `manifest` if accepted, else `reason`."""
+
+    manifest: JudgeManifest | None
+    reason: str | None
+    digest: str
+
+
+class ManifestWatcher:
+    def __init__(self, path: str | Path, algo: str, current: JudgeManifest):
+        self.path, self.algo, self.current = Path(path), algo, current
+        self._stamp = self._stat()
+        self._digest = self._read_digest()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def _read_digest(self) -> str | None:
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+        except FileNotFoundError:
+            return None
+
+    def poll(self) -> ManifestChange | None:
+        """None when the file is unchanged (or vanished: a half-done save); else the verdict."""
+        stamp = self._stat()
+        if stamp is None or stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        digest = self._read_digest()
+        if digest is None or digest == self._digest:
+            return None
+        self._digest = digest
+        try:
+            manifest = load_manifest(str(self.path))
+            check_manifest(manifest, str(self.path))
+            check_algorithm_judges(self.algo, manifest, str(self.path))
+        except (ConfigError, FileNotFoundError, ValueError) as err:
+            logger.warning("judge manifest %s changed but was rejected; keeping the current judges: %s", self.path, err)
+            return ManifestChange(manifest=None, reason=str(err), digest=digest)
+        if manifest == self.current:
+            return None
+        if manifest.eval != self.current.eval:
+            logger.warning("judge manifest %s changes the eval judge; ignored until the run ends", self.path)
+            manifest = manifest.model_copy(update={"eval": self.current.eval})
+        self.current = manifest
+        return ManifestChange(manifest=manifest, reason=None, digest=digest)
