@@ -12,11 +12,12 @@ A judge may implement both. `judge_rollouts` turns either into a Judgement's rew
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from protocols import PairPreference, RolloutBatch
+from protocols.preference import bradley_terry
 
 
 @runtime_checkable
@@ -40,16 +41,32 @@ class PairwiseJudge(Protocol):
 Judge = PointwiseJudge | PairwiseJudge
 
 
-def bradley_terry(first: float, second: float, temperature: float) -> float:
-    """P(first > second) = sigmoid((r_first - r_second) / temperature); temperature 0 = hard 1/0.5/0."""
-    diff = first - second
-    if temperature == 0.0:
-        return 1.0 if diff > 0 else 0.0 if diff < 0 else 0.5
-    z = diff / temperature
-    if z >= 0:  # numerically stable logistic
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
+def fill_template(template: str, prompt: str, first: str, second: str) -> str:
+    """The judge prompt: {prompt}, {first} and {second} replaced in one pass.
+
+    Other braces stay as written (unlike str.format), and placeholder-like text inside the
+    inserted prompt or responses is not substituted again.
+    """
+    values = {"prompt": prompt, "first": first, "second": second}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+OneOrder = Callable[[Sequence[str], Sequence[str], Sequence[str]], list[float]]
+
+
+def both_orders(one_order: OneOrder, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
+    """P = 0.5 * [p(first, second) + 1 - p(second, first)], both orders in one call of `one_order`.
+
+    `one_order(prompts, a, b)` gives p(a preferred over b) as presented (a shown first). The
+    average cancels position bias, and compare(a, b) + compare(b, a) == 1 up to rounding.
+    """
+    n = len(prompts)
+    if not n == len(first) == len(second):
+        raise ValueError(f"got {n} prompts, {len(first)} first and {len(second)} second responses")
+    p = one_order([*prompts, *prompts], [*first, *second], [*second, *first])
+    if len(p) != 2 * n:
+        raise ValueError(f"one_order returned {len(p)} probabilities for {2 * n} judge prompts")
+    return [0.5 * (p[i] + 1.0 - p[n + i]) for i in range(n)]
 
 
 def comparison_pairs(n: int, k: int, mode: Literal["all_pairs", "adjacent"]) -> list[tuple[int, int]]:
