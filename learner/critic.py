@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import transformers
 from torch import Tensor
-from transformers import AutoModelForTokenClassification
+from transformers import AutoConfig, AutoModelForTokenClassification
 
 from learner.collate import SequenceTensors
 from protocols import LearnerConfig
@@ -39,7 +39,10 @@ class Critic:
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # the new head is expected to be "newly initialised"
         try:
-            model = AutoModelForTokenClassification.from_pretrained(model_path, num_labels=1, dtype=dtype)
+            # no dropout on the head (HF defaults to 0.1): values must be a deterministic function of the input
+            config = AutoConfig.from_pretrained(model_path, num_labels=1)
+            config.classifier_dropout = 0.0
+            model = AutoModelForTokenClassification.from_pretrained(model_path, config=config, dtype=dtype)
         finally:
             transformers.logging.set_verbosity(verbosity)
         if model.config.pad_token_id is None:

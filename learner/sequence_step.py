@@ -116,9 +116,8 @@ def _advantages(learner, mask, scores, old, ref, values, k, metrics) -> tuple[Te
         advantages, returns = adv.gae(rewards, values, mask, cfg.gamma, cfg.gae_lambda)
         metrics["learner/ppo/raw_advantage"] = float(masked_mean(advantages, mask))
         if cfg.whiten_advantages:
-            total, squares, count = distributed.all_reduce_sum(list(adv.masked_moments(advantages, mask)))
-            mean = total / max(count, 1)
-            advantages = adv.whiten(advantages, mask, mean=mean, var=max(squares / max(count, 1) - mean**2, 0.0))
+            mean, var = adv.mean_var(*distributed.all_reduce_sum(list(adv.masked_moments(advantages, mask))))
+            advantages = adv.whiten(advantages, mask, mean=mean, var=var)
         return advantages, returns
     sequence_rewards = scores
     if kind == "leave_one_out":

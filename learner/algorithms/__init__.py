@@ -6,11 +6,23 @@ test file under tests/learner/algorithms/.
 
 from __future__ import annotations
 
-from learner.algorithms import mnpo
+from learner.algorithms import dpo, grpo, inpo, ipo, mnpo, osp, ppo, rdpo, rloo, sppo
 from learner.algorithms.base import AlgorithmSpec
 
 ALGORITHMS: dict[str, AlgorithmSpec] = {
+    # Nash family (pairs, opponent snapshots)
     "mnpo": mnpo.SPEC,
+    "inpo": inpo.SPEC,
+    # direct preference family (pairs)
+    "dpo": dpo.SPEC,
+    "ipo": ipo.SPEC,
+    "rdpo": rdpo.SPEC,
+    "osp": osp.SPEC,
+    # sequence family
+    "sppo": sppo.SPEC,
+    "ppo": ppo.SPEC,
+    "grpo": grpo.SPEC,
+    "rloo": rloo.SPEC,
 }
 
 

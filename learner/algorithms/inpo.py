@@ -28,10 +28,11 @@ def pair_loss(inputs: PairInputs, cfg: MNPOConfig) -> tuple[Tensor, dict[str, fl
         shape = None if inputs.opponent_chosen is None else tuple(inputs.opponent_chosen.shape)
         raise ValueError(f"INPO plays exactly one opponent snapshot, got opponent logprobs of shape {shape}")
     weights = torch.ones(1, dtype=inputs.policy_chosen.dtype, device=inputs.policy_chosen.device)
-    return mnpo_loss(
+    loss, metrics = mnpo_loss(
         inputs.policy_chosen, inputs.policy_rejected, inputs.ref_chosen, inputs.ref_rejected,
         inputs.opponent_chosen, inputs.opponent_rejected, weights, ratio=cfg.ratio, eta=cfg.eta,
     )
+    return loss, {key.replace("learner/mnpo/", "learner/inpo/"): value for key, value in metrics.items()}
 
 
 SPEC = AlgorithmSpec(

@@ -20,18 +20,31 @@ def batch(builtin_models):
     return judged_batch(config.vocab_size, config.eos_token_id)
 
 
-def test_micro_batching_does_not_change_the_update(builtin_models, batch):
-    whole = make_learner(builtin_models.policy, micro_batch_size=64)
-    pieces = make_learner(builtin_models.policy, micro_batch_size=2)  # one pair per micro-batch
+@pytest.mark.parametrize("algo", ["mnpo", "inpo", "dpo", "osp"])
+def test_micro_batching_does_not_change_the_update(builtin_models, batch, algo):
+    whole = make_learner(builtin_models.policy, algo, micro_batch_size=64)
+    pieces = make_learner(builtin_models.policy, algo, micro_batch_size=2)  # one pair per micro-batch
     a = whole.train_step([batch], 0, {"gt": 1.0})
     b = pieces.train_step([batch], 0, {"gt": 1.0})
-    assert a.metrics["learner/pairs"] == b.metrics["learner/pairs"] == 6
+    pairs = 12 if algo == "osp" else 6  # ranked pairing: 2 pairs per prompt of 4; best vs worst: 1
+    assert a.metrics["learner/pairs"] == b.metrics["learner/pairs"] == pairs
     assert a.metrics["learner/loss"] == pytest.approx(b.metrics["learner/loss"], rel=1e-5)
     assert a.metrics["learner/grad_norm"] == pytest.approx(b.metrics["learner/grad_norm"], rel=1e-4)
     sa, sb = whole.state_dict(), pieces.state_dict()
     assert max((sa[k] - sb[k]).abs().max().item() for k in sa) < 1e-5
     moved = max((sa[k] - whole.reference.state_dict()[k]).abs().max().item() for k in sa)
     assert moved > 1e-4  # the step really changed the policy
+    assert f"learner/{algo}/loss" in a.metrics
+
+
+def test_inpo_keeps_one_snapshot_and_osp_uses_the_pair_probability(builtin_models, batch):
+    inpo = make_learner(builtin_models.policy, "inpo")
+    assert inpo.opponents.versions == [0]  # mnpo.num_opponents (2) is overridden
+    # OSP with a temperature-1 reward judge: ranked pairs carry P = sigmoid(r_c - r_r) < 1
+    osp = make_learner(builtin_models.policy, "osp")
+    result = osp.train_step([batch], 0, {"gt": 1.0}, {"gt": 1.0})
+    assert 0.5 < result.metrics["learner/osp/probability"] < 0.75  # rewards in [0, 1): |diff| < 1
+    assert result.metrics["learner/pairs"] == 12  # ranked: K / 2 = 2 pairs per prompt, 6 prompts
 
 
 def test_zero2_and_zero3_agree_on_the_first_step(builtin_models, batch):

@@ -1,10 +1,11 @@
-"""Tests for learner/algorithms/mnpo.py (TD-MNPO loss) and the algorithm registry."""
+"""Tests for learner/algorithms/mnpo.py (TD-MNPO loss and its adapter); the registry is in test_registry.py."""
 
 import pytest
 import torch
 
-from learner.algorithms import ALGORITHMS, AlgorithmSpec, get_algorithm
-from learner.algorithms.mnpo import SPEC, mnpo_loss
+from learner.algorithms import AlgorithmSpec
+from learner.algorithms.base import PairInputs
+from learner.algorithms.mnpo import SPEC, mnpo_loss, pair_loss
 from learner.pairing import PAIRINGS
 from protocols import MNPOConfig
 
@@ -191,18 +192,25 @@ def test_bad_inputs_raise_naming_the_problem(change, match):
         mnpo_loss(**kwargs)
 
 
-def test_spec_and_registry():
-    assert ALGORITHMS == {"mnpo": SPEC}
-    assert get_algorithm("mnpo") is SPEC
-    assert isinstance(SPEC, AlgorithmSpec) and SPEC.name == "mnpo"
-    assert SPEC.loss is mnpo_loss and SPEC.config is MNPOConfig
-    assert SPEC.needs_reference and SPEC.needs_opponents
+def test_spec():
+    assert isinstance(SPEC, AlgorithmSpec) and (SPEC.name, SPEC.family, SPEC.config_section) == ("mnpo", "pair", "mnpo")
+    assert SPEC.pair_loss is pair_loss and SPEC.sequence_loss is None
+    assert SPEC.needs_reference and SPEC.needs_opponents and SPEC.fixed_opponents is None
     assert not SPEC.needs_old_logprobs and not SPEC.needs_values
-    assert SPEC.pairing in PAIRINGS
-    with pytest.raises(ValueError, match=r"unknown algorithm 'foo'; valid: mnpo"):
-        get_algorithm("foo")
+    assert MNPOConfig().pairing in PAIRINGS
     with pytest.raises(AttributeError):
         SPEC.name = "other"  # frozen dataclass
+
+
+def test_adapter_uses_configured_weights():
+    inputs = two_pairs()
+    weights = inputs.pop("opponent_weights")
+    pair = PairInputs(**inputs, probability=torch.ones(2))
+    config = MNPOConfig(num_opponents=2, opponent_weights=(1.0, 3.0), eta=0.5, ratio=0.5)  # lambda = [0.25, 0.75]
+    loss, metrics = pair_loss(pair, config)
+    expected, expected_metrics = mnpo_loss(**inputs, opponent_weights=weights, ratio=0.5, eta=0.5)
+    torch.testing.assert_close(loss, expected)
+    assert metrics == expected_metrics
 
 
 def test_config_weights_plug_in():

@@ -1,0 +1,202 @@
+"""Advantage estimators of the sequence family (PPO, GRPO, RLOO): rewards in, advantages out.
+
+Where it sits: judged rollouts -> collate -> no-grad passes (old / reference logprobs, values) ->
+**advantages** -> algorithms/{ppo,grpo,rloo}.py losses. Which estimator a run uses is the
+algorithm's `AlgorithmSpec.advantage` ("gae", "group", "leave_one_out").
+
+All functions are pure: no logging, no distributed calls, no device moves. Whitening across ranks
+is the caller's: it all-reduces `masked_moments` of every rank, turns them into `mean_var`, and
+passes mean/var to `whiten`.
+
+Sources:
+- Per-token KL-penalised reward and GAE: Ziegler et al. 2019 (arXiv 1909.08593) as implemented
+  by TRL / OpenRLHF; GAE is Schulman et al. 2016 (arXiv 1506.02438, eq. 16).
+- Group-normalised advantages: Shao et al. 2024 (GRPO, arXiv 2402.03300, Section 4.1.2).
+- Leave-one-out baseline: Ahmadian et al. 2024 (RLOO, arXiv 2402.14740), after Kool et al. 2019.
+
+Conventions: N sequences, T token positions aligned with the response mask (learner/collate.py);
+G prompt groups of K samples each. Positions outside the mask may hold anything (NaN included):
+they are selected away with `torch.where` before any arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from learner.ops import kl_k1, masked_mean, masked_sum
+
+
+def _check_tokens(mask: Tensor, **tensors: Tensor) -> None:
+    """Every [N, T] tensor has the mask's shape; the mask is 2-D."""
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be [N, T], got shape {tuple(mask.shape)}")
+    for name, x in tensors.items():
+        if x.shape != mask.shape:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(mask.shape)} (the mask's)")
+
+
+def _last_positions(mask: Tensor) -> Tensor:
+    """[N, T] bool, True only at each row's last masked position (all False for an empty row)."""
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = torch.where(mask, positions, -1).max(dim=-1, keepdim=True).values  # [N, 1]; -1 if empty
+    return mask & (positions == last)
+
+
+def kl_penalised_rewards(
+    scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, kl_coef: float, clip: float | None
+) -> Tensor:
+    """Per-token rewards r_t = -kl_coef * (logp - logp_ref)_t, plus the clipped score on the last token.
+
+    Args:
+        scores: [N] sequence reward from the judges (higher is better).
+        logprobs: [N, T] policy logprobs of the sampled tokens (the rollout policy, no grad).
+        ref_logprobs: [N, T] same tokens under pi_ref.
+        mask: [N, T] bool response mask.
+        kl_coef: weight >= 0 of the per-token k1 KL penalty.
+        clip: scores are clamped to [-clip, clip] first; None = no clipping.
+
+    Returns:
+        [N, T] rewards; 0 outside the mask; a row with no masked position is all zeros (its score
+        is dropped).
+    """
+    mask = mask.bool()
+    _check_tokens(mask, logprobs=logprobs, ref_logprobs=ref_logprobs)
+    if scores.shape != (mask.shape[0],):
+        raise ValueError(f"scores has shape {tuple(scores.shape)}, expected ({mask.shape[0]},)")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"clip must be > 0 or None, got {clip}")
+    kl = kl_k1(torch.where(mask, logprobs, 0.0), torch.where(mask, ref_logprobs, 0.0))
+    rewards = torch.where(mask, -kl_coef * kl, 0.0)
+    final = scores.clamp(-clip, clip) if clip is not None else scores
+    return rewards + torch.where(_last_positions(mask), final.to(rewards.dtype)[:, None], 0.0)
+
+
+def check_contiguous(mask: Tensor) -> None:
+    """ValueError unless each row's masked positions form one contiguous run (or none)."""
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    first = torch.where(mask, positions, mask.shape[1]).min(dim=-1).values
+    last = torch.where(mask, positions, -1).max(dim=-1).values
+    count = mask.sum(dim=-1)
+    bad = (count > 0) & (last - first + 1 != count)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise ValueError(f"response mask must be contiguous in each row; rows {rows[:8]} have gaps")
+
+
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over each row's response tokens (Schulman et al. 2016, eq. 16).
+
+    delta_t = r_t + gamma * V_{t+1} - V_t;  A_t = delta_t + gamma * lam * A_{t+1};  R_t = A_t + V_t.
+
+    Contract: each row's masked positions are contiguous (one response, no gaps; ValueError
+    otherwise). The value after the last response token is 0 (the episode ends there), so the last
+    token's advantage is r_T - V_T.
+
+    Args:
+        rewards: [N, T] per-token rewards (e.g. `kl_penalised_rewards`).
+        values: [N, T] critic values V_t of the state before each response token.
+        mask: [N, T] bool response mask.
+        gamma: discount in [0, 1]; lam: GAE lambda in [0, 1].
+
+    Returns:
+        advantages: [N, T], 0 outside the mask.
+        returns: [N, T] advantages + values on the mask (the critic's targets), 0 outside.
+    """
+    mask = mask.bool()
+    _check_tokens(mask, rewards=rewards, values=values)
+    check_contiguous(mask)
+    rewards = torch.where(mask, rewards, 0.0)
+    values = torch.where(mask, values, 0.0)  # so V after the last response token reads 0
+    advantages = torch.zeros_like(rewards)
+    running = rewards.new_zeros(rewards.shape[0])  # A_{t+1}; 0 past the end of the response
+    next_value = rewards.new_zeros(rewards.shape[0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = torch.where(mask[:, t], delta + gamma * lam * running, 0.0)
+        advantages[:, t] = running
+        next_value = values[:, t]
+    returns = torch.where(mask, advantages + values, 0.0)
+    return advantages, returns
+
+
+def masked_moments(x: Tensor, mask: Tensor) -> tuple[float, float, int]:
+    """(sum, sum of squares, count) of `x` over the masked positions: all-reduce these across ranks."""
+    mask = mask.bool()
+    _check_tokens(mask, x=x)
+    total = float(masked_sum(x, mask))
+    squares = float(masked_sum(torch.where(mask, x, 0.0) ** 2, mask))
+    return total, squares, int(mask.sum())
+
+
+def mean_var(total: float, squares: float, count: int) -> tuple[float, float]:
+    """Mean and population variance from (summed) `masked_moments`; (0, 0) when count is 0."""
+    if count <= 0:
+        return 0.0, 0.0
+    mean = total / count
+    return mean, max(squares / count - mean * mean, 0.0)  # clamp float round-off below 0
+
+
+def whiten(x: Tensor, mask: Tensor, mean: float | None = None, var: float | None = None, eps: float = 1e-8) -> Tensor:
+    """(x - mean) / sqrt(var + eps) on the masked positions, 0 elsewhere.
+
+    Args:
+        x: [N, T] e.g. GAE advantages.
+        mask: [N, T] bool response mask.
+        mean, var: give both (e.g. from all-reduced `masked_moments` via `mean_var`) or neither;
+            neither = the masked mean and population variance of `x` itself.
+        eps: added to the variance.
+
+    Returns:
+        [N, T] whitened values, 0 outside the mask (all zeros when nothing is masked in).
+    """
+    mask = mask.bool()
+    _check_tokens(mask, x=x)
+    if (mean is None) != (var is None):
+        raise ValueError("give both mean and var (e.g. all-reduced across ranks) or neither")
+    x = torch.where(mask, x, 0.0)
+    if mean is None:
+        centre = masked_mean(x, mask)
+        scale = torch.rsqrt(masked_mean((x - centre) ** 2, mask) + eps)
+    else:
+        if not var >= 0:
+            raise ValueError(f"var must be >= 0, got {var}")
+        centre, scale = mean, 1.0 / math.sqrt(var + eps)
+    return torch.where(mask, (x - centre) * scale, 0.0)
+
+
+def _check_groups(rewards: Tensor) -> None:
+    if rewards.dim() != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be [G, K] with K >= 2 samples per prompt, got shape {tuple(rewards.shape)}")
+
+
+def group_normalised(rewards: Tensor, eps: float) -> Tensor:
+    """GRPO advantages (r - mean_group) / (std_group + eps), std the sample (unbiased) std as in TRL.
+
+    Args:
+        rewards: [G, K] sequence rewards, row g = the K samples of prompt g.
+        eps: added to the std (a group of equal rewards gets advantage 0).
+
+    Returns:
+        [G, K] advantages (the learner broadcasts each over its sequence's tokens).
+    """
+    _check_groups(rewards)
+    mean = rewards.mean(dim=-1, keepdim=True)
+    std = rewards.std(dim=-1, keepdim=True)  # unbiased (K - 1)
+    return (rewards - mean) / (std + eps)
+
+
+def leave_one_out(rewards: Tensor) -> Tensor:
+    """RLOO advantages r_i - (sum_j r_j - r_i) / (K - 1): each sample against the mean of the others.
+
+    Args:
+        rewards: [G, K] sequence rewards (the learner has already subtracted kl_coef * sum_t k1).
+
+    Returns:
+        [G, K] advantages; each row sums to 0.
+    """
+    _check_groups(rewards)
+    k = rewards.shape[1]
+    return rewards - (rewards.sum(dim=-1, keepdim=True) - rewards) / (k - 1)

@@ -1,0 +1,91 @@
+"""GRPO: Group Relative Policy Optimization (PPO-clip on group-normalised rewards, k3 KL in the loss).
+
+Source: Shao et al. 2024, "DeepSeekMath", arXiv 2402.03300, eq. 3 (objective) and eq. 4 (the k3
+KL estimator); outcome supervision, Section 4.1.2 (advantages.group_normalised):
+
+    A_i      = (r_i - mean_group(r)) / (std_group(r) + std_eps)   (same for every token of y_i)
+    per token: max(-A r_t, -A clip(r_t, 1 - eps, 1 + eps)) + kl_coef * k3_t,
+               k3_t = exp(d) - d - 1, d = logp_ref - logp_pi
+
+Where it sits: judged rollouts (K samples per prompt) -> collate -> no-grad passes (old and
+reference logprobs) -> advantages.group_normalised (broadcast over tokens) -> for epochs x
+minibatches: **sequence_loss** -> caller reduces and steps.
+
+Deliberate choices:
+1. The clipped term is `ppo.clipped_policy_loss` and the KL is `ops.kl_k3` (no duplicated math).
+2. Reduction: token mean within each sequence (the paper's 1/|o_i|), the caller averages sequences.
+3. With kl_coef = 0 the reference is not read (ref_logprobs may be None); the spec still declares
+   needs_reference so that the learner keeps one for the KL metric and the default kl_coef > 0.
+4. Positions outside the mask may hold garbage: zeroed before the KL (and inside the clip loss).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from learner.algorithms.base import AlgorithmSpec, SequenceInputs
+from learner.algorithms.ppo import check_token_shapes, clipped_policy_loss, policy_metrics, require
+from learner.ops import kl_k3, masked_mean
+from protocols.config import GRPOConfig
+
+
+def grpo_token_loss(
+    logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | None, advantages: Tensor, mask: Tensor,
+    clip_eps: float, kl_coef: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token GRPO loss (eq. 3, negated).
+
+    Args:
+        logprobs: [N, T] policy logprobs (require grad).
+        old_logprobs: [N, T] before this step's updates (no grad).
+        ref_logprobs: [N, T] under pi_ref (no grad); may be None only when kl_coef == 0.
+        advantages: [N, T] group-normalised A, constant over each sequence.
+        mask: [N, T] bool response mask.
+        clip_eps: eps > 0; kl_coef: weight >= 0 of the k3 KL.
+
+    Returns:
+        per_token_loss: [N, T], 0 outside the mask.
+        ratio: [N, T] detached, 1 outside the mask.
+        kl: [N, T] k3 estimate of KL(pi || pi_ref) (detached; zeros when not computed).
+    """
+    mask = mask.bool()
+    per_token, ratio = clipped_policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps)
+    if kl_coef < 0:
+        raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+    if ref_logprobs is None:
+        if kl_coef > 0:
+            raise ValueError(f"kl_coef={kl_coef} > 0 needs ref_logprobs, got None")
+        return per_token, ratio, torch.zeros_like(ratio)
+    check_token_shapes(mask, ref_logprobs=ref_logprobs)
+    kl = kl_k3(torch.where(mask, logprobs, 0.0), torch.where(mask, ref_logprobs.detach(), 0.0))
+    per_token = per_token + torch.where(mask, kl_coef * kl, 0.0)
+    return per_token, ratio, kl.detach()
+
+
+def sequence_loss(inputs: SequenceInputs, cfg: GRPOConfig) -> tuple[Tensor, dict[str, float]]:
+    """The learner's entry point: per-sequence token mean of `grpo_token_loss`, and metrics.
+
+    Metrics: `ppo.policy_metrics` keyed 'learner/grpo/...' plus kl (token mean of k3 to pi_ref).
+    """
+    old = require(inputs, "old_logprobs", "grpo")
+    advantages = require(inputs, "advantages", "grpo")
+    per_token, ratio, kl = grpo_token_loss(inputs.logprobs, old, inputs.ref_logprobs, advantages, inputs.mask,
+                                           cfg.clip_eps, cfg.kl_coef)
+    per_sequence = masked_mean(per_token, inputs.mask, dim=-1)
+    metrics = policy_metrics("grpo", per_sequence, ratio, inputs.logprobs, old, advantages, inputs.mask,
+                             cfg.clip_eps, kl=kl)
+    return per_sequence, metrics
+
+
+SPEC = AlgorithmSpec(
+    name="grpo",
+    description="GRPO (Shao et al. 2024): group-normalised rewards, PPO-clip, k3 KL to the reference in the loss.",
+    family="sequence",
+    config_section="grpo",
+    needs_reference=True,
+    needs_old_logprobs=True,
+    sequence_loss=sequence_loss,
+    advantage="group",
+    needs_rewards=True,
+)

@@ -1,0 +1,52 @@
+"""RLOO: REINFORCE Leave-One-Out, here with the PPO-clip surrogate.
+
+Source: Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for
+Learning from Human Feedback in LLMs", arXiv 2402.14740, Section 3 (the RLOO estimator, after
+Kool et al. 2019), with the sequence-level KL penalty in the reward:
+
+    R_i = r_i - kl_coef * sum_t (logp_pi - logp_ref)_t          (the learner, before advantages)
+    A_i = R_i - (1 / (K - 1)) sum_{j != i} R_j                   (advantages.leave_one_out)
+    per token: max(-A_i r_t, -A_i clip(r_t, 1 - eps, 1 + eps))   (ppo.clipped_policy_loss)
+
+Where it sits: judged rollouts (K samples per prompt) -> collate -> no-grad passes (old and
+reference logprobs) -> KL-penalised sequence rewards -> advantages.leave_one_out (broadcast over
+tokens) -> for epochs x minibatches: **sequence_loss** -> caller reduces and steps.
+
+Deliberate deviations:
+1. The paper's RLOO is plain REINFORCE on full sequences (one update per batch). We use the
+   PPO-clip surrogate (as TRL's RLOOTrainer does) so that `epochs` / `minibatches` > 1 stay
+   proximal; with one epoch and one minibatch the ratio is 1 and the gradient is REINFORCE's.
+2. Reduction: token mean within each sequence, the caller averages sequences (the paper sums
+   token logprobs into a sequence logprob; this rescales each sequence's gradient by 1/|y|).
+3. The KL penalty is the learner's (it needs sequence rewards before the baseline); this module
+   only sees the resulting advantages.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from learner.algorithms.base import AlgorithmSpec, SequenceInputs
+from learner.algorithms.ppo import clipped_sequence_loss
+from protocols.config import RLOOConfig
+
+
+def sequence_loss(inputs: SequenceInputs, cfg: RLOOConfig) -> tuple[Tensor, dict[str, float]]:
+    """The learner's entry point: `ppo.clipped_sequence_loss` on leave-one-out advantages.
+
+    Metrics: `ppo.policy_metrics` keyed 'learner/rloo/...'.
+    """
+    return clipped_sequence_loss(inputs, cfg.clip_eps, "rloo")
+
+
+SPEC = AlgorithmSpec(
+    name="rloo",
+    description="RLOO (Ahmadian et al. 2024): leave-one-out baseline, KL in the reward, clipped ratio.",
+    family="sequence",
+    config_section="rloo",
+    needs_reference=True,
+    needs_old_logprobs=True,
+    sequence_loss=sequence_loss,
+    advantage="leave_one_out",
+    needs_rewards=True,
+)
