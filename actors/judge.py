@@ -4,21 +4,37 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import ray
 
 from actors.telemetry import JudgeTelemetry
-from protocols import Judgement, JudgeSpec, RolloutBatch
+from protocols import Judgement, JudgeSpec, RolloutBatch, SyncReport, WeightVersion
 from rollout.judges import build_judge
 from rollout.judges.base import judge_rollouts
+
+if TYPE_CHECKING:
+    import torch  # only for annotations: a rule-only judge actor never imports torch
 
 
 @ray.remote
 class JudgeActor:
-    def __init__(self, spec: JudgeSpec, model_path: str | None):
+    def __init__(
+        self,
+        spec: JudgeSpec,
+        model_path: str | None,
+        member_paths: dict[str, str | None] | None = None,
+        policy_dtype: str = "float32",
+        sync_tolerance: float = 1e-3,
+    ):
+        """Arguments as `rollout.judges.build_judge`: `model_path` is the resolved checkpoint of a
+        reward_model/pairwise judge or the run's policy path for a self judge; `member_paths` maps
+        population members to their resolved checkpoints."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         self.spec = spec
-        self.judge = build_judge(spec, model_path)
+        self.judge = build_judge(
+            spec, model_path, member_paths, policy_dtype=policy_dtype, sync_tolerance=sync_tolerance
+        )
         self.telemetry = JudgeTelemetry(spec.name)
 
     def judge_batch(self, batch: RolloutBatch) -> Judgement:
@@ -33,3 +49,14 @@ class JudgeActor:
             preferences=tuple(preferences) if preferences is not None else None,
             seconds=seconds,
         )
+
+    def load_weights(self, weights: dict[str, torch.Tensor], version: WeightVersion) -> SyncReport:
+        """The learner's new policy weights, for judges that judge with the policy (kind 'self')."""
+        load = getattr(self.judge, "load_weights", None)
+        if load is None:
+            raise TypeError(f"judge {self.spec.name!r} of kind {self.spec.kind!r} does not take policy weights (only kind 'self' does)")
+        return load(weights, version)
+
+    def policy_version(self) -> int | None:
+        """The policy version a self judge judges with; None for judges that do not follow the policy."""
+        return getattr(self.judge, "policy_version", None)

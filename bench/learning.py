@@ -1,7 +1,8 @@
-"""Learning benchmark: train the embedded default with several settings, same sample budget.
+"""Learning benchmark: train the embedded default with several algorithms/settings, same sample budget.
 
-    python bench/learning.py                      # the MNPO variants below, 300 steps each
-    python bench/learning.py --steps 100 --only default
+    python bench/learning.py                          # the algorithms table, 300 steps each
+    python bench/learning.py --suite mnpo             # the MNPO settings table
+    python bench/learning.py --steps 100 --only ppo dpo
 
 Each variant is a full `python -m driver` run (its own local Ray cluster) with `--set` overrides;
 the table printed at the end (markdown) gives the held-out win rate against the starting policy
@@ -21,15 +22,25 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-VARIANTS: dict[str, list[str]] = {
-    "default": [],  # mnpo, eta 0.5, ratio 1/3, 2 opponents, mean logprobs
-    "reference-eta": ["mnpo.eta=0.0075"],  # the reference code's eta (target 66.7 per token)
-    "sum-logprobs": ["mnpo.logprob_reduction=sum", "mnpo.eta=0.1"],  # summed logprobs, target 5 nats
-    "inpo": ["mnpo.num_opponents=1"],  # one opponent: INPO
+# name -> (algo, --set overrides). Every run samples the same prompts x samples per step.
+SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
+    "algorithms": {
+        "ppo": ("ppo", []),
+        "osp": ("osp", []),  # judges: deploy/judges/self.yaml (the policy judges itself)
+        "mnpo": ("mnpo", []),
+        "dpo": ("dpo", []),
+        "grpo": ("grpo", []),
+    },
+    "mnpo": {
+        "default": ("mnpo", []),  # eta 0.5, ratio 1/3, 2 opponents, mean logprobs
+        "reference-eta": ("mnpo", ["mnpo.eta=0.0075"]),  # the reference code's eta (target 66.7 per token)
+        "sum-logprobs": ("mnpo", ["mnpo.logprob_reduction=sum", "mnpo.eta=0.1"]),  # target 5 nats
+        "inpo": ("mnpo", ["mnpo.num_opponents=1"]),  # one opponent: INPO
+    },
 }
 
 
-def run_variant(name: str, sets: list[str], steps: int, algo: str, out_root: Path) -> dict:
+def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Path) -> dict:
     out = out_root / name
     cmd = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(steps), "--output", str(out)]
     for item in sets:
@@ -45,7 +56,7 @@ def run_variant(name: str, sets: list[str], steps: int, algo: str, out_root: Pat
     train_seconds = sum(r.get("time/step_seconds", 0.0) for r in records)
     ev = summary["final_eval"]
     return {
-        "name": name, "sets": " ".join(sets) or "(defaults)", "win": ev["vs_start"]["win_rate"],
+        "name": name, "algo": algo, "sets": " ".join(sets) or "(defaults)", "win": ev["vs_start"]["win_rate"],
         "lo": ev["vs_start"]["ci_low"], "hi": ev["vs_start"]["ci_high"], "r0": ev["start_mean_reward"],
         "r1": ev["mean_reward"], "wall": wall, "samples_per_s": samples / train_seconds,
         "final_kl": records[-2].get("learner/kl_to_reference", float("nan")),
@@ -55,22 +66,27 @@ def run_variant(name: str, sets: list[str], steps: int, algo: str, out_root: Pat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--algo", default="mnpo")
-    parser.add_argument("--only", nargs="*", help=f"variants to run (default all: {list(VARIANTS)})")
+    parser.add_argument("--suite", choices=sorted(SUITES), default="algorithms")
+    parser.add_argument("--only", nargs="*", help="variants of the suite to run (default all)")
     args = parser.parse_args()
-    names = args.only or list(VARIANTS)
+    suite = SUITES[args.suite]
+    names = args.only or list(suite)
+    unknown = sorted(set(names) - set(suite))
+    if unknown:
+        parser.error(f"unknown variants {unknown} for suite {args.suite!r}; valid: {list(suite)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
-            rows.append(run_variant(name, VARIANTS[name], args.steps, args.algo, Path(tmp)))
+            algo, sets = suite[name]
+            rows.append(run_variant(name, algo, sets, args.steps, Path(tmp)))
             sys.stderr.write(f"{name}: win rate {rows[-1]['win']:.3f}\n")
     out = [
-        f"| variant | overrides | win rate vs start [95% CI] | reward start -> end | KL at end | wall s | samples/s |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | algo | overrides | win rate vs start [95% CI] | reward start -> end | KL at end | wall s | samples/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
-            f"| {r['name']} | `{r['sets']}` | {r['win']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] | "
+            f"| {r['name']} | {r['algo']} | `{r['sets']}` | {r['win']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] | "
             f"{r['r0']:.3f} -> {r['r1']:.3f} | {r['final_kl']:.2f} | {r['wall']:.0f} | {r['samples_per_s']:.0f} |"
         )
     sys.stdout.write("\n".join(out) + "\n")

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from protocols import JudgeManifest, RunConfig
+from protocols.judges import JUDGE_KINDS  # the union tags, as they appear in error locations
 
 
 class ConfigError(ValueError):
@@ -37,7 +38,12 @@ def read_yaml(path: str | Path, what: str) -> dict[str, Any]:
     return data
 
 
-JUDGE_KINDS = ("rule", "reward_model")  # the tags of the JudgeSpec union, as they appear in error locations
+def _field_name(loc: list) -> str:
+    """['members', 1, 'function'] -> 'members[1].function'."""
+    name = ""
+    for part in loc:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
+    return name
 
 
 def describe_errors(err: ValidationError, data: dict[str, Any], source: str) -> str:
@@ -57,8 +63,9 @@ def describe_errors(err: ValidationError, data: dict[str, Any], source: str) -> 
         loc = [x for x in loc if x not in JUDGE_KINDS]  # drop the discriminated-union tag
         if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = [*loc, "kind"]
-        field = ".".join(str(x) for x in loc) or "(top level)"
-        value = f" (got {e['input']!r})" if e["type"] not in ("missing",) and not isinstance(e["input"], dict) else ""
+        field = _field_name(loc) or "(top level)"
+        secret = bool(loc) and loc[-1] == "api_key_env"  # may hold a key pasted by mistake: never echo it
+        value = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) and not secret else ""
         parts.append(f"{label}field '{field}': {e['msg']}{value}")
     return f"{source}: " + "; ".join(parts)
 

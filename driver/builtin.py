@@ -1,7 +1,7 @@
 """The built-in tiny model: build it once, cache it on disk, resolve model paths.
 
-When a run says `model.path: builtin` (the default) or a judge says `path: builtin:reward-model`,
-the driver calls `resolve_model_path`, which returns ordinary HF checkpoint directories that
+When a run says `model.path: builtin` (the default) or a judge says `path: builtin:reward-model`
+(or `path: builtin:policy`, the starting policy as a pairwise judge), the driver calls `resolve_model_path`, which returns ordinary HF checkpoint directories that
 vLLM, the learner and the reward-model judge load like any other. The first call trains them
 (tokenizer, SFT policy, Bradley-Terry reward model on the wordlist task; about a minute on two
 CPU cores) and every later call, in any process, reuses the cache.
@@ -41,6 +41,8 @@ from rollout.tasks import wordlist
 logger = logging.getLogger(__name__)
 
 BUILTIN_REWARD_MODEL = f"{BUILTIN_MODEL}:reward-model"
+BUILTIN_POLICY = f"{BUILTIN_MODEL}:policy"  # the same checkpoint as 'builtin', named for judge paths
+BUILTIN_PATHS = (BUILTIN_MODEL, BUILTIN_POLICY, BUILTIN_REWARD_MODEL)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CACHE_ENV = "ONLINE_RLHF_CACHE"
 BUILDER_VERSION = 1  # bump when the builder's code changes what it produces
@@ -183,14 +185,14 @@ def _build_reward_model(out: Path, policy: Path) -> dict[str, object]:
 def check_model_path(path: str, what: str = "model path") -> None:
     """Raise unless `path` names a model we can load, without building or loading anything.
 
-    Accepted: 'builtin', 'builtin:reward-model', an existing local directory, or an `org/name`
+    Accepted: 'builtin', 'builtin:policy', 'builtin:reward-model', an existing local directory, or an `org/name`
     hub id when the hub is not switched off (HF_HUB_OFFLINE=1) and no local parent dir of that
     name exists (so a mistyped local path is reported as missing, not fetched).
     """
-    if path in (BUILTIN_MODEL, BUILTIN_REWARD_MODEL) or Path(path).expanduser().is_dir():
+    if path in BUILTIN_PATHS or Path(path).expanduser().is_dir():
         return
     if path.startswith(f"{BUILTIN_MODEL}:"):
-        raise ValueError(f"unknown built-in model {path!r}; valid: {[BUILTIN_MODEL, BUILTIN_REWARD_MODEL]}")
+        raise ValueError(f"unknown built-in model {path!r}; valid: {list(BUILTIN_PATHS)}")
     if HUB_ID.match(path) and os.environ.get("HF_HUB_OFFLINE") != "1" and not Path(path).parent.exists():
         return
     raise FileNotFoundError(f"{what} {path!r} does not exist (pass a local HF checkpoint directory, or 'builtin')")
@@ -200,7 +202,7 @@ def resolve_model_path(path: str) -> str:
     """A configured model path as something HF/vLLM load: the built-in models are built on first
     use; local directories and hub ids pass through (see `check_model_path`)."""
     check_model_path(path)
-    if path == BUILTIN_MODEL:
+    if path in (BUILTIN_MODEL, BUILTIN_POLICY):
         return str(ensure_builtin_policy())
     if path == BUILTIN_REWARD_MODEL:
         return str(ensure_builtin_reward_model())

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ray
@@ -16,7 +17,7 @@ import ray
 from deploy import placement
 from driver.builtin import resolve_model_path
 from driver.plan import RunPlan
-from protocols import Prompt, PromptBatch
+from protocols import JudgeSpec, Prompt, PromptBatch, RunConfig
 
 logger = logging.getLogger("driver")
 
@@ -29,6 +30,8 @@ class Cluster:
     learners: list
     judges: dict[str, list]  # name -> replicas
     eval_judge: list
+    # name -> spec of every training judge; kept in step with `judges` (publish_weights reads the kinds)
+    judge_specs: dict[str, JudgeSpec] = field(default_factory=dict)
 
 
 def connect(plan: RunPlan) -> bool:
@@ -59,7 +62,6 @@ def check_resources(plan: RunPlan) -> None:
 
 
 def start_actors(plan: RunPlan, model_path: str) -> Cluster:
-    from actors.judge import JudgeActor
     from actors.learner import LearnerActor
     from actors.rollout import RolloutActor
 
@@ -76,18 +78,37 @@ def start_actors(plan: RunPlan, model_path: str) -> Cluster:
     addr, port = ray.get(learners[0].rendezvous.remote(cfg.learner.master_port))
     setups = [learner.setup.remote(model_path, cfg, addr, port) for learner in learners]
 
-    def judge_replicas(spec, prefix: str) -> list:
-        path = resolve_model_path(spec.path) if getattr(spec, "path", None) else None
-        return [
-            JudgeActor.options(**placement.judge_options(spec, i, prefix)).remote(spec, path)
-            for i in range(spec.replicas)
-        ]
-
-    judges = {spec.name: judge_replicas(spec, "judge") for spec in plan.manifest.judges}
-    eval_judge = judge_replicas(plan.eval_judge, "eval-judge")
+    judges = start_judges(plan.manifest.judges, cfg, model_path)
+    eval_judge = start_judges([plan.eval_judge], cfg, model_path, prefix="eval-judge")[plan.eval_judge.name]
     ray.get(setups)
     ray.get([r.policy_version.remote() for r in rollouts])  # engines loaded
-    return Cluster(rollouts=rollouts, learners=learners, judges=judges, eval_judge=eval_judge)
+    return Cluster(rollouts=rollouts, learners=learners, judges=judges, eval_judge=eval_judge,
+                   judge_specs={spec.name: spec for spec in plan.manifest.judges})
+
+
+def start_judges(specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str, prefix: str = "judge") -> dict[str, list]:
+    """name -> replicas (JudgeActor handles) of each spec.
+
+    Model paths are resolved here ('builtin:...' built on first use): a judge's own `path`, each
+    population member's `path`, and for a self judge the run's policy (`model_path`, already
+    resolved), which it loads in the run's dtype and verifies syncs against `rollout.sync_tolerance`.
+    """
+    from actors.judge import JudgeActor
+
+    def path_of(spec) -> str | None:
+        return resolve_model_path(spec.path) if getattr(spec, "path", None) else None
+
+    out = {}
+    for spec in specs:
+        path = model_path if spec.kind == "self" else path_of(spec)
+        members = {m.name: path_of(m) for m in spec.members} if spec.kind == "population" else None
+        out[spec.name] = [
+            JudgeActor.options(**placement.judge_options(spec, i, prefix)).remote(
+                spec, path, members, cfg.model.dtype, cfg.rollout.sync_tolerance
+            )
+            for i in range(spec.replicas)
+        ]
+    return out
 
 
 def shard(prompts: list[Prompt], parts: int) -> list[list[Prompt]]:
@@ -119,8 +140,17 @@ def judge(replica_sets: dict[str, list], batches: list, step: int) -> list[list]
 
 
 def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list:
-    """Learner -> rollout workers, through the object store; returns ObjectRef[SyncReport]s."""
+    """Learner -> rollout workers and self judges, through the object store.
+
+    Returns ObjectRef[SyncReport]s: one per rollout worker (in order), then one per replica of
+    every training judge of kind 'self' (which judges with the current policy). The weights are
+    put in the object store once, by the learner, and every receiver reads the same object.
+    """
     exports = [learner.export.remote(step, probe) for learner in cluster.learners]
     version_ref, weights_ref = exports[0]
     ray.get([v for v, _ in exports[1:]])  # other ranks only join the (ZeRO-3) gather
-    return [worker.load_weights.remote(weights_ref, version_ref) for worker in cluster.rollouts]
+    self_judges = [
+        replica for name, replicas in cluster.judges.items() if cluster.judge_specs[name].kind == "self"
+        for replica in replicas
+    ]
+    return [receiver.load_weights.remote(weights_ref, version_ref) for receiver in [*cluster.rollouts, *self_judges]]

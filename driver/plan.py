@@ -1,19 +1,30 @@
 """Turn a RunConfig and a judge manifest into a checked RunPlan, before anything starts.
 
 Every check here is cheap (no model is built or loaded, no Ray): the algorithm exists, the
-judges' functions import and their model paths exist, the policy path exists, and the output
-directory does not already hold a run.
+judges' functions import, their model paths exist and their API-key variables are set (population
+members included), the policy path exists, and the output directory does not already hold a run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from driver.builtin import check_model_path
 from learner.algorithms import get_algorithm
-from protocols import JudgeManifest, RewardModelJudgeSpec, RuleJudgeSpec, RunConfig
+from protocols import (
+    HttpJudgeSpec,
+    JudgeManifest,
+    JudgeSpec,
+    PairwiseJudgeSpec,
+    PopulationJudgeSpec,
+    RewardModelJudgeSpec,
+    RuleJudgeSpec,
+    RunConfig,
+    SelfJudgeSpec,
+)
 from protocols.judges import POINTWISE_KINDS
 from rollout.judges import resolve_function
 
@@ -44,44 +55,77 @@ class RunPlan:
 
 
 def check_manifest(manifest: JudgeManifest, source: str) -> None:
+    """Check what the schema cannot, for every judge and population member, without loading anything.
+
+    rule: the function imports; reward_model / pairwise: the model path exists (or is built-in);
+    http: the `api_key_env` variable is set (its value is never read into a message); population:
+    no member of kind 'self' (only top-level self judges receive the policy's weights). Errors read
+    "<source>: judge 'name': field 'field': reason" (members: "judge 'pop': member 'm': field ...").
+    """
     specs = list(manifest.judges) + ([manifest.eval] if manifest.eval else [])
     for spec in specs:
         where = f"{source}: judge {spec.name!r}"
-        if isinstance(spec, RuleJudgeSpec):
-            try:
-                resolve_function(spec.function)
-            except ValueError as err:
-                raise ValueError(f"{where}: field 'function': {err}") from None
-        elif isinstance(spec, RewardModelJudgeSpec):
-            try:
-                check_model_path(spec.path, "reward model path")
-            except FileNotFoundError as err:
-                raise FileNotFoundError(f"{where}: field 'path': {err}") from None
+        if isinstance(spec, PopulationJudgeSpec):
+            for i, member in enumerate(spec.members):
+                if isinstance(member, SelfJudgeSpec):
+                    raise ValueError(
+                        f"{where}: field 'members[{i}].kind': member {member.name!r} is of kind 'self', which a "
+                        f"population cannot hold (only top-level self judges receive the policy's weights); "
+                        f"list it as its own judge"
+                    )
+                _check_spec(member, f"{where}: member {member.name!r}")
+        else:
+            _check_spec(spec, where)
 
 
-def default_judges(cfg: RunConfig) -> RunConfig:
-    """The algorithm's own default manifest (OSP: a self judge) when the run names none."""
-    spec = get_algorithm(cfg.algo)  # raises, listing the valid names
-    if spec.default_judges and cfg.judges == RunConfig.model_fields["judges"].default:
-        return cfg.model_copy(update={"judges": spec.default_judges})
-    return cfg
+def _check_spec(spec: JudgeSpec, where: str) -> None:
+    if isinstance(spec, RuleJudgeSpec):
+        try:
+            resolve_function(spec.function)
+        except ValueError as err:
+            raise ValueError(f"{where}: field 'function': {err}") from None
+    elif isinstance(spec, RewardModelJudgeSpec | PairwiseJudgeSpec):
+        what = "reward model path" if isinstance(spec, RewardModelJudgeSpec) else "judge model path"
+        try:
+            check_model_path(spec.path, what)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{where}: field 'path': {err}") from None
+        except ValueError as err:  # an unknown 'builtin:...' name
+            raise ValueError(f"{where}: field 'path': {err}") from None
+    elif isinstance(spec, HttpJudgeSpec) and spec.api_key_env is not None:
+        if not os.environ.get(spec.api_key_env):  # the value itself never goes into a message
+            # Name the variable only if it looks like one: a key pasted here by mistake stays unprinted.
+            named = repr(spec.api_key_env) if spec.api_key_env.isupper() else "(name not shown: not upper case)"
+            raise ValueError(
+                f"{where}: field 'api_key_env': environment variable {named} is not set (or empty); "
+                f"export it before starting the run, or remove api_key_env for an endpoint without a key"
+            )
 
 
 def check_algorithm_judges(algo: str, manifest: JudgeManifest, source: str) -> None:
-    """The judges give what the algorithm trains on (scalar rewards for PPO-style; a self judge for OSP)."""
+    """The training judges give what the algorithm needs: scalar rewards (PPO, GRPO, RLOO) or a
+    judge of kind 'self' (OSP)."""
     spec = get_algorithm(algo)
     if spec.needs_rewards:
-        pairwise = [f"{j.name!r} ({j.kind})" for j in manifest.judges if j.kind not in POINTWISE_KINDS]
-        if pairwise:
-            raise ValueError(
-                f"{source}: --algo {algo} trains on scalar rewards, but judges {', '.join(pairwise)} give only "
-                f"preferences; use judges of kind {' or '.join(POINTWISE_KINDS)} (e.g. deploy/judges/default.yaml)"
-            )
+        for judge in manifest.judges:
+            if judge.kind not in POINTWISE_KINDS:
+                raise ValueError(
+                    f"{source}: judge {judge.name!r}: field 'kind': algorithm {algo!r} needs scalar rewards, but "
+                    f"kind {judge.kind!r} gives only preferences; use a pointwise judge ({', '.join(POINTWISE_KINDS)})"
+                )
     if spec.needs_self_judge and not any(j.kind == "self" for j in manifest.judges):
         raise ValueError(
-            f"{source}: --algo {algo} needs a judge of kind 'self' (the policy judging its own samples); "
-            f"see deploy/judges/self.yaml"
+            f"{source}: field 'judges': algorithm {algo!r} needs a judge of kind 'self' (the policy judging its "
+            f"own samples), e.g. deploy/judges/self.yaml"
         )
+
+
+def default_judges(cfg: RunConfig) -> RunConfig:
+    """The algorithm's own default manifest (e.g. OSP's self judge) when the run kept the generic default."""
+    spec = get_algorithm(cfg.algo)
+    if spec.default_judges and cfg.judges == RunConfig.model_fields["judges"].default:
+        return cfg.model_copy(update={"judges": spec.default_judges})
+    return cfg
 
 
 def resolve_plan(cfg: RunConfig, manifest: JudgeManifest, resume: bool = False) -> RunPlan:

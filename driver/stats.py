@@ -52,7 +52,12 @@ def step_line(record: dict[str, float], total_steps: int, eta: float, latest_eva
     parts += [
         f"loss {record.get('learner/loss', float('nan')):.4f}",
         f"kl {record.get('learner/kl_to_reference', float('nan')):.3f}",
-        f"pairs {int(record.get('learner/pairs', 0))}",
+    ]
+    if "learner/pairs" in record:  # pair family
+        parts.append(f"pairs {int(record['learner/pairs'])}")
+    if "learner/optimizer_steps" in record:  # sequence family: epochs x minibatches
+        parts.append(f"updates {int(record['learner/optimizer_steps'])}")
+    parts += [
         f"len {record['rollout/response_tokens_mean']:.1f}",
         f"{record.get('rollout/samples', 0.0) / record['time/step_seconds']:.0f} samples/s",
         f"{record['rollout/tokens_per_s']:.0f} tok/s",

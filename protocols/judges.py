@@ -18,9 +18,9 @@ Example:
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 from protocols.batches import FROZEN
 
@@ -144,21 +144,26 @@ class PopulationJudgeSpec(_Common):
     mode: Literal["draw", "vote"] = Field(
         default="draw", description="'draw': one member per pair, by weight; 'vote': weighted mean of P."
     )
-    seed: int = Field(default=0, description="Seeds the draws (with the step and pair).")
+    seed: int = Field(default=0, description="Seeds the draws (with the prompt and the unordered pair).")
 
-    @model_validator(mode="after")
-    def _unique_members(self) -> PopulationJudgeSpec:
-        names = [m.name for m in self.members]
+    @field_validator("members")
+    @classmethod
+    def _unique_members(cls, members: tuple[MemberSpec, ...]) -> tuple[MemberSpec, ...]:
+        # A field validator (not a model one) so that errors are located at 'members'.
+        names = [m.name for m in members]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"population {self.name!r} repeats member names {dupes}")
-        return self
+            raise ValueError(f"member names must be unique; repeated: {dupes}")
+        return members
 
 
 JudgeSpec = Annotated[
     Union[RuleJudgeSpec, RewardModelJudgeSpec, PairwiseJudgeSpec, SelfJudgeSpec, HttpJudgeSpec, PopulationJudgeSpec],
     Field(discriminator="kind"),
 ]
+JUDGE_KINDS: tuple[str, ...] = tuple(  # every `kind` tag, in the union's order
+    get_args(spec.model_fields["kind"].annotation)[0] for spec in get_args(get_args(JudgeSpec)[0])
+)
 POINTWISE_KINDS = ("rule", "reward_model")  # give scalar rewards; every other kind gives preferences
 
 
@@ -167,15 +172,22 @@ class JudgeManifest(BaseModel):
     judges: tuple[JudgeSpec, ...] = Field(min_length=1, description="Judges labelling training batches.")
     eval: JudgeSpec | None = Field(default=None, description="Evaluation judge (default: task ground truth).")
 
-    @model_validator(mode="after")
-    def _unique(self) -> JudgeManifest:
-        names = [j.name for j in self.judges]
+    # Field validators (not a model one) so that errors are located at 'judges' / 'eval'.
+    @field_validator("judges")
+    @classmethod
+    def _unique(cls, judges: tuple[JudgeSpec, ...]) -> tuple[JudgeSpec, ...]:
+        names = [j.name for j in judges]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate judge names {dupes}")
-        if self.eval is not None and self.eval.kind not in POINTWISE_KINDS:
+        return judges
+
+    @field_validator("eval")
+    @classmethod
+    def _pointwise_eval(cls, spec: JudgeSpec | None) -> JudgeSpec | None:
+        if spec is not None and spec.kind not in POINTWISE_KINDS:
             raise ValueError(
-                f"eval judge {self.eval.name!r} is of kind {self.eval.kind!r}; evaluation needs a pointwise "
+                f"eval judge {spec.name!r} is of kind {spec.kind!r}; evaluation needs a pointwise "
                 f"judge (one of {', '.join(POINTWISE_KINDS)})"
             )
-        return self
+        return spec

@@ -26,12 +26,11 @@ from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 
 from protocols import PromptBatch, Rollout, RolloutBatch, RolloutConfig, SyncProbe, SyncReport, WeightVersion
+from rollout.sync import WeightSyncError, probe_gap
 
 logger = logging.getLogger(__name__)
 
-
-class WeightSyncError(RuntimeError):
-    """The served weights do not match the learner's after a sync."""
+__all__ = ["VLLMSampler", "WeightSyncError"]
 
 
 class VLLMSampler:
@@ -129,5 +128,4 @@ class VLLMSampler:
 
     def probe_gap(self, probe: SyncProbe) -> float:
         """Largest |engine - learner| logprob over the probe tokens."""
-        served = self.prompt_logprobs(probe.token_ids)
-        return max(abs(a - b) for row_s, row_l in zip(served, probe.logprobs) for a, b in zip(row_s, row_l))
+        return probe_gap(self.prompt_logprobs(probe.token_ids), probe)

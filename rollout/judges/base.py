@@ -40,6 +40,8 @@ class PairwiseJudge(Protocol):
 
 Judge = PointwiseJudge | PairwiseJudge
 
+_PLACEHOLDER = re.compile(r"\{(prompt|first|second)\}")
+
 
 def fill_template(template: str, prompt: str, first: str, second: str) -> str:
     """The judge prompt: {prompt}, {first} and {second} replaced in one pass.

@@ -29,7 +29,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 
 def test_unknown_algo():
-    assert_one_line_error(run_driver("--algo", "ppo2"), "unknown algorithm 'ppo2'", "valid: mnpo")
+    assert_one_line_error(run_driver("--algo", "ppo2"), "unknown algorithm 'ppo2'", "valid: dpo, grpo, inpo, ipo, mnpo, osp, ppo, rdpo, rloo, sppo")
 
 
 def test_missing_model_path(tmp_path):
@@ -75,3 +75,9 @@ def test_list_algos_prints_every_algorithm():
     result = run_driver("--list-algos")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("mnpo ") and "MNPO" in result.stdout
+    from learner.algorithms import ALGORITHMS
+
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == list(ALGORITHMS)
+    assert {"ppo", "osp", "mnpo", "dpo", "ipo", "sppo", "inpo", "rdpo", "grpo", "rloo"} <= set(ALGORITHMS)
+    assert all(len(line.split(None, 1)[1]) > 20 for line in lines)  # each has a description

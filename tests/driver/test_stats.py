@@ -116,7 +116,9 @@ def test_step_line_hand_formatted():
 def test_step_line_without_reward_or_learner_metrics():
     record = {"step": 0, "rollout/response_tokens_mean": 2.0, "rollout/tokens_per_s": 10.0, "time/step_seconds": 0.5}
     line = step_line(record, total_steps=1, eta=59.9)
-    assert line == "step 1/1 | loss nan | kl nan | pairs 0 | len 2.0 | 0 samples/s | 10 tok/s | 0.50s/step | ETA 59s"
+    assert line == "step 1/1 | loss nan | kl nan | len 2.0 | 0 samples/s | 10 tok/s | 0.50s/step | ETA 59s"
+    line = step_line({**record, "learner/optimizer_steps": 4.0}, total_steps=1, eta=1.0)
+    assert "| kl nan | updates 4 | len 2.0 |" in line  # the sequence family's optimizer steps
 
 
 # --------------------------------------------------------------------------- shard

@@ -53,7 +53,7 @@ def test_defaults():
         (RewardModelJudgeSpec, reward_model(batch_size=0), ("batch_size",), "greater_than_equal"),
         (RewardModelJudgeSpec, dict(name="rm", kind="reward_model"), ("path",), "missing"),
         (JudgeManifest, dict(judges=()), ("judges",), "too_short"),
-        (JudgeManifest, dict(judges=(rule(kind="http"),)), ("judges", 0), "union_tag_invalid"),
+        (JudgeManifest, dict(judges=(rule(kind="oracle"),)), ("judges", 0), "union_tag_invalid"),
         (JudgeManifest, dict(judges=({"name": "x", "function": "a:b"},)), ("judges", 0), "union_tag_not_found"),
         (JudgeManifest, dict(judges=(rule(), reward_model(batch_size=0))), ("judges", 1, "reward_model", "batch_size"), "greater_than_equal"),
         (JudgeManifest, dict(judges=(rule(functon="a:b"),)), ("judges", 0, "rule", "functon"), "extra_forbidden"),
@@ -69,9 +69,10 @@ def test_field_errors_name_the_field(model, fields, loc, kind):
 
 def test_unknown_kind_lists_the_valid_kinds():
     with pytest.raises(ValidationError) as excinfo:
-        JudgeManifest(judges=(rule(kind="http"),))
+        JudgeManifest(judges=(rule(kind="oracle"),))
     message = excinfo.value.errors()[0]["msg"]
-    assert "'http'" in message and "'rule'" in message and "'reward_model'" in message
+    for kind in ("rule", "reward_model", "pairwise", "self", "http", "population"):
+        assert f"'{kind}'" in message
 
 
 @pytest.mark.parametrize("function", ["rollout.tasks.wordlist", "module:", ":function", "a b:c", "1mod:f", "mod:f.g"])

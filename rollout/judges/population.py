@@ -1,0 +1,118 @@
+"""Population judge: heterogeneous annotators behind one judge.
+
+Where it sits: built by `build_judge` for `kind: population` specs (which builds each member with
+`build_judge` too), wrapped by actors/judge.py like any pairwise judge. It implements `compare`
+only, so it labels preferences, never rewards.
+
+Each member gives P(first > second) for a triple: pairwise members (pairwise, http) through their
+`compare`, pointwise members (rule, reward_model) through `bradley_terry` of their own two scores
+with the member's `temperature` (0 = a hard 1 / 0.5 / 0 vote). Every member is called once per
+batch on all the triples it labels (pointwise members score each distinct (prompt, response)
+once), never once per pair. Then, by `mode`:
+- "draw": each triple is labelled by one member, drawn with probability weight / sum(weights) by a
+  random.Random seeded from sha256(seed, prompt, sorted(first, second)). The draw depends only on
+  the triple, not on the batch or the call: it is reproducible, and (a, b) and (b, a) get the same
+  member, so P(a > b) + P(b > a) = 1 whenever the members' own P is order-symmetric.
+- "vote": the weighted mean of all members' P.
+
+Why preferences can be non-transitive: each member ranks responses by its own criterion, which is
+transitive; but a majority over criteria need not be. The built-in task's three annotator groups
+(rollout/tasks/wordlist.py: topical, exact_count, varied) as hard-voting members with equal weights
+prefer A > B > C > A for A = " apple pear plum peach apple", B = " apple apple cat",
+C = " apple cat dog red" on "list 3 fruits:" (each preference carried by two of three groups; see
+tests/rollout/test_wordlist.py). No scalar reward reproduces such a cycle, which is what
+preference-based learners (SPPO, MNPO) are for. In "draw" mode the expected label is the vote's,
+but each single label comes from one annotator, as with a crowd of human raters.
+
+Members of kind `self` are not allowed: they would need the policy's weights after every update,
+which the driver sends only to top-level self judges (driver/plan.py rejects them with a clear
+error). Members' `replicas`/`num_cpus`/`num_gpus` are ignored: every member runs inside the
+population's own actor, with the population's resources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+
+from protocols import PopulationJudgeSpec
+from rollout.judges.base import Judge, PairwiseJudge, PointwiseJudge, bradley_terry
+
+
+def reject_self_members(spec: PopulationJudgeSpec) -> None:
+    """ValueError if a member is of kind 'self' (see the module docstring)."""
+    for member in spec.members:
+        if member.kind == "self":
+            raise ValueError(
+                f"population {spec.name!r}: member {member.name!r} is of kind 'self'; a self judge must be a "
+                f"top-level judge (only those receive the policy's weights)"
+            )
+
+
+class PopulationJudge:
+    def __init__(self, spec: PopulationJudgeSpec, members: Sequence[Judge]):
+        """`members[i]` is the judge built from `spec.members[i]` (see rollout.judges.build_judge)."""
+        reject_self_members(spec)
+        if len(members) != len(spec.members):
+            raise ValueError(f"population {spec.name!r}: {len(members)} judges for {len(spec.members)} member specs")
+        self.name = spec.name
+        self.mode = spec.mode
+        self.seed = spec.seed
+        self.specs = spec.members
+        self.judges = list(members)
+        self.weights = [m.weight for m in spec.members]
+
+    def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
+        """P(first[i] preferred over second[i]) by the population; > 0.5 favours first."""
+        n = len(prompts)
+        if not n == len(first) == len(second):
+            raise ValueError(f"got {n} prompts, {len(first)} first and {len(second)} second responses")
+        if self.mode == "vote":
+            total = sum(self.weights)
+            out = [0.0] * n
+            for m, weight in enumerate(self.weights):
+                for i, p in enumerate(self.member_probabilities(m, prompts, first, second)):
+                    out[i] += weight * p / total
+            return out
+        drawn = [self.draw(p, a, b) for p, a, b in zip(prompts, first, second)]
+        out = [0.5] * n
+        for m in range(len(self.judges)):
+            rows = [i for i, d in enumerate(drawn) if d == m]
+            if rows:
+                probabilities = self.member_probabilities(
+                    m, [prompts[i] for i in rows], [first[i] for i in rows], [second[i] for i in rows]
+                )
+                for i, p in zip(rows, probabilities):
+                    out[i] = p
+        return out
+
+    def draw(self, prompt: str, first: str, second: str) -> int:
+        """Index of the member labelling this triple: by weight, a pure function of (seed, triple)."""
+        low, high = sorted((first, second))  # (a, b) and (b, a) draw the same member
+        key = json.dumps([self.seed, prompt, low, high]).encode()
+        rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+        return rng.choices(range(len(self.weights)), weights=self.weights)[0]
+
+    def member_probabilities(
+        self, m: int, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]
+    ) -> list[float]:
+        """Member m's P(first > second) for every triple, in one call of the member."""
+        judge, spec = self.judges[m], self.specs[m]
+        if isinstance(judge, PairwiseJudge):
+            probabilities = judge.compare(prompts, first, second)
+        elif isinstance(judge, PointwiseJudge):
+            keys = list(dict.fromkeys([*zip(prompts, first), *zip(prompts, second)]))  # distinct, in order
+            scores = judge.score([p for p, _ in keys], [r for _, r in keys])
+            if len(scores) != len(keys):
+                raise ValueError(f"member {spec.name!r} returned {len(scores)} scores for {len(keys)} responses")
+            score = dict(zip(keys, scores))
+            probabilities = [
+                bradley_terry(score[(p, a)], score[(p, b)], spec.temperature) for p, a, b in zip(prompts, first, second)
+            ]
+        else:
+            raise TypeError(f"member {spec.name!r} implements neither score nor compare")
+        if len(probabilities) != len(prompts):
+            raise ValueError(f"member {spec.name!r} returned {len(probabilities)} probabilities for {len(prompts)} pairs")
+        return list(probabilities)

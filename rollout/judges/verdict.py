@@ -1,0 +1,124 @@
+"""Causal-LM verdicts: P(first preferred) read off the next-token distribution of a judge prompt.
+
+Where it sits: the scorer shared by the `pairwise` judge (a fixed model, rollout/judges/pairwise.py)
+and the `self` judge (the policy, rollout/judges/self_judge.py). Pure torch/transformers, no Ray.
+
+For each (prompt, first, second) the spec's template is filled (base.fill_template) and run through
+the model once; at the last position the logits l0, l1 of the two verdict tokens (`choices`) give
+
+    p(first, second) = P(c0) / (P(c0) + P(c1)) = sigmoid(l0 - l1)       (the softmax normaliser cancels)
+
+and both presentation orders are averaged (base.both_orders):  P = 0.5 [p(a, b) + 1 - p(b, a)].
+P > 0.5 means the first response is preferred.
+
+Batching: judge prompts go through in batches of `batch_size`, LEFT-padded so the last position of
+every row is its verdict position, with position ids counted from each row's first real token (as
+HF `generate` does), so a padded row computes what it would alone (up to float rounding). Only the
+last position's logits are materialised (`logits_to_keep=1`): [B, 1, V], not [B, T, V].
+
+Tokenisation: the filled template is tokenised as a whole, with the tokenizer's default special
+tokens. Each choice is encoded alone (no special tokens) and must be exactly one token; that token
+is the verdict read at the end of the template, so put the separating space where your tokenizer
+wants it (in the template or in the choice: for byte-level BPE "...: " + "A", or "...:" + " A").
+Truncation: none. A judge prompt longer than the model's context (`max_position_embeddings`) is
+still run as is (a warning is logged once per judge); keep prompts, responses and the template
+short enough for the judge model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from rollout.judges.base import both_orders, fill_template
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def load_causal_lm(path: str, dtype: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model in eval mode on the GPU if one is visible, else the CPU; its tokenizer).
+
+    `dtype` None keeps the checkpoint's dtype; "float32"/"bfloat16" force one (the self judge
+    uses the run's `model.dtype` so its logprobs match the learner's).
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype] if dtype else "auto")
+    return model.eval().to(device), tokenizer
+
+
+def choice_token_ids(tokenizer: PreTrainedTokenizerBase, choices: Sequence[str], judge: str) -> tuple[int, int]:
+    """The single token id of each verdict string; ValueError naming the judge otherwise."""
+    ids = []
+    for choice in choices:
+        encoded = tokenizer.encode(choice, add_special_tokens=False)
+        if len(encoded) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(encoded)
+            raise ValueError(
+                f"judge {judge!r}: field 'choices': {choice!r} encodes to {len(encoded)} tokens {pieces} "
+                f"(ids {encoded}); each choice must be exactly one token of the judge's tokenizer"
+            )
+        ids.append(encoded[0])
+    if ids[0] == ids[1]:
+        raise ValueError(f"judge {judge!r}: field 'choices': {tuple(choices)} encode to the same token {ids[0]}")
+    return ids[0], ids[1]
+
+
+class VerdictScorer:
+    """A causal LM judging (prompt, first, second) triples by its verdict-token probabilities."""
+
+    def __init__(
+        self,
+        name: str,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        template: str,
+        choices: Sequence[str],
+        batch_size: int,
+    ):
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.batch_size = batch_size
+        self.choice_ids = choice_token_ids(tokenizer, choices, name)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"  # the last position of every row is its verdict position
+        self.max_length = getattr(model.config, "max_position_embeddings", None)
+        self._warned_long = False
+
+    def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
+        """P(first[i] preferred over second[i]), both presentation orders averaged; in [0, 1]."""
+        return both_orders(self.one_order, prompts, first, second)
+
+    @torch.no_grad()
+    def one_order(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
+        """p(first[i] preferred) with first[i] shown first: sigmoid(l_choice0 - l_choice1)."""
+        texts = [fill_template(self.template, p, a, b) for p, a, b in zip(prompts, first, second, strict=True)]
+        device = next(self.model.parameters()).device
+        out: list[float] = []
+        for lo in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[lo : lo + self.batch_size], return_tensors="pt", padding=True).to(device)
+            mask = enc["attention_mask"]  # [B, T], zeros on the left
+            self._warn_if_long(mask.shape[1])
+            position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)  # 0 at each row's first real token
+            logits = self.model(
+                input_ids=enc["input_ids"], attention_mask=mask, position_ids=position_ids, logits_to_keep=1
+            ).logits[:, -1]  # [B, V] at the verdict position
+            verdict = logits[:, list(self.choice_ids)].float()  # [B, 2]
+            out.extend(torch.sigmoid(verdict[:, 0] - verdict[:, 1]).tolist())
+        return out
+
+    def _warn_if_long(self, length: int) -> None:
+        if self.max_length and length > self.max_length and not self._warned_long:
+            self._warned_long = True
+            logger.warning(
+                "judge %r: a judge prompt has %d tokens, more than the model's context %d; it is not truncated",
+                self.name, length, self.max_length,
+            )

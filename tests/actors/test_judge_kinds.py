@@ -1,0 +1,200 @@
+"""The model-backed judge kinds (pairwise, self, population) through real JudgeActors in the
+session Ray cluster, started by the driver's `start_judges` (driver/cluster.py) on the tiny
+built-in models. The self judge also takes new weights through the driver's `publish_weights`,
+from a stand-in learner actor that exports a modified policy and its probe the way
+actors/learner.py does."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+import torch
+
+from protocols import (
+    PairwiseJudgeSpec,
+    PopulationJudgeSpec,
+    RolloutBatch,
+    RunConfig,
+    SelfJudgeSpec,
+    SyncProbe,
+    WeightVersion,
+)
+from rollout.judges.base import comparison_pairs
+from rollout.tasks import wordlist
+from tests.actors.test_judge_actor import clearly_bad, find_prompt, make_batch, perfect
+
+K = 3  # samples per prompt: 3 within-group pairs each
+
+
+@pytest.fixture(scope="module")
+def batch() -> RolloutBatch:
+    fruits = find_prompt("list 3 fruits:")
+    other = [p for p in wordlist.heldout_prompts() if p.text != fruits.text][0]
+    pairs = [(fruits, " apple pear plum"), (fruits, " apple apple cat"), (fruits, " apple cat dog red")]
+    pairs += [(other, perfect(other)), (other, clearly_bad(other)), (other, "")]
+    return make_batch(pairs, samples_per_prompt=K)
+
+
+def check_preferences(judgement, batch: RolloutBatch, name: str) -> list[float]:
+    """Every within-group pair, in comparison_pairs order, with a probability in [0, 1]."""
+    assert judgement.judge == name and judgement.rewards is None
+    expected = comparison_pairs(len(batch.rollouts), K, "all_pairs")
+    assert [(p.first, p.second) for p in judgement.preferences] == expected
+    probabilities = [p.probability for p in judgement.preferences]
+    assert all(0.0 <= p <= 1.0 for p in probabilities)
+    return probabilities
+
+
+def start(ray_cluster, spec, policy_path: str):
+    from driver.cluster import start_judges
+
+    (replicas,) = start_judges([spec], RunConfig(), policy_path).values()
+    return replicas[0]
+
+
+# --------------------------------------------------------------------------- pairwise
+
+
+def test_pairwise_judge_actor(ray_cluster, builtin_models, batch):
+    spec = PairwiseJudgeSpec(name="policy-as-judge", kind="pairwise", path="builtin:policy", batch_size=4)
+    actor = start(ray_cluster, spec, str(builtin_models.policy))
+    try:
+        judgement = ray_cluster.get(actor.judge_batch.remote(batch))
+        check_preferences(judgement, batch, "policy-as-judge")
+        assert judgement.seconds > 0.0
+        with pytest.raises(TypeError, match="kind 'pairwise' does not take policy weights"):
+            ray_cluster.get(actor.load_weights.remote({}, None))
+    finally:
+        ray_cluster.kill(actor)
+
+
+# --------------------------------------------------------------------------- population
+
+
+def test_population_judge_actor(ray_cluster, builtin_models, batch):
+    # one member of each usable kind without a server: rule, reward_model, pairwise
+    spec = PopulationJudgeSpec(
+        name="crowd", kind="population", mode="draw", seed=3,
+        members=(
+            dict(name="topical", kind="rule", function="rollout.tasks.wordlist:topical", temperature=0.0),
+            dict(name="rm", kind="reward_model", path="builtin:reward-model", temperature=0.5),
+            dict(name="policy", kind="pairwise", path="builtin:policy"),
+        ),
+    )
+    actor = start(ray_cluster, spec, str(builtin_models.policy))
+    try:
+        first = check_preferences(ray_cluster.get(actor.judge_batch.remote(batch)), batch, "crowd")
+        again = check_preferences(ray_cluster.get(actor.judge_batch.remote(batch)), batch, "crowd")
+        assert first == pytest.approx(again, abs=1e-6)  # the draws depend only on the triples
+        vote = spec.model_copy(update={"name": "crowd-vote", "mode": "vote"})
+        voter = start(ray_cluster, vote, str(builtin_models.policy))
+        try:
+            check_preferences(ray_cluster.get(voter.judge_batch.remote(batch)), batch, "crowd-vote")
+        finally:
+            ray_cluster.kill(voter)
+    finally:
+        ray_cluster.kill(actor)
+
+
+# --------------------------------------------------------------------------- self
+
+
+@ray.remote
+class StandInLearner:
+    """Exports a fixed (WeightVersion, state dict), like LearnerActor.export on rank 0."""
+
+    def __init__(self, version: WeightVersion, state: dict[str, torch.Tensor]):
+        self.version, self.state = version, state
+
+    @ray.method(num_returns=2)
+    def export(self, step: int, probe_sequences: list[list[int]]):
+        return self.version, self.state
+
+
+def modified_policy(path: str, scale: float) -> tuple[dict[str, torch.Tensor], list[list[int]], SyncProbe]:
+    """The policy with one layer's weights scaled, some probe sequences, and its logprobs on them
+    computed like the learner's probe (learner/engine.py: gather_token_logprobs on float logits)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from learner.ops import gather_token_logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state[LAYER] = state[LAYER] * scale
+    model.load_state_dict(state)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    sequences = [tokenizer("list 3 fruits: apple pear plum")["input_ids"], tokenizer("name 2 animals: cat")["input_ids"]]
+    rows = []
+    with torch.no_grad():
+        for seq in sequences:
+            ids = torch.tensor([seq])
+            rows.append(tuple(gather_token_logprobs(model(input_ids=ids).logits[:, :-1].float(), ids[:, 1:])[0].tolist()))
+    probe = SyncProbe(token_ids=tuple(tuple(s) for s in sequences), logprobs=tuple(rows))
+    return state, sequences, probe
+
+
+LAYER = "model.layers.1.mlp.down_proj.weight"
+
+
+def version_of(number: int, state: dict[str, torch.Tensor], probe: SyncProbe) -> WeightVersion:
+    return WeightVersion(
+        version=number, step=number - 1, num_tensors=len(state),
+        num_bytes=sum(t.numel() * t.element_size() for t in state.values()), probe=probe,
+    )
+
+
+def test_self_judge_actor_follows_the_policy(ray_cluster, builtin_models, batch):
+    from driver.cluster import Cluster, publish_weights
+    from protocols import RuleJudgeSpec
+
+    policy = str(builtin_models.policy)
+    spec = SelfJudgeSpec(name="self", kind="self", batch_size=4)
+    actor = start(ray_cluster, spec, policy)
+    gt = RuleJudgeSpec(name="gt-kinds", kind="rule", function="rollout.tasks.wordlist:ground_truth")
+    rule_actor = start(ray_cluster, gt, policy)
+    learner = None
+    try:
+        assert ray_cluster.get(actor.policy_version.remote()) == 0
+        before = check_preferences(ray_cluster.get(actor.judge_batch.remote(batch)), batch, "self")
+
+        # the driver's publish_weights: rollout workers (none here) first, then every self judge
+        state, sequences, probe = modified_policy(policy, scale=3.0)
+        learner = StandInLearner.remote(version_of(1, state, probe), state)
+        cluster = Cluster(
+            rollouts=[], learners=[learner], judges={"self": [actor], "gt-kinds": [rule_actor]}, eval_judge=[],
+            judge_specs={"self": spec, "gt-kinds": gt},
+        )
+        refs = publish_weights(cluster, 0, sequences)
+        assert len(refs) == 1  # the rule judge gets no weights
+        (report,) = ray_cluster.get(refs)
+        assert (report.worker, report.version) == ("judge-self", 1)
+        assert report.max_abs_logprob_diff < 1e-4  # same weights, same math as the learner
+        assert ray_cluster.get(actor.policy_version.remote()) == 1
+        after = check_preferences(ray_cluster.get(actor.judge_batch.remote(batch)), batch, "self")
+        assert max(abs(a - b) for a, b in zip(before, after)) > 1e-4  # judged by the new weights
+
+        # a probe the loaded weights do not reproduce stops the run
+        wrong = SyncProbe(token_ids=probe.token_ids, logprobs=tuple(tuple(x - 0.5 for x in row) for row in probe.logprobs))
+        with pytest.raises(ray_cluster.exceptions.RayTaskError, match="probe logprob gap"):
+            ray_cluster.get(actor.load_weights.remote(state, version_of(2, state, wrong)))
+        assert ray_cluster.get(actor.policy_version.remote()) == 1
+        with pytest.raises(ray_cluster.exceptions.RayTaskError, match="already at 1"):
+            ray_cluster.get(actor.load_weights.remote(state, version_of(1, state, probe)))
+        with pytest.raises(ray_cluster.exceptions.RayTaskError, match="kind 'rule' does not take policy weights"):
+            ray_cluster.get(rule_actor.load_weights.remote(state, version_of(2, state, probe)))
+    finally:
+        for handle in (actor, rule_actor, learner):
+            if handle is not None:
+                ray_cluster.kill(handle)
+
+
+def test_self_judge_rejects_a_state_dict_that_does_not_match(builtin_models):
+    """strict=True: a missing tensor is an error, not a silently half-updated policy (no Ray)."""
+    from rollout.judges import build_judge
+
+    judge = build_judge(SelfJudgeSpec(name="self", kind="self"), str(builtin_models.policy))
+    state, _, probe = modified_policy(str(builtin_models.policy), scale=1.0)
+    del state[LAYER]
+    with pytest.raises(RuntimeError, match="Missing key"):
+        judge.load_weights(state, version_of(1, state, probe))
+    assert judge.policy_version == 0

@@ -1,0 +1,37 @@
+"""Every registered algorithm, end to end: `python -m driver --algo X --steps 3` on the embedded default.
+
+Real Ray, vLLM and DeepSpeed as a user runs them; each run must train (its own loss ran, the
+policy moved, vLLM serves the trained weights) and evaluate. OSP uses its default manifest
+(deploy/judges/self.yaml: the policy judges its own samples).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from learner.algorithms import ALGORITHMS
+from tests.e2e.test_online_loop import read_metrics, run_driver
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", [name for name in ALGORITHMS if name != "mnpo"])  # mnpo: test_online_loop.py
+def test_three_steps_end_to_end(builtin_models, tmp_path, algo):
+    out = tmp_path / algo
+    log = run_driver(out, "eval.every=0", algo=algo).stderr
+    assert "step 3/3 | reward" in log and "win rate vs starting policy" in log
+
+    steps, final = read_metrics(out)
+    assert [r["learner/policy_version"] for r in steps] == [1.0, 2.0, 3.0]
+    assert all(f"learner/{algo}/loss" in r and math.isfinite(r["learner/loss"]) for r in steps)
+    assert all(r["sync/max_probe_gap"] < 1e-3 for r in steps)  # vLLM serves what DeepSpeed trained
+    assert any(r.get("learner/grad_norm", 0.0) > 0.0 for r in steps)  # the policy was pushed somewhere
+    assert 0.0 <= final["eval/win_rate"] <= 1.0
+    config = (out / "config.yaml").read_text()
+    assert f"algo: {algo}" in config
+    if algo == "osp":
+        assert "judges: deploy/judges/self.yaml" in config
+        samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        assert len(samples) == 3

@@ -1,0 +1,117 @@
+"""rollout/judges/verdict.py (and the shared helpers of base.py it uses) on the built-in policy:
+the causal-LM verdict P(first preferred), both orders averaged, batching-invariant."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from protocols import PairwiseJudgeSpec
+from protocols.judges import DEFAULT_PAIRWISE_TEMPLATE
+from rollout.judges.base import both_orders, fill_template
+
+PROMPTS = ["list 3 fruits:", "name 2 animals:", "give 6 birds:", "write 1 colors:", "list 4 tools:"]
+FIRST = [" apple pear plum", " cat", " robin crow eagle owl sparrow hawk", " red", ""]
+SECOND = [" cat dog dog dog dog", " cat dog", " robin", " red blue green", " hammer saw drill wrench"]
+
+
+@pytest.fixture(scope="module")
+def loaded(builtin_models):
+    from rollout.judges.verdict import load_causal_lm
+
+    return load_causal_lm(str(builtin_models.policy))
+
+
+@pytest.fixture
+def scorer(loaded):
+    from rollout.judges.verdict import VerdictScorer
+
+    model, tokenizer = loaded
+    return VerdictScorer("judge", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=64)
+
+
+# --------------------------------------------------------------------------- shared helpers (no model)
+
+
+def test_both_orders_hand_computed():
+    seen = []
+
+    def one_order(prompts, first, second):
+        seen.append((list(prompts), list(first), list(second)))
+        table = {("a", "b"): 0.8, ("b", "a"): 0.4, ("c", "d"): 0.5, ("d", "c"): 0.5}
+        return [table[(x, y)] for x, y in zip(first, second)]
+
+    # P = 0.5 * [0.8 + 1 - 0.4] = 0.7 ; P = 0.5 * [0.5 + 1 - 0.5] = 0.5
+    assert both_orders(one_order, ["p", "q"], ["a", "c"], ["b", "d"]) == pytest.approx([0.7, 0.5])
+    assert seen == [(["p", "q", "p", "q"], ["a", "c", "b", "d"], ["b", "d", "a", "c"])]  # one call, both orders
+    with pytest.raises(ValueError, match="2 prompts, 1 first"):
+        both_orders(one_order, ["p", "q"], ["a"], ["b", "d"])
+
+
+def test_fill_template_substitutes_once_and_keeps_other_braces():
+    template = 'JSON {"x": 1} P={prompt} A={first} B={second}'
+    assert fill_template(template, "{second}", "{prompt}", "b") == 'JSON {"x": 1} P={second} A={prompt} B=b'
+
+
+# --------------------------------------------------------------------------- the scorer
+
+
+def test_probabilities_are_in_unit_interval_and_orders_sum_to_one(scorer):
+    forward = scorer.compare(PROMPTS, FIRST, SECOND)
+    backward = scorer.compare(PROMPTS, SECOND, FIRST)
+    assert len(forward) == len(PROMPTS)
+    assert all(0.0 <= p <= 1.0 and math.isfinite(p) for p in forward + backward)
+    for p, q in zip(forward, backward):
+        assert p + q == pytest.approx(1.0, abs=1e-6)  # 0.5[x + 1 - y] + 0.5[y + 1 - x] = 1
+    same = scorer.compare(PROMPTS[:1], FIRST[:1], FIRST[:1])
+    assert same == [pytest.approx(0.5, abs=1e-6)]  # a response against itself is a tie
+
+
+def test_one_order_matches_a_naive_unpadded_forward(scorer, loaded):
+    """p(first, second) = softmax(logits)[A] / (softmax[A] + softmax[B]) at the last token of the filled template."""
+    model, tokenizer = loaded
+    a_id, b_id = (tokenizer.encode(c, add_special_tokens=False)[0] for c in ("A", "B"))
+    expected = []
+    for prompt, first, second in zip(PROMPTS, FIRST, SECOND):
+        text = DEFAULT_PAIRWISE_TEMPLATE.format(prompt=prompt, first=first, second=second)
+        ids = torch.tensor([tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1)
+        expected.append(float(probs[a_id] / (probs[a_id] + probs[b_id])))
+    assert scorer.one_order(PROMPTS, FIRST, SECOND) == pytest.approx(expected, abs=1e-5)
+
+
+def test_batching_does_not_change_the_numbers(scorer):
+    reference = scorer.compare(PROMPTS, FIRST, SECOND)  # one left-padded batch of 10 judge prompts
+    for batch_size in (1, 3):  # no padding at all; ragged batches (10 = 3 + 3 + 3 + 1)
+        scorer.batch_size = batch_size
+        assert scorer.compare(PROMPTS, FIRST, SECOND) == pytest.approx(reference, abs=1e-5)
+
+
+def test_multi_token_choices_are_rejected(loaded):
+    from rollout.judges.verdict import VerdictScorer
+
+    model, tokenizer = loaded
+    with pytest.raises(ValueError) as excinfo:
+        VerdictScorer("my-judge", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("Yes", "No"), batch_size=4)
+    message = str(excinfo.value)
+    assert "judge 'my-judge'" in message and "field 'choices'" in message
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode("Yes", add_special_tokens=False))
+    assert f"'Yes' encodes to {len(pieces)} tokens {pieces}" in message
+
+
+def test_pairwise_judge_reads_its_spec(builtin_models):
+    from rollout.judges import build_judge
+    from rollout.judges.pairwise import PairwiseJudge
+
+    spec = PairwiseJudgeSpec(name="pj", kind="pairwise", path="builtin:policy", batch_size=2, choices=("B", "A"))
+    judge = build_judge(spec, str(builtin_models.policy))
+    assert isinstance(judge, PairwiseJudge) and judge.scorer.batch_size == 2
+    swapped = judge.compare(PROMPTS, FIRST, SECOND)
+    # choices swapped: "B" now means "first is better", so P' = 1 - P of the default choices
+    default = build_judge(spec.model_copy(update={"choices": ("A", "B")}), str(builtin_models.policy))
+    assert swapped == pytest.approx([1 - p for p in default.compare(PROMPTS, FIRST, SECOND)], abs=1e-6)
+    with pytest.raises(ValueError, match="judge 'pj': a pairwise judge needs a resolved model path"):
+        build_judge(spec)
