@@ -16,7 +16,7 @@ from ray.util.placement_group import PlacementGroup, placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from protocols import RunConfig
-from protocols.judges import RewardModelJudgeSpec, RuleJudgeSpec
+from protocols.judges import JudgeSpec
 
 
 def _threads(num_cpus: float) -> str:
@@ -30,7 +30,7 @@ def _bundle(num_cpus: float, num_gpus: float) -> dict[str, float]:
     return bundle
 
 
-def required_resources(cfg: RunConfig, judges: list[RuleJudgeSpec | RewardModelJudgeSpec]) -> dict[str, float]:
+def required_resources(cfg: RunConfig, judges: list[JudgeSpec]) -> dict[str, float]:
     """Total logical CPUs/GPUs the run asks Ray for."""
     r, l = cfg.rollout, cfg.learner
     cpus = r.num_workers * r.num_cpus + l.num_workers * l.num_cpus + sum(j.replicas * j.num_cpus for j in judges)
@@ -92,7 +92,7 @@ def learner_options(cfg: RunConfig, rank: int, pg: PlacementGroup) -> dict[str, 
     )
 
 
-def judge_options(spec: RuleJudgeSpec | RewardModelJudgeSpec, replica: int, prefix: str = "judge") -> dict[str, Any]:
+def judge_options(spec: JudgeSpec, replica: int, prefix: str = "judge") -> dict[str, Any]:
     env = {"TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": _threads(spec.num_cpus)}
     return dict(
         name=f"{prefix}-{spec.name}-{replica}",
@@ -100,3 +100,11 @@ def judge_options(spec: RuleJudgeSpec | RewardModelJudgeSpec, replica: int, pref
         num_gpus=spec.num_gpus,
         runtime_env={"env_vars": env},
     )
+
+
+def judge_resources(judges: list[JudgeSpec]) -> dict[str, float]:
+    """Logical CPUs/GPUs the given judges' replicas ask Ray for."""
+    return {
+        "CPU": sum(j.replicas * j.num_cpus for j in judges),
+        "GPU": sum(j.replicas * j.num_gpus for j in judges),
+    }

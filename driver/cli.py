@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.write(list_algos() + "\n")
             return
         cfg = default_judges(cfg)
-        plan: RunPlan = resolve_plan(cfg, load_manifest(locate(cfg.judges)), resume=bool(args.resume))
+        manifest_path = locate(cfg.judges)
+        plan: RunPlan = resolve_plan(cfg, load_manifest(manifest_path), resume=bool(args.resume),
+                                     manifest_path=manifest_path)
         if cfg.tracking.wandb_project:
             require_wandb(WandbSettings(project=cfg.tracking.wandb_project))
     except (ConfigError, FileNotFoundError, ValueError) as err:

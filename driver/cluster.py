@@ -154,3 +154,46 @@ def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list
         for replica in replicas
     ]
     return [receiver.load_weights.remote(weights_ref, version_ref) for receiver in [*cluster.rollouts, *self_judges]]
+
+
+def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str,
+                step: int, probe: list[list[int]]) -> tuple[list[str], list[str]]:
+    """Replace the training judges by `specs`; returns (started, retired) judge names.
+
+    Judges whose spec is unchanged keep their actors. New ones are started and must answer before
+    the old ones are killed, so a judge that fails to start leaves the old set in place (the error
+    propagates). A new self judge gets the current policy weights first. The caller has drained
+    every judgement the old actors owed.
+    """
+    keep = {s.name for s in specs if cluster.judge_specs.get(s.name) == s}
+    fresh = [s for s in specs if s.name not in keep]
+    retired = [name for name in cluster.judges if name not in keep]
+    needed, free = placement.judge_resources(fresh), ray.available_resources()
+    freed = placement.judge_resources([cluster.judge_specs[name] for name in retired])
+    if any(amount > free.get(key, 0.0) + freed[key] + 1e-9 for key, amount in needed.items()):
+        raise RuntimeError(f"the new judges need {needed}; only {free} plus the retired judges' {freed} would be free")
+    fits_beside = all(amount <= free.get(key, 0.0) + 1e-9 for key, amount in needed.items())
+    if not fits_beside:  # a full cluster: the old judges must go first
+        logger.warning("judge swap: the new judges do not fit beside the old ones; stopping the old ones first")
+    # a changed judge keeps its name, and Ray actor names are unique: its old replicas go first
+    first = retired if not fits_beside else [name for name in retired if name in {s.name for s in fresh}]
+    _retire(cluster, first)
+    started = start_judges(fresh, cfg, model_path)
+    ray.get([replica.__ray_ready__.remote() for replicas in started.values() for replica in replicas])
+    selfs = [r for s in fresh if s.kind == "self" for r in started[s.name]]
+    if selfs:  # a new self judge judges with the current policy, not the starting one
+        exports = [learner.export.remote(step, probe) for learner in cluster.learners]
+        ray.get([v for v, _ in exports[1:]])
+        ray.get([r.load_weights.remote(exports[0][1], exports[0][0]) for r in selfs])
+    _retire(cluster, [name for name in retired if name not in first])
+    order = [s.name for s in specs]  # manifest order: per_judge pairing labels by judge position
+    cluster.judges = {name: (cluster.judges.get(name) or started[name]) for name in order}
+    cluster.judge_specs = {s.name: s for s in specs}
+    return sorted(started), sorted(retired)
+
+
+def _retire(cluster: Cluster, names: list[str]) -> None:
+    for name in names:
+        for replica in cluster.judges.pop(name):
+            ray.kill(replica)
+        del cluster.judge_specs[name]

@@ -38,6 +38,7 @@ class RunPlan:
     cfg: RunConfig
     manifest: JudgeManifest
     output: Path
+    manifest_path: Path | None = None  # the file the manifest came from; watched for live judge swaps
 
     @property
     def eval_judge(self) -> RuleJudgeSpec | RewardModelJudgeSpec:
@@ -128,7 +129,8 @@ def default_judges(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def resolve_plan(cfg: RunConfig, manifest: JudgeManifest, resume: bool = False) -> RunPlan:
+def resolve_plan(cfg: RunConfig, manifest: JudgeManifest, resume: bool = False,
+                 manifest_path: str | Path | None = None) -> RunPlan:
     get_algorithm(cfg.algo)  # raises, listing the valid names
     check_model_path(cfg.model.path, "model path")
     check_manifest(manifest, cfg.judges)
@@ -142,4 +144,5 @@ def resolve_plan(cfg: RunConfig, manifest: JudgeManifest, resume: bool = False) 
     output = Path(cfg.output) if cfg.output else Path("runs") / f"{cfg.algo}-{stamp}"
     if not resume and (output / "metrics.jsonl").exists():
         raise ValueError(f"output directory {str(output)!r} already holds a run (metrics.jsonl); choose another --output")
-    return RunPlan(cfg=cfg, manifest=manifest, output=output)
+    return RunPlan(cfg=cfg, manifest=manifest, output=output,
+                   manifest_path=Path(manifest_path) if manifest_path is not None else None)

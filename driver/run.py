@@ -21,7 +21,7 @@ import collections
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ray
@@ -31,7 +31,17 @@ from deploy.loading import dump_config
 from driver import checkpoints
 from driver.builtin import resolve_model_path
 from driver.checkpoints import DriverState, EvalSamples
-from driver.cluster import Cluster, check_resources, connect, judge, publish_weights, sample, start_actors
+from driver.cluster import (
+    Cluster,
+    check_resources,
+    connect,
+    judge,
+    publish_weights,
+    sample,
+    start_actors,
+    swap_judges,
+)
+from driver.manifest_watch import ManifestWatcher
 from driver.plan import RunPlan
 from driver.stats import rollout_stats, step_line
 from driver.tracking import MetricsWriter, WandbSettings, truncate_after
@@ -44,6 +54,7 @@ from rollout.tasks import wordlist
 
 logger = logging.getLogger("driver")
 SAMPLES_FILE = "samples.jsonl"
+JUDGES_FILE = "judges.jsonl"  # judge-set changes: started at a step, or a manifest rejected and why
 
 
 @dataclass
@@ -97,6 +108,8 @@ class Loop:
         self.snapshot_every = getattr(getattr(self.cfg, spec.config_section), "snapshot_every", 0)
         self.evals: dict[int, EvalSamples] = {}  # policy version -> held-out samples
         self.run_name = plan.output.resolve().name
+        self.watcher = ManifestWatcher(plan.manifest_path, self.cfg.algo, plan.manifest) if plan.manifest_path else None
+        self.judge_events = {"judges/swaps": 0.0, "judges/rejected_manifests": 0.0}
 
     # ------------------------------------------------------------------ the loop
     def run(self, state: DriverState | None, checkpoint: Path | None) -> Summary:
@@ -120,6 +133,8 @@ class Loop:
         with MetricsWriter(self.plan.output, tensorboard=cfg.tracking.tensorboard, wandb=wandb_settings(self.plan),
                            resume_step=resume_step) as writer, samples_log.open("a") as samples:
             for step in range(state.next_step, cfg.steps):
+                if self.watcher is not None and launched < cfg.steps:
+                    self.maybe_swap_judges(queue, launched, state.probe)
                 while launched < cfg.steps and len(queue) <= cfg.rollout.max_staleness:
                     seeds = [derive_seed(cfg.seed, "train", launched, i) for i in range(len(self.cluster.rollouts))]
                     refs = sample(self.cluster, launched, stream.next(cfg.rollout.prompts_per_step),
@@ -173,9 +188,45 @@ class Loop:
             "sync/seconds": max(r.seconds for r in reports),
             "sync/max_probe_gap": max(r.max_abs_logprob_diff for r in reports),
             "time/step_seconds": time.perf_counter() - step_start,
+            **self.judge_events,  # cumulative: a swap shows up from the first step the new judges labelled
         }
         record["rollout/tokens_per_s"] = record["rollout/response_tokens"] / record["time/step_seconds"]
         return record, sample_log_entry(item.step, batches, judgements)
+
+    def maybe_swap_judges(self, queue, launched: int, probe: list[list[int]]) -> None:
+        """At a step boundary: if the manifest file changed, swap to its judges or say why not.
+
+        Batches already launched keep the judges they were sent to (their judgements are awaited
+        here, so the old actors owe nothing when they are killed); step `launched` is the first
+        one the new judges label.
+        """
+        change = self.watcher.poll()
+        if change is None:
+            return
+        event = {"step": launched, "manifest": str(self.plan.manifest_path), "digest": change.digest}
+        if change.manifest is not None:
+            owed = [ref for item in queue for refs in item.judgements for ref in refs]
+            if owed:
+                ray.wait(owed, num_returns=len(owed))  # drain: the old judges finish what they were given
+            try:
+                started, retired = swap_judges(self.cluster, change.manifest.judges, self.cfg, self.model_path,
+                                               launched, probe)
+            except (RuntimeError, ray.exceptions.RayError) as err:
+                logger.error("judge swap at step %d failed; keeping the current judges: %s", launched, err)
+                self.watcher.current = self.plan.manifest
+                change = change.__class__(manifest=None, reason=f"the new judges did not start: {err}",
+                                          digest=change.digest)
+            else:
+                self.plan = replace(self.plan, manifest=change.manifest)
+                self.judge_events["judges/swaps"] += 1
+                event.update(event="swapped", judges=list(self.cluster.judges), started=started, retired=retired)
+                logger.info("judges swapped from step %d: now %s (started %s, retired %s)",
+                            launched, list(self.cluster.judges), started, retired)
+        if change.manifest is None:
+            self.judge_events["judges/rejected_manifests"] += 1
+            event.update(event="rejected", judges=list(self.cluster.judges), reason=change.reason)
+        with (self.plan.output / JUDGES_FILE).open("a") as f:
+            f.write(json.dumps(event) + "\n")
 
     def emit(self, writer: MetricsWriter, record: dict) -> None:
         writer.write(record)

@@ -1,0 +1,89 @@
+"""Judges swapped live: the manifest is edited while `python -m driver` runs.
+
+A user runs with `--judges my.yaml`, then saves a new panel (the three annotator groups instead of
+the ground truth), then saves a broken manifest. The run must switch to the new judges at a step
+boundary, judge every step exactly once (no step lost, none judged by both panels), reject the
+broken file with its reason, and keep training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 60
+GROUPS = (REPO / "deploy/judges/groups.yaml").read_text()
+BROKEN = "judges:\n  - {name: oracle, kind: oracle, path: nowhere}\n"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"the driver exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_manifest_edited_mid_run(builtin_models, tmp_path):
+    manifest = tmp_path / "my-judges.yaml"
+    manifest.write_text((REPO / "deploy/judges/default.yaml").read_text())
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    args = [sys.executable, "-m", "driver", "--algo", "mnpo", "--steps", str(STEPS), "--output", str(out),
+            "--judges", str(manifest)]
+    for item in ("rollout.prompts_per_step=4", "eval.every=0", "eval.num_prompts=8", "eval.samples_per_prompt=2",
+                 "checkpoint.every=0", "tracking.plots=false"):
+        args += ["--set", item]
+    log_path = tmp_path / "driver.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: len(read_jsonl(out / "metrics.jsonl")) >= 3, proc, "step 3")
+            manifest.write_text(GROUPS)
+            wait_for(lambda: any(e["event"] == "swapped" for e in read_jsonl(out / "judges.jsonl")), proc, "the swap")
+            manifest.write_text(BROKEN)
+            wait_for(lambda: any(e["event"] == "rejected" for e in read_jsonl(out / "judges.jsonl")), proc,
+                     "the rejection")
+            assert proc.wait(timeout=600) == 0, log_path.read_text()[-4000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log_path.read_text()
+
+    swapped, rejected = read_jsonl(out / "judges.jsonl")
+    assert swapped["event"] == "swapped" and rejected["event"] == "rejected"
+    first_new = swapped["step"]
+    assert 3 <= first_new < rejected["step"] < STEPS
+    assert swapped["judges"] == ["topical", "exact-count", "varied"]
+    assert swapped["started"] == ["exact-count", "topical", "varied"] and swapped["retired"] == ["ground-truth"]
+    assert "oracle" in rejected["reason"] and rejected["judges"] == swapped["judges"]
+    assert "judges swapped from step" in text and "was rejected; keeping the current judges" in text
+
+    samples = read_jsonl(out / "samples.jsonl")
+    assert [s["step"] for s in samples] == list(range(STEPS))  # every step once: nothing lost or repeated
+    for s in samples:
+        expected = {"ground-truth"} if s["step"] < first_new else {"topical", "exact-count", "varied"}
+        assert all(set(e["rewards"]) == expected for e in s["examples"]), s
+
+    records = [r for r in read_jsonl(out / "metrics.jsonl") if "learner/policy_version" in r]
+    assert [r["step"] for r in records] == list(range(STEPS))
+    assert all(r["judges/swaps"] == (1.0 if r["step"] >= first_new else 0.0) for r in records)
+    assert records[-1]["judges/rejected_manifests"] == 1.0
+    assert records[-1]["learner/policy_version"] == STEPS  # training went on through both edits
