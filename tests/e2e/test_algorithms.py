@@ -35,3 +35,15 @@ def test_three_steps_end_to_end(builtin_models, tmp_path, algo):
         assert "judges: deploy/judges/self.yaml" in config
         samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
         assert len(samples) == 3
+
+
+@pytest.mark.slow
+def test_ht_mnpo_each_prompt_labelled_by_one_annotator_group(builtin_models, tmp_path):
+    """HT-MNPO: three annotator-group judges, prompt group g labelled by judge g mod 3 alone."""
+    out = tmp_path / "ht"
+    run_driver(out, "eval.every=0", "mnpo.pairing=per_judge", flags=("--judges", "deploy/judges/groups.yaml"))
+    steps, _ = read_metrics(out)
+    assert [r["learner/policy_version"] for r in steps] == [1.0, 2.0, 3.0]
+    assert {"judge/topical/mean", "judge/exact-count/mean", "judge/varied/mean"} <= set(steps[0])
+    assert all(0 < r["learner/pairs"] <= 8 for r in steps)  # one pair per prompt at most
+    assert "pairing: per_judge" in (out / "config.yaml").read_text()

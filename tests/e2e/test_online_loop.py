@@ -17,10 +17,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_driver(out: Path, *sets: str, steps: int = 3, algo: str = "mnpo") -> subprocess.CompletedProcess:
+def run_driver(out: Path, *sets: str, steps: int = 3, algo: str = "mnpo",
+               flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    args = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(steps), "--output", str(out)]
+    args = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(steps), "--output", str(out), *flags]
     for item in ("rollout.prompts_per_step=8", "eval.num_prompts=8", "eval.samples_per_prompt=2", *sets):
         args += ["--set", item]
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
