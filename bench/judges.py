@@ -1,7 +1,7 @@
 """Judge throughput: pairs judged per second, batched (one call per batch) vs one call per pair.
 
     python bench/judges.py                    # reward_model and self, one training step's batch
-    python bench/judges.py --prompts 32 --k 4 --repeats 3
+    python bench/judges.py --prompts 32 --k 4 --repeats 3 --threads 2
 
 A training step's batch (default 32 prompts x K = 4 responses of the built-in task, responses
 drawn from the task's SFT-style corpus) is judged in-process by the judge class a JudgeActor wraps
@@ -70,8 +70,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a judge actor with num_cpus <= 1: 1)")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # as a judge actor with num_cpus <= 1 runs (deploy/placement.py)
+    torch.set_num_threads(args.threads)
     batch = make_batch(args.prompts, args.k, seed=0)
     pairs = len(comparison_pairs(len(batch.rollouts), args.k, "all_pairs"))
     judges = {
