@@ -184,7 +184,8 @@ def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, mo
     if selfs:  # a new self judge judges with the current policy, not the starting one
         exports = [learner.export.remote(step, probe) for learner in cluster.learners]
         ray.get([v for v, _ in exports[1:]])
-        ray.get([r.load_weights.remote(exports[0][1], exports[0][0]) for r in selfs])
+        if ray.get(exports[0][0]).version > 0:  # version 0 is the starting policy, which they loaded
+            ray.get([r.load_weights.remote(exports[0][1], exports[0][0]) for r in selfs])
     _retire(cluster, [name for name in retired if name not in first])
     order = [s.name for s in specs]  # manifest order: per_judge pairing labels by judge position
     cluster.judges = {name: (cluster.judges.get(name) or started[name]) for name in order}

@@ -47,3 +47,16 @@ def test_ht_mnpo_each_prompt_labelled_by_one_annotator_group(builtin_models, tmp
     assert {"judge/topical/mean", "judge/exact-count/mean", "judge/varied/mean"} <= set(steps[0])
     assert all(0 < r["learner/pairs"] <= 8 for r in steps)  # one pair per prompt at most
     assert "pairing: per_judge" in (out / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_ppo_on_two_zero3_ranks_checkpoints_its_critic(builtin_models, tmp_path):
+    """PPO's critic on its own ZeRO-3 engine across 2 ranks (advantage whitening all-reduced)."""
+    out = tmp_path / "ppo2"
+    log = run_driver(out, "eval.every=0", "learner.num_workers=2", "learner.zero_stage=3", "checkpoint.every=2",
+                     algo="ppo").stderr
+    assert "learner rank 1/2" in log and "| updates 4 |" in log  # 2 epochs x 2 minibatches
+    steps, _ = read_metrics(out)
+    assert all(math.isfinite(r["learner/ppo/value_loss"]) and r["sync/max_probe_gap"] < 1e-3 for r in steps)
+    critic = list((out / "checkpoints").glob("*/critic"))
+    assert len(critic) == 1 and any(critic[0].iterdir())  # both ranks' critic shards under tag 'critic'
