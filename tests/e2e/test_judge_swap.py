@@ -1,9 +1,10 @@
 """Judges swapped live: the manifest is edited while `python -m driver` runs.
 
 A user runs with `--judges my.yaml`, then saves a new panel (the three annotator groups instead of
-the ground truth), then saves a broken manifest. The run must switch to the new judges at a step
-boundary, judge every step exactly once (no step lost, none judged by both panels), reject the
-broken file with its reason, and keep training.
+the ground truth), then saves a broken manifest, then a self judge. The run must switch to the new
+judges at a step boundary, judge every step exactly once (no step lost, none judged by both
+panels), reject the broken file with its reason, give a self judge started mid-run the current
+policy weights (and every later update), and keep training.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 STEPS = 60
 GROUPS = (REPO / "deploy/judges/groups.yaml").read_text()
 BROKEN = "judges:\n  - {name: oracle, kind: oracle, path: nowhere}\n"
+SELF = "judges:\n  - {name: self, kind: self}\n"  # the policy judging itself: must get the current weights
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -61,16 +63,19 @@ def test_manifest_edited_mid_run(builtin_models, tmp_path):
             manifest.write_text(BROKEN)
             wait_for(lambda: any(e["event"] == "rejected" for e in read_jsonl(out / "judges.jsonl")), proc,
                      "the rejection")
+            manifest.write_text(SELF)
+            wait_for(lambda: len(read_jsonl(out / "judges.jsonl")) == 3, proc, "the swap to the self judge")
             assert proc.wait(timeout=600) == 0, log_path.read_text()[-4000:]
         finally:
             if proc.poll() is None:
                 proc.kill()
     text = log_path.read_text()
 
-    swapped, rejected = read_jsonl(out / "judges.jsonl")
-    assert swapped["event"] == "swapped" and rejected["event"] == "rejected"
-    first_new = swapped["step"]
-    assert 3 <= first_new < rejected["step"] < STEPS
+    swapped, rejected, to_self = read_jsonl(out / "judges.jsonl")
+    assert swapped["event"] == "swapped" and rejected["event"] == "rejected" and to_self["event"] == "swapped"
+    first_new, first_self = swapped["step"], to_self["step"]
+    assert 3 <= first_new < rejected["step"] <= first_self < STEPS
+    assert to_self["judges"] == ["self"] and to_self["retired"] == ["exact-count", "topical", "varied"]
     assert swapped["judges"] == ["topical", "exact-count", "varied"]
     assert swapped["started"] == ["exact-count", "topical", "varied"] and swapped["retired"] == ["ground-truth"]
     assert "oracle" in rejected["reason"] and rejected["judges"] == swapped["judges"]
@@ -79,11 +84,15 @@ def test_manifest_edited_mid_run(builtin_models, tmp_path):
     samples = read_jsonl(out / "samples.jsonl")
     assert [s["step"] for s in samples] == list(range(STEPS))  # every step once: nothing lost or repeated
     for s in samples:
-        expected = {"ground-truth"} if s["step"] < first_new else {"topical", "exact-count", "varied"}
+        expected = ({"ground-truth"} if s["step"] < first_new else {"topical", "exact-count", "varied"}
+                    if s["step"] < first_self else set())  # the self judge gives preferences, no rewards
         assert all(set(e["rewards"]) == expected for e in s["examples"]), s
 
     records = [r for r in read_jsonl(out / "metrics.jsonl") if "learner/policy_version" in r]
     assert [r["step"] for r in records] == list(range(STEPS))
-    assert all(r["judges/swaps"] == (1.0 if r["step"] >= first_new else 0.0) for r in records)
+    assert all(r["judges/swaps"] == (r["step"] >= first_new) + (r["step"] >= first_self) for r in records)
+    # the self judge's weight syncs are probe-checked like the rollout workers'
+    assert all(r["sync/max_probe_gap"] < 1e-3 for r in records)
+    assert all(r["learner/pairs"] > 0 for r in records if r["step"] > first_self)  # its verdicts train
     assert records[-1]["judges/rejected_manifests"] == 1.0
     assert records[-1]["learner/policy_version"] == STEPS  # training went on through both edits
