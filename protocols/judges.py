@@ -128,6 +128,10 @@ class HttpJudgeSpec(_PairwiseCommon):
     timeout_s: float = Field(default=30.0, gt=0.0, description="Timeout of one request (seconds).")
     retries: int = Field(default=3, ge=0, description="Retries of a failed request (429, 5xx, network).")
     backoff_s: float = Field(default=0.5, ge=0.0, description="First retry delay; doubles each retry.")
+    top_logprobs: int = Field(
+        default=20, ge=0, le=20,
+        description="Top logprobs asked for the verdict token (vLLM allows 20, some hosted APIs 5; 0 = read the text).",
+    )
 
 
 MemberSpec = Annotated[

@@ -6,7 +6,7 @@ calls `compare` on the within-group pairs of a RolloutBatch, and the probabiliti
 Judgement's PairPreferences that the learner trains on. No Ray, no vLLM here: only the stdlib.
 
 Verdict of one request. The judge prompt is `spec.template` with {prompt}, {first}, {second}
-filled in (base.fill_template); it is sent with max_tokens=1, temperature=0, logprobs=TOP_LOGPROBS. Then
+filled in (base.fill_template); it is sent with max_tokens=1, temperature=0, logprobs=`top_logprobs` (20). Then
   1. top logprobs of the first generated token, if the response has them:
          p = P(choices[0]) / (P(choices[0]) + P(choices[1]))
      where P(c) sums exp(logprob) over the tokens equal to c or to " " + c; a choice absent from
@@ -49,7 +49,6 @@ from rollout.judges.base import both_orders, fill_template
 
 logger = logging.getLogger(__name__)
 
-TOP_LOGPROBS = 20  # vLLM's default cap (--max-logprobs); hosted APIs may allow fewer
 ERROR_CHARS = 200  # how much of a server's error message goes into an exception
 
 
@@ -93,6 +92,7 @@ class HttpJudge:
         self.model = spec.model
         self.template = spec.template
         self.choices = spec.choices
+        self.top_logprobs = spec.top_logprobs  # 0: no logprobs asked, the verdict is read from the text
         self.url = spec.base_url.rstrip("/") + "/completions"
         self.path = urlsplit(self.url).path  # what error messages name: no host credentials or query
         self.max_concurrency = spec.max_concurrency
@@ -148,9 +148,10 @@ class HttpJudge:
 
     def _judge_one(self, prompt: str) -> tuple[float | None, str]:
         """(verdict or None, generated text) of one judge prompt."""
-        body = self._post({
-            "model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS,
-        })
+        request = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0}
+        if self.top_logprobs:
+            request["logprobs"] = self.top_logprobs
+        body = self._post(request)
         try:
             choice = body["choices"][0]
             text = choice.get("text") or ""

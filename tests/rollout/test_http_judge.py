@@ -34,7 +34,7 @@ from types import SimpleNamespace
 import pytest
 
 from protocols import HttpJudgeSpec, Judgement, Rollout, RolloutBatch
-from rollout.judges.http import TOP_LOGPROBS, HttpJudge, HttpJudgeError
+from rollout.judges.http import HttpJudge, HttpJudgeError
 
 TEMPLATE = "Prompt: {prompt}\nA: {first}\nB: {second}\nBetter: "
 KEY_ENV = "HTTP_JUDGE_TEST_KEY"
@@ -313,10 +313,20 @@ def test_verdict_rule_hand_computed(monkeypatch, caplog):
     assert len(server.payloads) == 6
     payload = server.payloads[0]
     assert {k: payload[k] for k in ("model", "max_tokens", "temperature", "logprobs")} == {
-        "model": "judge", "max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS,
+        "model": "judge", "max_tokens": 1, "temperature": 0.0, "logprobs": 20,  # the spec's default top_logprobs
     }
     assert sorted(p["prompt"] for p in server.payloads)[:2] == ["q|bad|good", "q|good|bad"]
     assert all(h["Authorization"] == "Bearer scripted-key-123" for h in server.headers)
+
+
+def test_top_logprobs_zero_asks_for_no_logprobs_and_reads_the_text():
+    def respond(attempt, payload):
+        return 200, completion(" B"), 0.0
+
+    with scripted_server(respond) as server:
+        spec = http_spec(server.base_url, top_logprobs=0)
+        assert HttpJudge(spec).compare(["q"], ["a"], ["b"]) == [0.5]  # " B" in both orders: 0.5 * (0 + 1 - 0)
+    assert len(server.payloads) == 2 and all("logprobs" not in p for p in server.payloads)
 
 
 def test_503_twice_then_success(caplog):
