@@ -139,6 +139,16 @@ def judge(replica_sets: dict[str, list], batches: list, step: int) -> list[list]
     ]
 
 
+def export_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> tuple:
+    """(ObjectRef[WeightVersion], ObjectRef[state dict]) of the learner's current policy.
+
+    Every rank takes part (the ZeRO-3 gather is collective); only rank 0's export carries them.
+    """
+    exports = [learner.export.remote(step, probe) for learner in cluster.learners]
+    ray.get([v for v, _ in exports[1:]])  # other ranks only join the gather
+    return exports[0]
+
+
 def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list:
     """Learner -> rollout workers and self judges, through the object store.
 
@@ -146,9 +156,7 @@ def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list
     every training judge of kind 'self' (which judges with the current policy). The weights are
     put in the object store once, by the learner, and every receiver reads the same object.
     """
-    exports = [learner.export.remote(step, probe) for learner in cluster.learners]
-    version_ref, weights_ref = exports[0]
-    ray.get([v for v, _ in exports[1:]])  # other ranks only join the (ZeRO-3) gather
+    version_ref, weights_ref = export_weights(cluster, step, probe)
     self_judges = [
         replica for name, replicas in cluster.judges.items() if cluster.judge_specs[name].kind == "self"
         for replica in replicas
@@ -182,10 +190,9 @@ def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, mo
     ray.get([replica.__ray_ready__.remote() for replicas in started.values() for replica in replicas])
     selfs = [r for s in fresh if s.kind == "self" for r in started[s.name]]
     if selfs:  # a new self judge judges with the current policy, not the starting one
-        exports = [learner.export.remote(step, probe) for learner in cluster.learners]
-        ray.get([v for v, _ in exports[1:]])
-        if ray.get(exports[0][0]).version > 0:  # version 0 is the starting policy, which they loaded
-            ray.get([r.load_weights.remote(exports[0][1], exports[0][0]) for r in selfs])
+        version_ref, weights_ref = export_weights(cluster, step, probe)
+        if ray.get(version_ref).version > 0:  # version 0 is the starting policy, which they loaded
+            ray.get([r.load_weights.remote(weights_ref, version_ref) for r in selfs])
     _retire(cluster, [name for name in retired if name not in first])
     order = [s.name for s in specs]  # manifest order: per_judge pairing labels by judge position
     cluster.judges = {name: (cluster.judges.get(name) or started[name]) for name in order}

@@ -41,7 +41,7 @@ from driver.cluster import (
     start_actors,
     swap_judges,
 )
-from driver.manifest_watch import ManifestWatcher
+from driver.manifest_watch import ManifestChange, ManifestWatcher
 from driver.plan import RunPlan
 from driver.stats import rollout_stats, step_line
 from driver.tracking import MetricsWriter, WandbSettings, truncate_after
@@ -214,8 +214,8 @@ class Loop:
             except (RuntimeError, ray.exceptions.RayError) as err:
                 logger.error("judge swap at step %d failed; keeping the current judges: %s", launched, err)
                 self.watcher.current = self.plan.manifest
-                change = change.__class__(manifest=None, reason=f"the new judges did not start: {err}",
-                                          digest=change.digest)
+                change = ManifestChange(manifest=None, reason=f"the new judges did not start: {err}",
+                                        digest=change.digest)
             else:
                 self.plan = replace(self.plan, manifest=change.manifest)
                 self.judge_events["judges/swaps"] += 1

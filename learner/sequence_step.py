@@ -27,6 +27,7 @@ from torch import Tensor
 from learner import advantages as adv
 from learner import distributed
 from learner.algorithms.base import SequenceInputs
+from learner.algorithms.ppo import value_loss
 from learner.collate import SequenceTensors, collate_sequences
 from learner.ops import kl_k1, masked_mean, masked_sum
 from learner.pairing import combined_rewards, win_probabilities
@@ -153,8 +154,6 @@ def _update(learner, t, rows, old, ref, values, advantages, returns, scores) -> 
         learner.engine.backward(loss.sum() / len(rows))
         metrics["learner/loss"] = float(loss.detach().mean())
         if learner.critic is not None:
-            from learner.algorithms.ppo import value_loss
-
             per_token = value_loss(learner.critic.forward(part), cut(values), cut(returns), part.response_mask,
                                    cfg.value_clip)
             critic_loss = masked_mean(per_token, part.response_mask, dim=-1)

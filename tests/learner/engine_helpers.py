@@ -1,8 +1,10 @@
-"""Shared by the learner engine tests: a random judged batch and a learner on the tiny model."""
+"""Shared by the learner tests: a random judged batch, a learner on the tiny model, ragged masks."""
 
 from __future__ import annotations
 
 import random
+
+import torch
 
 from protocols import JudgedBatch, Judgement, LearnerConfig, MNPOConfig, Rollout, RolloutBatch, RunConfig
 
@@ -32,3 +34,14 @@ def make_learner(path, algo: str = "mnpo", sections: dict | None = None, **learn
         mnpo=MNPOConfig(snapshot_every=2), **(sections or {}),
     )
     return PolicyLearner(str(path), cfg)
+
+
+def ragged_mask(n, t, seed):
+    """[n, t] bool: row i masks one contiguous run (prompt before, padding after); row 0 is empty."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(n, t, dtype=torch.bool)
+    for i in range(1, n):
+        start = int(torch.randint(0, t, (1,), generator=g))
+        length = int(torch.randint(1, t - start + 1, (1,), generator=g))
+        mask[i, start : start + length] = True
+    return mask

@@ -15,19 +15,9 @@ from learner.advantages import (
     mean_var,
     whiten,
 )
+from tests.learner.engine_helpers import ragged_mask
 
 NAN = float("nan")
-
-
-def ragged_mask(n, t, seed):
-    """[n, t] bool: row i masks one contiguous run (prompt before, padding after); row 0 is empty."""
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.zeros(n, t, dtype=torch.bool)
-    for i in range(1, n):
-        start = int(torch.randint(0, t, (1,), generator=g))
-        length = int(torch.randint(1, t - start + 1, (1,), generator=g))
-        mask[i, start : start + length] = True
-    return mask
 
 
 def garbage_outside(x, mask):

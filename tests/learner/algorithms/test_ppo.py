@@ -8,18 +8,9 @@ import torch
 from learner.algorithms.base import SequenceInputs
 from learner.algorithms.ppo import SPEC, clipped_policy_loss, sequence_loss, value_loss
 from protocols import PPOConfig
+from tests.learner.engine_helpers import ragged_mask
 
 NAN = float("nan")
-
-
-def ragged_mask(n, t, seed):
-    """[n, t] bool, one contiguous run per row; row 0 is empty."""
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.zeros(n, t, dtype=torch.bool)
-    for i in range(1, n):
-        start = int(torch.randint(0, t, (1,), generator=g))
-        mask[i, start : start + int(torch.randint(1, t - start + 1, (1,), generator=g))] = True
-    return mask
 
 
 def hand_tokens():
