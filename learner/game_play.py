@@ -70,10 +70,11 @@ class Method:
 
 @dataclass
 class Trace:
-    """Measures of S independent runs (one per seed) after every step; row 0 is the starting policy.
+    """Measures of S independent runs (one per seed); row 0 is the starting policy.
 
-    Arrays are [steps + 1, S]. `queries[i]` labels per run were used by step i; the average iterate
-    after step i is the mean of the policies after steps 1..i (the starting policy at i = 0).
+    Arrays are [R, S], one row per recorded step (every step by default: R = steps + 1).
+    `queries[i]` labels per run had been used at row i; the average iterate after step k is the mean
+    of the policies after steps 1..k (the starting policy at row 0).
     """
 
     queries: np.ndarray
@@ -244,16 +245,17 @@ def mnpo_population_step(preference: np.ndarray, sampling: np.ndarray, reference
 
 # ---------------------------------------------------------------------------- training
 def run(game: Game, method: Method, *, tau: float, steps: int, queries_per_step: int, mode: Mode = "sampled",
-        seeds: tuple[int, ...] = (0,), group_size: int = 4) -> Trace:
-    """Train `method` on `game` once per seed (independent runs, batched), exact measures after every step.
+        seeds: tuple[int, ...] = (0,), group_size: int = 4, record_every: int = 1) -> Trace:
+    """Train `method` on `game` once per seed (independent runs, batched), with exact measures.
 
     Each run gets `queries_per_step` labels per step; SPPO uses floor(Q / (K(K-1)/2)) groups of K =
     `group_size`. The seeds share one random stream, so a run depends on the whole seed tuple; exact
-    mode draws nothing and needs one seed.
+    mode draws nothing and needs one seed. Measures are taken at the start, every `record_every`
+    steps and after the last step (the average iterate still averages every step).
     """
     rng = np.random.default_rng(list(seeds))
     if method.algo == "bt_rlhf":
-        return _run_bt(game, method, tau, steps, queries_per_step, mode, rng, len(seeds))
+        return _run_bt(game, method, tau, steps, queries_per_step, mode, rng, len(seeds), record_every)
     spec, cfg = get_algorithm(method.algo), method.config
     expected = type(getattr(RunConfig(), spec.config_section))
     if not isinstance(cfg, expected):
@@ -296,7 +298,8 @@ def run(game: Game, method: Method, *, tau: float, steps: int, queries_per_step:
         scheduler.step()
         pi = theta.detach().softmax(-1).numpy()
         total += pi
-        recorder.record((step + 1) * used, pi, total / (step + 1))
+        if (step + 1) % record_every == 0 or step + 1 == steps:
+            recorder.record((step + 1) * used, pi, total / (step + 1))
     return recorder.trace(pi)
 
 
@@ -332,7 +335,7 @@ def _sppo_step(algo, cfg, game, pi, mode, rng, groups, k, logprobs):
     return sequence_objective(algo, cfg, inputs, torch.as_tensor(weights, dtype=torch.float64))
 
 
-def _run_bt(game, method, tau, steps, q, mode, rng, s):
+def _run_bt(game, method, tau, steps, q, mode, rng, s, record_every):
     """BT-reward RLHF: labels from the reference (or the current policy), MAP BT fit, closed-form optimum."""
     log_ref = np.log(game.reference)
     wins = np.zeros((s, game.size, game.size))
@@ -354,5 +357,6 @@ def _run_bt(game, method, tau, steps, q, mode, rng, s):
         rewards = np.stack([fit_bradley_terry(wins[r], prior, rewards[r]) for r in range(s)])
         pi = softmax(log_ref + rewards / method.bt_beta)
         total += pi
-        recorder.record((step + 1) * q, pi, total / (step + 1))
+        if (step + 1) % record_every == 0 or step + 1 == steps:
+            recorder.record((step + 1) * q, pi, total / (step + 1))
     return recorder.trace(pi)

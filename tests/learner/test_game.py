@@ -289,6 +289,10 @@ def test_trace_shapes_queries_and_average_iterate():
     np.testing.assert_allclose(t.gap_last[0], duality_gap(g.preference, g.reference, g.reference, 0.1))
     np.testing.assert_allclose(t.gap_avg[1], t.gap_last[1])  # after one step the average is that step's policy
     assert not np.allclose(t.final_policy[0], t.final_policy[1])  # seeds are independent runs
+    sparse = run(g, Method("s", "sppo", SPPOConfig(eta=1.0), lr=0.1), tau=0.1, steps=5, queries_per_step=13,
+                 seeds=(0, 1, 2), record_every=2)
+    assert list(sparse.queries) == [0, 24, 48, 60]  # steps 2, 4 and the last
+    np.testing.assert_allclose(sparse.gap_avg[-1], t.gap_avg[-1])  # the average still counts every step
 
 
 def test_batched_seeds_are_independent_runs():
