@@ -10,8 +10,8 @@ The prompt is the user's message (the runtime applies the chat template); respon
 of up to ~64 tokens. Where it sits: loaded by `rollout.tasks.load_task` (`task: {name: arithmetic}`);
 rule judges and populations import the functions below by path. Nothing here imports torch.
 
-Prompt grammar: `<question>[ <instruction>]`, the instruction one of `INSTRUCTIONS` (or none, with
-equal probability), the question one of
+Prompt grammar: `<question>[ <instruction>]`; half the prompts end with one of `INSTRUCTIONS`.
+The question (its kind drawn uniformly from `KINDS`) is one of
     <frame> <a> <op> <b><end>        frame: What is (end "?") | Calculate | Compute (end ".")
                                      op: + plus | - minus | times * multiplied by | divided by /
     How many <small> are [there ]in <n> <big>?      (small, big) in UNITS, n in 2..12
@@ -24,11 +24,12 @@ every function scores it 0.0.
 
 The response's answer (`extract_answer`): the first number in the response whose value is not one
 of the question's own numbers (a and b; for a conversion n, the factor and 1). A number is written
-in digits: an optional "-" (not after a letter or digit), digits with optional thousands commas
-("1,000"), an optional decimal part ("42.0" is 42, "42.5" is not an integer); "42." is 42 with a
-full stop. So "42", "42.", "= 42", "The answer is 42", "17 + 25 = 42" and "There are 60 minutes in
-an hour, so 3 hours is 180 minutes" all answer with the last value shown, while "40 or 42" answers
-40. Numbers written in words ("forty-two") are not read.
+in digits, not right after a letter, digit, "_" or ".": an optional "-", digits with optional
+thousands commas ("1,000"), an optional decimal part ("42.0" is 42, "42.5" is not an integer);
+"42." is 42 with a full stop, "17-5" is 17 and 5, "x42" has no number. So on "What is 17 + 25?"
+"42", "42.", "= 42", "The answer is 42" and "17 + 25 = 42" all answer 42, "40 or 42" answers 40;
+on "How many minutes are in 3 hours?" "There are 60 minutes in 1 hour, so 3 hours is 180" answers
+180. Numbers written in words ("forty-two") are not read.
 
 Scoring: `ground_truth` is 1.0 when the answer equals the question's answer, else 0.0, and nothing
 else: it is the held-out evaluation metric and reads as accuracy. A format bonus (e.g. for the bare
