@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import ray
 import torch
 
+from actors.status import ActorStatus, model_label
 from actors.telemetry import RolloutTelemetry
 from protocols import PromptBatch, RolloutBatch, RolloutConfig, SyncReport, WeightVersion
 
 
 @ray.remote
 class RolloutActor:
-    def __init__(self, model_path: str, cfg: RolloutConfig, dtype: str, seed: int, name: str):
+    def __init__(self, model_path: str, cfg: RolloutConfig, dtype: str, seed: int, name: str, chat_template: str = "auto"):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         from rollout.sampler import VLLMSampler  # vLLM reads its env vars at import time
 
-        self.sampler = VLLMSampler(model_path, cfg, dtype=dtype, seed=seed, name=name)
+        self.sampler = VLLMSampler(model_path, cfg, dtype=dtype, seed=seed, name=name, chat_template=chat_template)
         self.telemetry = RolloutTelemetry(name)
+        self.status = ActorStatus(name, f"rollout worker, vLLM {model_label(model_path)} ({dtype})", rate_unit="tok/s")
 
     def generate(self, batch: PromptBatch, seed: int, temperature: float | None = None) -> RolloutBatch:
+        start = time.perf_counter()
         result = self.sampler.generate(batch, seed=seed, temperature=temperature)
-        self.telemetry.generated(sum(len(r.response_token_ids) for r in result.rollouts))
+        tokens = sum(len(r.response_token_ids) for r in result.rollouts)
+        self.telemetry.generated(tokens)
+        self.status.served(batch.step, tokens, time.perf_counter() - start)
+        self.status.policy_version = result.policy_version
         return result
 
     def load_weights(self, weights: dict[str, torch.Tensor], version: WeightVersion) -> SyncReport:
         report = self.sampler.load_weights(weights.items(), version)
         self.telemetry.synced(report.seconds)
+        self.status.policy_version = report.version
+        self.status.details["sync"] = f"synced v{report.version} in {report.seconds:.2f}s"
         return report
 
     def policy_version(self) -> int:
         return self.sampler.policy_version
+
+    def __repr__(self) -> str:
+        """Name, role and model; then the policy version served, the last step, tokens/s (actors/status.py)."""
+        return str(self.status)

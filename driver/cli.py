@@ -1,7 +1,7 @@
 """Command line of the driver: parse, validate everything, then run.
 
-    python -m driver --algo mnpo [--config FILE] [--judges MANIFEST] [--model PATH] [--steps N]
-                     [--address ADDR] [--output DIR] [--seed N] [--set KEY=VALUE ...]
+    python -m driver --algo mnpo [--config FILE] [--task NAME | --prompts FILE.jsonl] [--judges MANIFEST]
+                     [--model PATH] [--steps N] [--address ADDR] [--output DIR] [--seed N] [--set KEY=VALUE ...]
 
 Every input is checked before Ray or any actor starts: an unknown algorithm, a bad config or
 manifest, a judge function that does not import, or a missing model path ends the program with
@@ -31,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--algo", help=f"algorithm (default {defaults.algo}; see --list-algos)")
     parser.add_argument("--list-algos", action="store_true", help="print the algorithms and exit")
+    parser.add_argument("--task", help="task: wordlist (default), instruct, arithmetic, jsonl (see --list-tasks)")
+    parser.add_argument("--prompts", metavar="JSONL", help="your own prompts file (sets --task jsonl)")
+    parser.add_argument("--list-tasks", action="store_true", help="print the tasks and exit")
     parser.add_argument("--config", help="YAML run config (deploy/configs/*.yaml)")
-    parser.add_argument("--judges", help=f"judge manifest YAML (default {defaults.judges})")
+    parser.add_argument("--judges", help="judge manifest YAML (default: the task's ground truth)")
     parser.add_argument("--model", help="local HF checkpoint dir or hub id (default: the built-in tiny model)")
     parser.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps})")
     parser.add_argument("--seed", type=int, help=f"seed (default {defaults.seed})")
@@ -52,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
     args = build_parser().parse_args(argv)
     if args.resume:
-        changed = [flag for flag in ("algo", "config", "judges", "model", "seed", "output") if getattr(args, flag)]
+        changed = [flag for flag in ("algo", "config", "judges", "model", "seed", "output", "task", "prompts")
+                   if getattr(args, flag)]
         if changed or args.set:
             raise ConfigError(
                 f"--resume uses the run's saved config; only --steps and --address may change (got "
@@ -63,7 +67,10 @@ def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]
             raise ConfigError(f"--resume {args.resume!r}: no config.yaml there (not a run directory)")
         overrides = {"steps": args.steps, "address": args.address, "output": args.resume}
         return args, build_run_config(str(saved), overrides, [])
+    if args.prompts and args.task not in (None, "jsonl"):
+        raise ConfigError(f"--prompts is the file of the 'jsonl' task; it cannot be used with --task {args.task}")
     overrides = {
+        "task.name": "jsonl" if args.prompts else args.task, "task.path": args.prompts,
         "algo": args.algo, "judges": args.judges, "model.path": args.model, "steps": args.steps,
         "seed": args.seed, "address": args.address, "output": args.output,
     }
@@ -84,6 +91,20 @@ def list_algos() -> str:
     return "\n".join(f"{name:10s} {spec.description}" for name, spec in ALGORITHMS.items())
 
 
+def list_tasks() -> str:
+    from rollout.tasks import TASKS, load_task
+    from protocols import TaskConfig
+
+    lines = []
+    for name in TASKS:
+        if name == "jsonl":
+            lines.append(f"{name:10s} your own prompts: --prompts FILE.jsonl (docs/tasks.md)")
+        else:
+            task = load_task(TaskConfig(name=name))
+            lines.append(f"{name:10s} {task.description} ({len(task.train)} train / {len(task.heldout)} held-out prompts)")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -91,10 +112,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.list_algos:
             sys.stdout.write(list_algos() + "\n")
             return
+        if args.list_tasks:
+            sys.stdout.write(list_tasks() + "\n")
+            return
         cfg = default_judges(cfg)
-        manifest_path = locate(cfg.judges)
-        plan: RunPlan = resolve_plan(cfg, load_manifest(manifest_path), resume=bool(args.resume),
-                                     manifest_path=manifest_path)
+        manifest_path = locate(cfg.judges) if cfg.judges else None
+        manifest = load_manifest(manifest_path) if manifest_path else None
+        plan: RunPlan = resolve_plan(cfg, manifest, resume=bool(args.resume), manifest_path=manifest_path)
         if cfg.tracking.wandb_project:
             require_wandb(WandbSettings(project=cfg.tracking.wandb_project))
     except (ConfigError, FileNotFoundError, ValueError) as err:

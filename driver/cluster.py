@@ -69,7 +69,7 @@ def start_actors(plan: RunPlan, model_path: str) -> Cluster:
     pg = placement.create_placement_group(cfg)
     rollouts = [
         RolloutActor.options(**placement.rollout_options(cfg, i, pg)).remote(
-            model_path, cfg.rollout, cfg.model.dtype, cfg.seed + i, f"rollout-{i}"
+            model_path, cfg.rollout, cfg.model.dtype, cfg.seed + i, f"rollout-{i}", cfg.model.chat_template
         )
         for i in range(cfg.rollout.num_workers)
     ]

@@ -1,8 +1,10 @@
-"""Turn a RunConfig and a judge manifest into a checked RunPlan, before anything starts.
+"""Turn a RunConfig, its task and a judge manifest into a checked RunPlan, before anything starts.
 
-Every check here is cheap (no model is built or loaded, no Ray): the algorithm exists, the
-judges' functions import, their model paths exist and their API-key variables are set (population
-members included), the policy path exists, and the output directory does not already hold a run.
+Every check here is cheap (no model is built or loaded, no Ray): the algorithm exists, the task
+loads (its prompts file parses), the judges' functions import, their model paths exist and their
+API-key variables are set (population members included), there is an evaluation judge (the
+manifest's `eval`, else the task's ground truth), the policy path exists, and the output directory
+does not already hold a run.
 """
 
 from __future__ import annotations
@@ -27,23 +29,42 @@ from protocols import (
 )
 from protocols.judges import POINTWISE_KINDS
 from rollout.judges import resolve_function
+from rollout.tasks import Task, load_task
 
-GROUND_TRUTH = RuleJudgeSpec(
-    name="ground-truth", kind="rule", function="rollout.tasks.wordlist:ground_truth", temperature=0.0
-)
+
+def ground_truth_judge(task: Task) -> RuleJudgeSpec | None:
+    """The task's ground truth as a rule judge (hard comparisons), or None if it has none."""
+    if task.ground_truth is None:
+        return None
+    return RuleJudgeSpec(name="ground-truth", kind="rule", function=task.ground_truth,
+                         args=task.ground_truth_args, temperature=0.0)
+
+
+def task_manifest(task: Task) -> JudgeManifest:
+    """The manifest of a run that names none: the task's ground truth labels and evaluates."""
+    judge = ground_truth_judge(task)
+    if judge is None:
+        raise ValueError(
+            f"task {task.name!r} has no ground truth to judge with; pass --judges MANIFEST naming the judges "
+            f"(and a pointwise `eval` judge), e.g. deploy/judges/pairwise.yaml"
+        )
+    return JudgeManifest(judges=(judge,))
 
 
 @dataclass(frozen=True)
 class RunPlan:
     cfg: RunConfig
+    task: Task
     manifest: JudgeManifest
     output: Path
     manifest_path: Path | None = None  # the file the manifest came from; watched for live judge swaps
 
     @property
     def eval_judge(self) -> RuleJudgeSpec | RewardModelJudgeSpec:
-        """The manifest's `eval` judge, else the built-in task's ground truth."""
-        return self.manifest.eval or GROUND_TRUTH
+        """The manifest's `eval` judge, else the task's ground truth (resolve_plan checks one exists)."""
+        judge = self.manifest.eval or ground_truth_judge(self.task)
+        assert judge is not None, "resolve_plan refuses a run without an evaluation judge"
+        return judge  # type: ignore[return-value]  # the manifest schema admits only pointwise eval judges
 
     @property
     def judge_weights(self) -> dict[str, float]:
@@ -122,19 +143,29 @@ def check_algorithm_judges(algo: str, manifest: JudgeManifest, source: str) -> N
 
 
 def default_judges(cfg: RunConfig) -> RunConfig:
-    """The algorithm's own default manifest (e.g. OSP's self judge) when the run kept the generic default."""
+    """The algorithm's own default manifest (e.g. OSP's self judge) when the run names none."""
     spec = get_algorithm(cfg.algo)
-    if spec.default_judges and cfg.judges == RunConfig.model_fields["judges"].default:
+    if spec.default_judges and cfg.judges is None:
         return cfg.model_copy(update={"judges": spec.default_judges})
     return cfg
 
 
-def resolve_plan(cfg: RunConfig, manifest: JudgeManifest, resume: bool = False,
-                 manifest_path: str | Path | None = None) -> RunPlan:
+def resolve_plan(cfg: RunConfig, manifest: JudgeManifest | None, resume: bool = False,
+                 manifest_path: str | Path | None = None, task: Task | None = None) -> RunPlan:
+    """Check everything; `manifest` None means the task's ground truth (`task_manifest`)."""
     get_algorithm(cfg.algo)  # raises, listing the valid names
+    task = task or load_task(cfg.task)
     check_model_path(cfg.model.path, "model path")
-    check_manifest(manifest, cfg.judges)
-    check_algorithm_judges(cfg.algo, manifest, cfg.judges)
+    source = cfg.judges or f"the task {task.name!r}'s ground truth"
+    if manifest is None:
+        manifest = task_manifest(task)
+    check_manifest(manifest, source)
+    check_algorithm_judges(cfg.algo, manifest, source)
+    if manifest.eval is None and task.ground_truth is None:
+        raise ValueError(
+            f"{source}: field 'eval': task {task.name!r} has no ground truth, so the manifest must name a "
+            f"pointwise `eval` judge (rule or reward_model) to measure the policy with"
+        )
     if cfg.rollout.prompts_per_step < cfg.rollout.num_workers:
         raise ValueError(
             f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} is smaller than "
@@ -144,5 +175,5 @@ def resolve_plan(cfg: RunConfig, manifest: JudgeManifest, resume: bool = False,
     output = Path(cfg.output) if cfg.output else Path("runs") / f"{cfg.algo}-{stamp}"
     if not resume and (output / "metrics.jsonl").exists():
         raise ValueError(f"output directory {str(output)!r} already holds a run (metrics.jsonl); choose another --output")
-    return RunPlan(cfg=cfg, manifest=manifest, output=output,
+    return RunPlan(cfg=cfg, task=task, manifest=manifest, output=output,
                    manifest_path=Path(manifest_path) if manifest_path is not None else None)

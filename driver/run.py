@@ -50,7 +50,6 @@ from protocols import EvalResult, Judgement, RolloutBatch
 from rollout.evaluation import win_rate_from_rewards
 from rollout.prompts import PromptStream
 from rollout.seeds import derive_seed
-from rollout.tasks import wordlist
 
 logger = logging.getLogger("driver")
 SAMPLES_FILE = "samples.jsonl"
@@ -102,7 +101,7 @@ def run(plan: RunPlan, resume: bool = False) -> Summary:
 class Loop:
     def __init__(self, plan: RunPlan, cluster: Cluster, model_path: str, started: float):
         self.plan, self.cfg, self.cluster, self.model_path, self.started = plan, plan.cfg, cluster, model_path, started
-        self.heldout = wordlist.heldout_prompts()[: self.cfg.eval.num_prompts]
+        self.heldout = list(plan.task.heldout[: self.cfg.eval.num_prompts])
         spec = get_algorithm(self.cfg.algo)
         self.uses_pool = spec.needs_opponents
         self.snapshot_every = getattr(getattr(self.cfg, spec.config_section), "snapshot_every", 0)
@@ -122,7 +121,7 @@ class Loop:
         else:
             self.restore(state, checkpoint)
         self.evals.update({e.version: e for e in (state.start, *state.pool)})
-        stream = PromptStream(wordlist.train_prompts(), seed=cfg.seed, position=state.prompt_position)
+        stream = PromptStream(self.plan.task.train, seed=cfg.seed, position=state.prompt_position)
         queue: collections.deque[InFlight] = collections.deque()
         launched = state.next_step
         ends, final = collections.deque([time.perf_counter()], maxlen=21), None  # recent step ends, for the ETA

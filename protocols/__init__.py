@@ -25,6 +25,7 @@ from protocols.config import (
     ModelConfig,
     RolloutConfig,
     RunConfig,
+    TaskConfig,
     TrackingConfig,
 )
 from protocols.judges import (
@@ -44,5 +45,5 @@ __all__ = [
     "RLOOConfig", "SPPOConfig", "FROZEN", "EvalConfig", "EvalResult", "JudgeManifest", "JudgeSpec", "JudgedBatch",
     "Judgement", "LearnerConfig", "LearnerStepResult", "MNPOConfig", "ModelConfig", "PairPreference",
     "Prompt", "PromptBatch", "RewardModelJudgeSpec", "Rollout", "RolloutBatch", "RolloutConfig",
-    "RuleJudgeSpec", "RunConfig", "HttpJudgeSpec", "PairwiseJudgeSpec", "PopulationJudgeSpec", "SelfJudgeSpec", "TrackingConfig", "SyncProbe", "SyncReport", "WeightVersion", "WinRate",
+    "RuleJudgeSpec", "RunConfig", "HttpJudgeSpec", "PairwiseJudgeSpec", "PopulationJudgeSpec", "SelfJudgeSpec", "TaskConfig", "TrackingConfig", "SyncProbe", "SyncReport", "WeightVersion", "WinRate",
 ]

@@ -22,9 +22,23 @@ class ModelConfig(BaseModel):
     model_config = FROZEN
     path: str = Field(
         default=BUILTIN_MODEL,
-        description="Local HF checkpoint dir or hub id; 'builtin' builds/caches the tiny task model.",
+        description="Local HF checkpoint dir or hub id; 'builtin' (tiny task model) or 'builtin:smollm2-135m-instruct'.",
     )
     dtype: Literal["float32", "bfloat16"] = Field(default="float32", description="Weights dtype everywhere.")
+    chat_template: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Prompts through the tokenizer's chat template: auto = when it has one."
+    )
+
+
+class TaskConfig(BaseModel):
+    """Where prompts and the ground truth come from (rollout/tasks/, one module per task)."""
+
+    model_config = FROZEN
+    name: str = Field(default="wordlist", description="Task name (see --list-tasks): wordlist, instruct, arithmetic, jsonl.")
+    path: str | None = Field(default=None, description="jsonl: the prompts file (one JSON object per line).")
+    size: int = Field(default=2000, ge=10, description="Generated tasks: prompts generated before the split.")
+    heldout_percent: int = Field(default=20, ge=1, le=90, description="Share of prompts held out for evaluation.")
+    seed: int = Field(default=0, description="Seeds the task's prompt generator and split (not the run's seed).")
 
 
 class RolloutConfig(BaseModel):
@@ -218,10 +232,13 @@ class RunConfig(BaseModel):
     algo: str = Field(default="mnpo", description="Algorithm name (see --list-algos).")
     steps: int = Field(default=300, ge=1, description="Training steps (sample -> judge -> learn -> sync).")
     seed: int = Field(default=0, description="Seeds prompts, sampling and initialisation.")
-    judges: str = Field(default="deploy/judges/default.yaml", description="Judge manifest (YAML).")
+    judges: str | None = Field(
+        default=None, description="Judge manifest (YAML); default: the task's ground truth (or the algorithm's own manifest)."
+    )
     output: str | None = Field(default=None, description="Run directory (default runs/<algo>-<time>).")
     address: str | None = Field(default=None, description="Ray cluster to join (default: RAY_ADDRESS or a new local one).")
     log_every: int = Field(default=1, ge=1, description="Steps between progress log lines.")
+    task: TaskConfig = TaskConfig()
     model: ModelConfig = ModelConfig()
     rollout: RolloutConfig = RolloutConfig()
     learner: LearnerConfig = LearnerConfig()

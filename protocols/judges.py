@@ -46,6 +46,9 @@ class RuleJudgeSpec(_Common):
 
     kind: Literal["rule"]
     function: str = Field(description="'package.module:function'")
+    args: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Keyword arguments bound to the function: f(prompt, response, **args)."
+    )
 
     @field_validator("function")
     @classmethod
@@ -81,6 +84,10 @@ class _PairwiseCommon(_Common):
     comparisons: Literal["all_pairs", "adjacent"] = Field(
         default="all_pairs",
         description="Which samples of a prompt are compared: every pair, or each with the next (K-1 pairs).",
+    )
+    chat_template: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Causal-LM judges: the judge prompt goes through the judge tokenizer's chat template (auto: if it has one).",
     )
 
     @field_validator("template")

@@ -26,6 +26,7 @@ from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 
 from protocols import PromptBatch, Rollout, RolloutBatch, RolloutConfig, SyncProbe, SyncReport, WeightVersion
+from rollout.chat import ChatMode, prompt_token_ids, uses_chat_template
 from rollout.sync import WeightSyncError, probe_gap
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ __all__ = ["VLLMSampler", "WeightSyncError"]
 class VLLMSampler:
     """One vLLM engine serving the current policy version."""
 
-    def __init__(self, model_path: str, cfg: RolloutConfig, *, dtype: str, seed: int, name: str = "rollout-0"):
+    def __init__(self, model_path: str, cfg: RolloutConfig, *, dtype: str, seed: int, name: str = "rollout-0",
+                 chat_template: ChatMode = "auto"):
         self.cfg = cfg
         self.name = name
         self.policy_version = 0
@@ -51,7 +53,9 @@ class VLLMSampler:
             enable_prefix_caching=True,
         )
         self.tokenizer = self.llm.get_tokenizer()
-        logger.info("%s: vLLM engine for %s ready in %.1fs", name, model_path, time.perf_counter() - start)
+        self.chat = uses_chat_template(self.tokenizer, chat_template)
+        logger.info("%s: vLLM engine for %s ready in %.1fs (%s)", name, model_path, time.perf_counter() - start,
+                    "prompts through the chat template" if self.chat else "raw prompts")
 
     # ------------------------------------------------------------------ sampling
     def generate(self, batch: PromptBatch, *, seed: int | None = None, temperature: float | None = None) -> RolloutBatch:
@@ -70,7 +74,8 @@ class VLLMSampler:
             max_tokens=self.cfg.max_response_tokens,
             logprobs=0,  # logprob of the sampled token only
         )
-        outputs = self.llm.generate([p.text for p in batch.prompts], params, use_tqdm=False)
+        inputs = [TokensPrompt(prompt_token_ids=prompt_token_ids(self.tokenizer, p.text, self.chat)) for p in batch.prompts]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
         rollouts = []
         for prompt, out in zip(batch.prompts, outputs, strict=True):
             for completion in out.outputs:

@@ -28,6 +28,14 @@ def builtin_models():
 
 
 @pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct converted from the packaged GGUF (cached after the first conversion)."""
+    from driver.builtin import ensure_smollm2
+
+    return ensure_smollm2()
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     import ray
 

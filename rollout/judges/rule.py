@@ -1,11 +1,13 @@
 """Rule judge: a Python function `f(prompt, response) -> float` named by import path.
 
-For verifiable rewards (unit tests, exact answers) and the built-in task's ground truth
-(`rollout.tasks.wordlist:ground_truth`).
+For verifiable rewards (unit tests, exact answers) and the tasks' ground truths
+(`rollout.tasks.wordlist:ground_truth`). The spec's `args` are bound as keyword arguments, so one
+function can serve several files or settings: f(prompt, response, **args).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Sequence
 
@@ -32,7 +34,8 @@ def resolve_function(import_path: str) -> RuleFunction:
 class RuleJudge:
     def __init__(self, spec: RuleJudgeSpec):
         self.name = spec.name
-        self.function = resolve_function(spec.function)
+        function = resolve_function(spec.function)
+        self.function = functools.partial(function, **spec.args) if spec.args else function
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         return [float(self.function(p, r)) for p, r in zip(prompts, responses, strict=True)]

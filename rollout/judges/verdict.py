@@ -17,7 +17,9 @@ HF `generate` does), so a padded row computes what it would alone (up to float r
 last position's logits are materialised (`logits_to_keep=1`): [B, 1, V], not [B, T, V].
 
 Tokenisation: the filled template is tokenised as a whole, with the tokenizer's default special
-tokens. Each choice is encoded alone (no special tokens) and must be exactly one token; that token
+tokens; with a chat template (`chat_template`, auto: when the judge tokenizer has one) the filled
+template is the user turn and the verdict is read at the first position of the assistant's reply
+(rollout/chat.py). Each choice is encoded alone (no special tokens) and must be exactly one token; that token
 is the verdict read at the end of the template, so put the separating space where your tokenizer
 wants it (in the template or in the choice: for byte-level BPE "...: " + "A", or "...:" + " A").
 Truncation: none. A judge prompt longer than the model's context (`max_position_embeddings`) is
@@ -33,6 +35,7 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from rollout.chat import ChatMode, chat_text, uses_chat_template
 from rollout.judges.base import both_orders, fill_template
 
 logger = logging.getLogger(__name__)
@@ -80,6 +83,7 @@ class VerdictScorer:
         template: str,
         choices: Sequence[str],
         batch_size: int,
+        chat_template: ChatMode = "auto",
     ):
         self.name = name
         self.model = model
@@ -87,6 +91,7 @@ class VerdictScorer:
         self.template = template
         self.batch_size = batch_size
         self.choice_ids = choice_token_ids(tokenizer, choices, name)
+        self.chat = uses_chat_template(tokenizer, chat_template, f"judge {name!r}")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"  # the last position of every row is its verdict position
@@ -101,10 +106,13 @@ class VerdictScorer:
     def one_order(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
         """p(first[i] preferred) with first[i] shown first: sigmoid(l_choice0 - l_choice1)."""
         texts = [fill_template(self.template, p, a, b) for p, a, b in zip(prompts, first, second, strict=True)]
+        if self.chat:
+            texts = [chat_text(self.tokenizer, t) for t in texts]
         device = next(self.model.parameters()).device
         out: list[float] = []
         for lo in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[lo : lo + self.batch_size], return_tensors="pt", padding=True).to(device)
+            enc = self.tokenizer(texts[lo : lo + self.batch_size], return_tensors="pt", padding=True,
+                                 add_special_tokens=not self.chat).to(device)  # a chat text has its own
             mask = enc["attention_mask"]  # [B, T], zeros on the left
             self._warn_if_long(mask.shape[1])
             position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)  # 0 at each row's first real token

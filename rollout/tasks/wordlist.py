@@ -27,7 +27,8 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
-from protocols import Prompt
+from protocols import Prompt, TaskConfig
+from rollout.tasks.base import Task
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "fruits": ("apple", "pear", "plum", "peach", "grape", "mango", "lemon", "cherry", "melon", "kiwi",
@@ -94,6 +95,18 @@ def train_prompts() -> list[Prompt]:
 def heldout_prompts() -> list[Prompt]:
     """The ~20% never trained on (warm start, RM data or RL); used for evaluation."""
     return _all_prompts(heldout=True)
+
+
+def load(cfg: TaskConfig) -> Task:
+    """The word-list task. Its prompts are a fixed grid (template x category x count), so
+    `size`, `heldout_percent` and `seed` do not apply: the split is `HELDOUT_PERCENT`, fixed,
+    because the built-in model's tokenizer and warm start are built from it."""
+    return Task(
+        name="wordlist", train=tuple(train_prompts()), heldout=tuple(heldout_prompts()),
+        ground_truth="rollout.tasks.wordlist:ground_truth",
+        groups={name: f"rollout.tasks.wordlist:{name}" for name in GROUPS},
+        description='"list 3 fruits:" -> " apple pear plum"; ground truth: topical 0.5, exact_count 0.3, varied 0.2',
+    )
 
 
 def parse_prompt(text: str) -> tuple[str, int] | None:

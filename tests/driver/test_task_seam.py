@@ -1,0 +1,107 @@
+"""The task seam: the run's prompts, ground truth and eval judge come from the named task; bad task
+input fails with one line before any actor starts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from driver.plan import resolve_plan, task_manifest
+from protocols import JudgeManifest, RuleJudgeSpec, RunConfig, TaskConfig
+from rollout.judges.rule import RuleJudge
+from rollout.tasks import TASKS, load_task
+from rollout.tasks.jsonl import matches
+from tests.driver.test_cli_errors import assert_one_line_error, run_driver
+
+
+def write_jsonl(path, rows: list) -> str:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
+def test_every_registered_task_loads_with_its_ground_truth_and_groups_importable():
+    for name in TASKS:
+        if name == "jsonl":
+            continue
+        task = load_task(TaskConfig(name=name))
+        assert task.name == name and task.train and task.heldout
+        assert not {p.prompt_id for p in task.train} & {p.prompt_id for p in task.heldout}
+        judge = RuleJudge(RuleJudgeSpec(name="gt", kind="rule", function=task.ground_truth))
+        assert judge.score([task.heldout[0].text], [""]) == [0.0] or name == "wordlist"  # empty answers meet nothing
+        for function in task.groups.values():
+            RuleJudge(RuleJudgeSpec(name="g", kind="rule", function=function))
+
+
+def test_the_plan_takes_prompts_and_judges_from_the_task(tmp_path):
+    plan = resolve_plan(RunConfig(task=TaskConfig(name="arithmetic"), output=str(tmp_path / "run")), None)
+    assert plan.task.name == "arithmetic"
+    assert [j.function for j in plan.manifest.judges] == ["rollout.tasks.arithmetic:ground_truth"]
+    assert plan.eval_judge.function == "rollout.tasks.arithmetic:ground_truth" and plan.eval_judge.temperature == 0.0
+    # A manifest without `eval` is evaluated on the task's ground truth, not the word-list one.
+    manifest = JudgeManifest(judges=(RuleJudgeSpec(name="mine", kind="rule", function="rollout.tasks.instruct:form"),))
+    plan = resolve_plan(RunConfig(task=TaskConfig(name="instruct"), output=str(tmp_path / "run2")), manifest)
+    assert plan.eval_judge.function == "rollout.tasks.instruct:ground_truth"
+
+
+def test_jsonl_task_with_answers_judges_by_reference(tmp_path):
+    rows = [{"prompt": f"What is {i} + {i}?", "answer": 2 * i} for i in range(1, 41)]
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
+    task = load_task(TaskConfig(name="jsonl", path=path, heldout_percent=25))
+    assert len(task.train) + len(task.heldout) == 40 and task.heldout and task.train
+    assert task.train[0].prompt_id.startswith("line-")
+    judge = RuleJudge(RuleJudgeSpec(name="gt", kind="rule", function=task.ground_truth, args=task.ground_truth_args))
+    assert judge.score(["What is 3 + 3?"] * 4, ["6", "It is 6.", "66", "5"]) == [1.0, 1.0, 0.0, 0.0]
+    assert matches("Lima", "The capital is Lima.") and not matches("Lima", "Limassol") and not matches("3", "3.5")
+    # An explicit split is honoured.
+    rows = [{"prompt": "a", "split": "heldout"}, {"prompt": "b", "split": "train"}, {"prompt": "c", "split": "train"}]
+    task = load_task(TaskConfig(name="jsonl", path=write_jsonl(tmp_path / "s.jsonl", rows)))
+    assert [p.text for p in task.heldout] == ["a"] and [p.text for p in task.train] == ["b", "c"]
+    assert task.ground_truth is None
+
+
+@pytest.mark.parametrize(
+    ("rows", "fragments"),
+    [
+        (['{"prompt": "a"}', "{not json"], [":2:", "not valid JSON"]),
+        (['{"prompt": "a"}', '{"prompt": ""}'], [":2:", "field 'prompt' must be non-empty text"]),
+        (['{"prompt": "a", "colour": 1}'], [":1:", "unknown field(s) ['colour']"]),
+        (['{"prompt": "a", "id": "x"}', '{"prompt": "b", "id": "x"}'], [":2:", "id 'x' repeats line 1"]),
+        (['{"prompt": "a", "split": "test"}'], [":1:", "field 'split' must be 'train' or 'heldout'"]),
+        (['["a"]'], [":1:", "expected a JSON object, got list"]),
+        (['{"prompt": "a", "answer": "1", "split": "train"}', '{"prompt": "b", "split": "heldout"}'],
+         ["1 of 2 prompts have an 'answer'", "'line-2' has none"]),
+    ],
+)
+def test_bad_jsonl_lines_are_named(tmp_path, rows, fragments):
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(ValueError) as err:
+        load_task(TaskConfig(name="jsonl", path=path))
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_task_without_ground_truth_needs_judges_and_an_eval_judge(tmp_path):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}"} for i in range(20)])
+    task = load_task(TaskConfig(name="jsonl", path=path, heldout_percent=30))
+    with pytest.raises(ValueError, match="has no ground truth to judge with; pass --judges"):
+        task_manifest(task)
+    manifest = JudgeManifest(judges=(RuleJudgeSpec(name="mine", kind="rule", function="rollout.tasks.instruct:form"),))
+    with pytest.raises(ValueError, match="field 'eval': task 'jsonl' has no ground truth"):
+        resolve_plan(RunConfig(task=TaskConfig(name="jsonl", path=path), output=str(tmp_path / "r")), manifest)
+
+
+def test_cli_task_errors_are_one_line(tmp_path):
+    assert_one_line_error(run_driver("--task", "poetry"), "task.name: unknown task 'poetry'", "valid: wordlist, instruct, arithmetic, jsonl")
+    bad = write_jsonl(tmp_path / "bad.jsonl", ['{"prompt": "fine"}', '{"prompt": 3}'])
+    assert_one_line_error(run_driver("--prompts", bad), f"{bad}:2: field 'prompt' must be non-empty text")
+    plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": f"q{i}"} for i in range(20)])
+    assert_one_line_error(run_driver("--prompts", plain), "task 'jsonl' has no ground truth", "--judges")
+    assert_one_line_error(run_driver("--prompts", plain, "--task", "instruct"), "--prompts is the file of the 'jsonl' task")
+    assert_one_line_error(run_driver("--prompts", str(tmp_path / "none.jsonl")), "does not exist")
+
+
+def test_list_tasks_names_every_task():
+    result = run_driver("--list-tasks")
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.strip().splitlines()] == list(TASKS)
