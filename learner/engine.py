@@ -16,6 +16,9 @@ Sequence family (PPO, GRPO, RLOO, SPPO): learner/sequence_step.py.
 
 Every rank builds the same pairs / groups from the JudgedBatch (deterministic), trains on its
 shard, and DeepSpeed averages the gradients.
+
+With `learner.lora.rank > 0` the engine trains LoRA adapters and the reference is the frozen base
+under them (learner/lora.py); weights leave the learner merged, under the base model's names.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from learner import distributed
+from learner import distributed, lora
 from learner.algorithms import get_algorithm
 from learner.algorithms.base import PairInputs
 from learner.collate import PairTensors, SequenceTensors, collate_pairs, collate_sequences, split_micro_batches
@@ -88,13 +91,22 @@ class PolicyLearner:
         torch_dtype = DTYPES[run.model.dtype]
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
         self.pad_token_id = _pad_token_id(model)
-        self.reference = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
+        self.lora = cfg.lora.rank > 0
+        if self.lora:  # the reference is the frozen base under the adapters: no copy (learner/lora.py)
+            snapshot_template = copy.deepcopy(model) if self.spec.needs_opponents else None
+            model = lora.wrap(model, cfg.lora)
+            self.reference: torch.nn.Module = lora.FrozenBase(model)
+        else:
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
+            snapshot_template = self.reference
         self.opponents = None
         if self.spec.needs_opponents:
             self.snapshot_every = self.algo_cfg.snapshot_every
-            self.opponents = OpponentRing(self.reference, self.spec.fixed_opponents or self.algo_cfg.num_opponents)
+            self.opponents = OpponentRing(snapshot_template.to(self.device),
+                                          self.spec.fixed_opponents or self.algo_cfg.num_opponents)
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+            [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas,
+            weight_decay=cfg.weight_decay,
         )
         warmup = max(cfg.warmup_steps, 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
@@ -108,8 +120,9 @@ class PolicyLearner:
 
             self.critic = Critic(model_path, cfg, self.algo_cfg.critic_lr, ds_config, torch_dtype, self.device)
         logger.info(
-            "learner rank %d: %s, ZeRO-%d, %.2fM parameters, algo %s",
-            rank, model_path, cfg.zero_stage, sum(p.numel() for p in model.parameters()) / 1e6, run.algo,
+            "learner rank %d: %s, ZeRO-%d, %.2fM parameters (%.2fM trained%s), algo %s",
+            rank, model_path, cfg.zero_stage, sum(p.numel() for p in model.parameters()) / 1e6,
+            lora.adapter_parameters(model) / 1e6, f", LoRA rank {cfg.lora.rank}" if self.lora else "", run.algo,
         )
 
     # ------------------------------------------------------------------ training
@@ -229,8 +242,9 @@ class PolicyLearner:
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: str) -> None:
         """Policy, optimizer, scheduler (DeepSpeed, every rank) and the opponent ring (rank 0)."""
-        self.engine.save_checkpoint(
-            directory, tag="learner", client_state={"version": self.version, "torch_rng": torch.get_rng_state()}
+        self.engine.save_checkpoint(  # with LoRA: the adapters and their optimizer state (the base is the start)
+            directory, tag="learner", client_state={"version": self.version, "torch_rng": torch.get_rng_state()},
+            exclude_frozen_parameters=self.lora,
         )
         if self.critic is not None:
             self.critic.save_checkpoint(directory)
@@ -240,7 +254,7 @@ class PolicyLearner:
 
     def load_checkpoint(self, directory: str) -> int:
         """Restore what `save_checkpoint` wrote; returns the restored policy version."""
-        path, client = self.engine.load_checkpoint(directory, tag="learner")
+        path, client = self.engine.load_checkpoint(directory, tag="learner", load_module_strict=not self.lora)
         if path is None:
             raise FileNotFoundError(f"no DeepSpeed checkpoint 'learner' under {directory}")
         self.version = int(client["version"])
@@ -272,6 +286,8 @@ class PolicyLearner:
         Collective under ZeRO-3: every rank must call it.
         """
         with self._gathered():
+            if self.lora:
+                return lora.merged_state_dict(self.engine.module)
             return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.module.state_dict().items()}
 
     @torch.no_grad()
@@ -290,8 +306,8 @@ class PolicyLearner:
         """Write the policy as an HF checkpoint (rank 0 writes; collective under ZeRO-3)."""
         state = self.state_dict()
         if self.rank == 0:
-            module: PreTrainedModel = self.engine.module
-            module.save_pretrained(directory, state_dict=state)
+            module: PreTrainedModel = self.engine.module.get_base_model() if self.lora else self.engine.module
+            module.save_pretrained(directory, state_dict=state)  # with LoRA: merged, under the base names
 
 
 def _pad_token_id(model: PreTrainedModel) -> int:

@@ -21,6 +21,7 @@ from protocols.config import (
     SPPOConfig,
     EvalConfig,
     LearnerConfig,
+    LoraConfig,
     MNPOConfig,
     ModelConfig,
     RolloutConfig,
@@ -43,7 +44,7 @@ from protocols.messages import EvalResult, LearnerStepResult, SyncProbe, SyncRep
 __all__ = [
     "BUILTIN_MODEL", "CheckpointConfig", "DPOConfig", "GRPOConfig", "OSPConfig", "PPOConfig",
     "RLOOConfig", "SPPOConfig", "FROZEN", "EvalConfig", "EvalResult", "JudgeManifest", "JudgeSpec", "JudgedBatch",
-    "Judgement", "LearnerConfig", "LearnerStepResult", "MNPOConfig", "ModelConfig", "PairPreference",
+    "Judgement", "LearnerConfig", "LearnerStepResult", "LoraConfig", "MNPOConfig", "ModelConfig", "PairPreference",
     "Prompt", "PromptBatch", "RewardModelJudgeSpec", "Rollout", "RolloutBatch", "RolloutConfig",
     "RuleJudgeSpec", "RunConfig", "HttpJudgeSpec", "PairwiseJudgeSpec", "PopulationJudgeSpec", "SelfJudgeSpec", "TaskConfig", "TrackingConfig", "SyncProbe", "SyncReport", "WeightVersion", "WinRate",
 ]

@@ -64,6 +64,19 @@ class RolloutConfig(BaseModel):
     )
 
 
+class LoraConfig(BaseModel):
+    """Low-rank adapters instead of full fine-tuning (off when rank is 0); see learner/lora.py."""
+
+    model_config = FROZEN
+    rank: int = Field(default=0, ge=0, description="Adapter rank r (0 = off: full fine-tuning).")
+    alpha: float = Field(default=16.0, gt=0.0, description="Scale numerator: the update is (alpha / r) B A.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: tuple[str, ...] = Field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+        min_length=1, description="Linear layers that get adapters (names of Llama-style modules).",
+    )
+
+
 class LearnerConfig(BaseModel):
     """The DeepSpeed learner: ranks, ZeRO stage, optimizer, micro-batching."""
 
@@ -81,6 +94,7 @@ class LearnerConfig(BaseModel):
     num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs per learner rank.")
     num_gpus: float = Field(default=0.0, ge=0.0, description="Ray GPUs per learner rank.")
     master_port: int = Field(default=0, ge=0, le=65535, description="torch.distributed port (0 = pick a free one).")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters (learner/lora.py); off by default.")
 
     @model_validator(mode="after")
     def _betas(self) -> LearnerConfig:

@@ -1,0 +1,87 @@
+"""LoRA on the learner (tiny built-in model, CPU): adapters train, the base stays the reference,
+merged weights leave the learner, checkpoints hold only what trains."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from protocols import LoraConfig
+from tests.learner.engine_helpers import judged_batch, make_learner
+
+LORA = LoraConfig(rank=4, alpha=8.0)
+
+
+@pytest.fixture(scope="module")
+def batch(builtin_models):
+    config = AutoConfig.from_pretrained(builtin_models.policy)
+    return judged_batch(config.vocab_size, config.eos_token_id)
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("algo", ["mnpo", "grpo"])
+def test_a_lora_step_trains_adapters_only_and_exports_merged_weights(builtin_models, batch, algo):
+    base = AutoModelForCausalLM.from_pretrained(builtin_models.policy).eval()
+    learner = make_learner(builtin_models.policy, algo, lora=LORA, lr=1e-2)
+    start = learner.state_dict()
+    assert start.keys() == base.state_dict().keys()  # merged export: the base model's HF names
+    assert all(torch.equal(start[k], v) for k, v in base.state_dict().items())  # B = 0 at the start
+    trained = [n for n, p in learner.engine.module.named_parameters() if p.requires_grad]
+    assert trained and all(".lora_A." in n or ".lora_B." in n for n in trained)
+
+    result = learner.train_step([batch], 0, {"gt": 1.0})
+    assert result.policy_version == 1 and result.metrics["learner/grad_norm"] > 0
+    after = learner.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], start[k])}
+    # Only the adapted projections move; embeddings and norms are untouched.
+    assert changed and all(k.split(".")[-2] in LORA.target_modules for k in changed)
+    assert "model.embed_tokens.weight" not in changed
+
+    ids = torch.tensor([list(batch.batch.rollouts[0].prompt_token_ids + batch.batch.rollouts[0].response_token_ids)])
+    merged = AutoModelForCausalLM.from_pretrained(builtin_models.policy).eval()
+    merged.load_state_dict(after, strict=True)
+    learner.engine.module.eval()
+    assert torch.allclose(logits(merged, ids), logits(learner.engine.module, ids), atol=1e-5)
+    # The reference is the frozen base, read through the same module with the adapters off.
+    assert torch.allclose(logits(learner.reference, ids), logits(base, ids), atol=1e-6)
+    assert not torch.allclose(logits(merged, ids), logits(base, ids), atol=1e-4)
+    assert sum(p.numel() for p in learner.reference.parameters()) == 0  # no second copy of the weights
+
+
+def test_lora_checkpoint_holds_the_adapters_and_restores_the_policy(builtin_models, batch, tmp_path):
+    learner = make_learner(builtin_models.policy, "dpo", lora=LORA, lr=1e-2)
+    learner.train_step([batch], 0, {"gt": 1.0})
+    learner.save_checkpoint(str(tmp_path))
+    saved = torch.load(next((tmp_path / "learner").glob("mp_rank_00_model_states.pt")), map_location="cpu",
+                       weights_only=False)["module"]
+    assert saved and all(".lora_" in k for k in saved)  # the frozen base is not written again
+    expected = learner.state_dict()
+
+    fresh = make_learner(builtin_models.policy, "dpo", lora=LORA, lr=1e-2)
+    assert fresh.load_checkpoint(str(tmp_path)) == 1
+    restored = fresh.state_dict()
+    assert all(torch.equal(restored[k], expected[k]) for k in expected)
+    # Training continues identically from the restored adapters and optimizer state.
+    a, b = learner.train_step([batch], 1, {"gt": 1.0}), fresh.train_step([batch], 1, {"gt": 1.0})
+    assert a.metrics["learner/loss"] == pytest.approx(b.metrics["learner/loss"], rel=1e-6)
+    assert all(torch.allclose(learner.state_dict()[k], fresh.state_dict()[k], atol=1e-7) for k in expected)
+
+
+def test_final_export_is_a_plain_merged_hf_model(builtin_models, batch, tmp_path):
+    learner = make_learner(builtin_models.policy, "dpo", lora=LORA, lr=1e-2)
+    learner.train_step([batch], 0, {"gt": 1.0})
+    learner.save_pretrained(str(tmp_path / "final"))
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "final").eval()
+    state = learner.state_dict()
+    assert all(torch.equal(exported.state_dict()[k], state[k]) for k in state)
+    assert not (tmp_path / "final" / "adapter_config.json").exists()
+
+
+def test_bad_target_module_names_the_field(builtin_models):
+    with pytest.raises(ValueError, match=r"learner.lora.target_modules \['nope_proj'\]"):
+        make_learner(builtin_models.policy, "dpo", lora=LoraConfig(rank=2, target_modules=("nope_proj",)))
