@@ -102,14 +102,18 @@ class VerdictScorer:
         """P(first[i] preferred over second[i]), both presentation orders averaged; in [0, 1]."""
         return both_orders(self.one_order, prompts, first, second)
 
-    @torch.no_grad()
     def one_order(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
         """p(first[i] preferred) with first[i] shown first: sigmoid(l_choice0 - l_choice1)."""
         texts = [fill_template(self.template, p, a, b) for p, a, b in zip(prompts, first, second, strict=True)]
+        return torch.sigmoid(self.verdict_logit_gap(texts)).tolist()
+
+    @torch.no_grad()
+    def verdict_logit_gap(self, texts: Sequence[str]) -> torch.Tensor:
+        """[N] l_choice0 - l_choice1 at the position after each judge text (through the chat template if on)."""
         if self.chat:
             texts = [chat_text(self.tokenizer, t) for t in texts]
         device = next(self.model.parameters()).device
-        out: list[float] = []
+        out: list[torch.Tensor] = []
         for lo in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(texts[lo : lo + self.batch_size], return_tensors="pt", padding=True,
                                  add_special_tokens=not self.chat).to(device)  # a chat text has its own
@@ -120,8 +124,8 @@ class VerdictScorer:
                 input_ids=enc["input_ids"], attention_mask=mask, position_ids=position_ids, logits_to_keep=1
             ).logits[:, -1]  # [B, V] at the verdict position
             verdict = logits[:, list(self.choice_ids)].float()  # [B, 2]
-            out.extend(torch.sigmoid(verdict[:, 0] - verdict[:, 1]).tolist())
-        return out
+            out.append((verdict[:, 0] - verdict[:, 1]).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
 
     def _warn_if_long(self, length: int) -> None:
         if self.max_length and length > self.max_length and not self._warned_long:
