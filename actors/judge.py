@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import ray
 
+from actors.status import ActorStatus, actor_name
 from actors.telemetry import JudgeTelemetry
 from protocols import Judgement, JudgeSpec, RolloutBatch, SyncReport, WeightVersion
 from rollout.judges import build_judge
@@ -36,13 +37,25 @@ class JudgeActor:
             spec, model_path, member_paths, policy_dtype=policy_dtype, sync_tolerance=sync_tolerance
         )
         self.telemetry = JudgeTelemetry(spec.name)
+        name = actor_name(f"judge-{spec.name}")
+        role = "eval judge" if name.startswith("eval-") else "judge"  # deploy/placement.py: 'eval-judge-<name>-<i>'
+        self.status = ActorStatus(name, f"{role} {spec.name}, kind {spec.kind}", rate_unit="rollouts/s")
+        self.judged = self.failed = 0
 
     def judge_batch(self, batch: RolloutBatch) -> Judgement:
         """Score and/or compare the rollouts of one batch (one call per batch; the judge batches inside)."""
         start = time.perf_counter()
-        rewards, preferences = judge_rollouts(self.judge, batch, getattr(self.spec, "comparisons", "all_pairs"))
+        try:
+            rewards, preferences = judge_rollouts(self.judge, batch, getattr(self.spec, "comparisons", "all_pairs"))
+        except Exception as err:
+            self.failed += 1
+            self.status.details["failed"] = f"{self.failed} failed (last at step {batch.step}: {type(err).__name__})"
+            raise
         seconds = time.perf_counter() - start
         self.telemetry.observe(seconds, len(batch.rollouts))
+        self.judged += len(batch.rollouts)
+        self.status.served(batch.step, len(batch.rollouts), seconds)
+        self.status.details["judged"] = f"{self.judged} judged"
         return Judgement(
             judge=self.spec.name,
             rewards=tuple(rewards) if rewards is not None else None,
@@ -55,8 +68,14 @@ class JudgeActor:
         load = getattr(self.judge, "load_weights", None)
         if load is None:
             raise TypeError(f"judge {self.spec.name!r} of kind {self.spec.kind!r} does not take policy weights (only kind 'self' does)")
-        return load(weights, version)
+        report = load(weights, version)
+        self.status.policy_version = report.version
+        return report
 
     def policy_version(self) -> int | None:
         """The policy version a self judge judges with; None for judges that do not follow the policy."""
         return getattr(self.judge, "policy_version", None)
+
+    def __repr__(self) -> str:
+        """Name, judge and kind; then the last step, rollouts/s, rollouts judged, failures (actors/status.py)."""
+        return str(self.status)

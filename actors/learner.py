@@ -10,6 +10,7 @@ import logging
 
 import ray
 
+from actors.status import ActorStatus, actor_name
 from learner import distributed
 from protocols import Judgement, JudgedBatch, LearnerStepResult, RolloutBatch, RunConfig, WeightVersion
 
@@ -20,6 +21,7 @@ class LearnerActor:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         self.rank, self.world_size = rank, world_size
         self.learner = None
+        self.status = ActorStatus(actor_name(f"learner-{rank}"), f"learner rank {rank}/{world_size}", rate_unit="pairs/s")
 
     def rendezvous(self, port: int = 0) -> tuple[str, int]:
         """Rank 0: the address other ranks join."""
@@ -32,13 +34,27 @@ class LearnerActor:
             model_path, cfg, rank=self.rank, world_size=self.world_size, master_addr=master_addr,
             master_port=master_port,
         )
+        self.status.role += f", {cfg.algo}, ZeRO-{cfg.learner.zero_stage}"
+        self.status.policy_version = self.learner.version
 
     def train_step(
         self, step: int, judge_weights: dict[str, float], judge_temperatures: dict[str, float],
         judgements: list[tuple[Judgement, ...]], *batches: RolloutBatch,
     ) -> LearnerStepResult:
         judged = [JudgedBatch(batch=b, judgements=j) for b, j in zip(batches, judgements, strict=True)]
-        return self.learner.train_step(judged, step, judge_weights, judge_temperatures)
+        result = self.learner.train_step(judged, step, judge_weights, judge_temperatures)
+        self._track(result)
+        return result
+
+    def _track(self, result: LearnerStepResult) -> None:
+        """The repr's live fields after one update: version, step, pairs (or sequences) per second, loss."""
+        metrics = result.metrics
+        unit = "pairs" if "learner/pairs" in metrics else "sequences"
+        self.status.rate_unit = f"{unit}/s"
+        self.status.served(result.step, metrics.get(f"learner/{unit}", 0.0), metrics.get("learner/seconds", 0.0))
+        self.status.policy_version = result.policy_version
+        if "learner/loss" in metrics:
+            self.status.details["loss"] = f"loss {metrics['learner/loss']:.4f}"
 
     @ray.method(num_returns=2)
     def export(self, step: int, probe_sequences: list[list[int]]) -> tuple[WeightVersion | None, dict | None]:
@@ -60,7 +76,9 @@ class LearnerActor:
         self.learner.save_checkpoint(directory)
 
     def load_checkpoint(self, directory: str) -> int:
-        return self.learner.load_checkpoint(directory)
+        version = self.learner.load_checkpoint(directory)
+        self.status.policy_version = version
+        return version
 
     def opponent_versions(self) -> list[int]:
         return self.learner.opponent_versions()
@@ -71,3 +89,7 @@ class LearnerActor:
         self.learner.save_pretrained(directory)
         if self.rank == 0:
             AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(directory)
+
+    def __repr__(self) -> str:
+        """Name, rank, algorithm; then the policy version, the last step, pairs/s and loss (actors/status.py)."""
+        return str(self.status)
