@@ -30,6 +30,7 @@ class Head:
     metrics: str  # http://127.0.0.1:PORT/metrics (Prometheus)
     env: dict[str, str]  # what clients of this cluster need in their environment
     gcs_port: int
+    temp_dir: Path | None = None  # --temp-dir (Ray's metrics discovery file is written there); None: Ray's default
 
 
 def free_port() -> int:
@@ -38,7 +39,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_head(log: Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, Head]:
+def start_head(log: Path, timeout_s: float = 120.0, temp_dir: Path | None = None) -> tuple[subprocess.Popen, Head]:
+    """`temp_dir` (keep it short: Ray's socket paths live under it) gives the cluster its own
+    session directory, so files such as the metrics discovery file are this cluster's alone."""
     dashboard, gcs, metrics, agent = free_port(), free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_metrics_report_interval_ms": "1000",
            # as after `source .venv/bin/activate`: a job's `python` is this environment's
@@ -49,10 +52,12 @@ def start_head(log: Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, H
          # The job agent's HTTP port defaults to 52365, which any other Ray instance on this machine
          # (the test session's own cluster, for one) already holds: then no job can be submitted.
          "--dashboard-agent-listen-port", str(agent),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true"],
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true",
+         *(["--temp-dir", str(temp_dir)] if temp_dir else [])],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
-    head = Head(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{metrics}/metrics", env, gcs)
+    head = Head(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{metrics}/metrics", env, gcs,
+                temp_dir)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
