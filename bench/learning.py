@@ -2,6 +2,7 @@
 
     python bench/learning.py                          # the algorithms table, 300 steps each
     python bench/learning.py --suite mnpo             # the MNPO settings table
+    python bench/learning.py --suite smollm2          # SmolLM2-135M-Instruct on the instruction task, LoRA
     python bench/learning.py --steps 100 --only ppo dpo
 
 Each variant is a full `python -m driver` run (its own local Ray cluster) with `--set` overrides;
@@ -31,6 +32,13 @@ SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
         "dpo": ("dpo", []),
         "grpo": ("grpo", []),
     },
+    # SmolLM2-135M-Instruct on the instruction task, LoRA (see SUITE_BASE); same sample budget each.
+    "smollm2": {
+        "mnpo": ("mnpo", []),
+        "dpo": ("dpo", []),
+        "grpo": ("grpo", []),
+        "osp": ("osp", []),  # the policy judges itself (deploy/judges/self.yaml)
+    },
     "mnpo": {
         "default": ("mnpo", []),  # eta 0.5, ratio 1/3, 2 opponents, mean logprobs
         "reference-eta": ("mnpo", ["mnpo.eta=0.0075"]),  # the reference code's eta (target 66.7 per token)
@@ -40,9 +48,22 @@ SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
 }
 
 
-def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Path) -> dict:
+# Flags and overrides every variant of a suite shares.
+SUITE_BASE: dict[str, list[str]] = {
+    "smollm2": [
+        "--model", "builtin:smollm2-135m-instruct", "--task", "instruct",
+        "--set", "rollout.prompts_per_step=8", "--set", "rollout.max_response_tokens=48",
+        "--set", "rollout.max_model_len=512", "--set", "learner.lora.rank=16", "--set", "learner.lr=5e-5",
+        "--set", "learner.micro_batch_size=16", "--set", "eval.num_prompts=64", "--set", "eval.every=0",
+        "--set", "checkpoint.every=0",
+    ],
+}
+DEFAULT_STEPS = {"smollm2": 60}
+
+
+def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Path, base: list[str]) -> dict:
     out = out_root / name
-    cmd = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(steps), "--output", str(out)]
+    cmd = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(steps), "--output", str(out), *base]
     for item in sets:
         cmd += ["--set", item]
     start = time.perf_counter()
@@ -65,7 +86,7 @@ def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, help="steps per run (default 300; smollm2: 60)")
     parser.add_argument("--suite", choices=sorted(SUITES), default="algorithms")
     parser.add_argument("--only", nargs="*", help="variants of the suite to run (default all)")
     args = parser.parse_args()
@@ -78,7 +99,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             algo, sets = suite[name]
-            rows.append(run_variant(name, algo, sets, args.steps, Path(tmp)))
+            steps = args.steps or DEFAULT_STEPS.get(args.suite, 300)
+            rows.append(run_variant(name, algo, sets, steps, Path(tmp), SUITE_BASE.get(args.suite, [])))
             sys.stderr.write(f"{name}: win rate {rows[-1]['win']:.3f}\n")
     out = [
         "| variant | algo | overrides | win rate vs start [95% CI] | reward start -> end | KL at end | wall s | samples/s |",

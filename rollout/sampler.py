@@ -7,7 +7,7 @@ The engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, set by the 
 is imported) so the learner's tensors can be handed to it directly. Weight updates go through
 vLLM's layerwise `reload_weights` with `is_checkpoint_format=True`, which re-runs vLLM's own weight
 processing (fused qkv / gate_up repacking); loading raw tensors into the runner without it was seen
-to leave fused layers stale (shared/STACK.md). Every update is verified: the engine's prompt
+to leave fused layers stale (docs/stack.md). Every update is verified: the engine's prompt
 logprobs on fixed probe sequences must match the learner's within `sync_tolerance`, otherwise
 `WeightSyncError` is raised and the run stops rather than training on a policy it is not serving.
 

@@ -1,4 +1,4 @@
-"""The import rules of STYLE.md, checked on the source with `ast` (nothing is imported).
+"""The import rules of docs/architecture.md, checked on the source with `ast` (nothing is imported).
 
     ray        only in actors/, driver/, deploy/
     vllm       only in rollout/

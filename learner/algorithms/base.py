@@ -2,7 +2,7 @@
 
 Each module under learner/algorithms/ defines one `SPEC = AlgorithmSpec(...)`; the literal dict in
 learner/algorithms/__init__.py registers it by name. This is data only: no behaviour, no base class
-for losses to inherit from (composition over inheritance, STYLE.md rule 10).
+for losses to inherit from (composition over inheritance, docs/architecture.md).
 
 Two families share the learner (learner/engine.py):
 - "pair": the judged samples become (chosen, rejected) pairs (learner/pairing.py, rule named by

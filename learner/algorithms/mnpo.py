@@ -12,7 +12,7 @@ With h_X = logp_X(y_w) - logp_X(y_l) for a pair (y_w chosen, y_l rejected):
 Where it sits: pairing (best vs worst) -> collate -> forward passes (policy with grad; reference and
 opponent snapshots without) -> ops.sequence_logprobs -> **mnpo_loss** -> caller reduces and steps.
 
-Deliberate choices (see ALGORITHMS.md, MNPO section, for the pitfalls of the reference code):
+Deliberate choices (docs/algorithms.md, MNPO, lists the pitfalls of the reference code):
 1. Sequence logprob reduction is the caller's, a config choice (`MNPOConfig.logprob_reduction`,
    applied once by `ops.sequence_logprobs`). The reference code length-averages ("mean"), so its
    target 1/(2 eta) is a per-token margin; with "sum" (the paper's logp) eta must be re-tuned.

@@ -11,7 +11,7 @@ i.e. the cross-entropy between the judged strength p and the Bradley-Terry proba
 implicit reward model. p = 1 is DPO exactly.
 
 OUR SPECIFICATION (the paper's exact template and pairing rule were not available; see
-ALGORITHMS.md, OSP section). None of this is claimed to be the paper's:
+docs/algorithms.md, OSP). None of this is claimed to be the paper's:
 1. Self-judgement (rollout/judges/self_judge.py, judge kind "self", manifest
    deploy/judges/self.yaml): the current policy weights answer a fixed judge template
    ("... Which response is better? Answer A or B"); p(A > B) = P("A") / (P("A") + P("B")) at the verdict position, averaged over both orders to

@@ -1,7 +1,7 @@
 """PPO for RLHF: clipped policy loss on GAE advantages, clipped value loss for the critic.
 
 Source: Schulman et al. 2017, "Proximal Policy Optimization Algorithms", arXiv 1707.06347, eq. 7
-(L^CLIP), in the RLHF form of Ziegler et al. 2019 / TRL / OpenRLHF (ALGORITHMS.md, PPO):
+(L^CLIP), in the RLHF form of Ziegler et al. 2019 / TRL / OpenRLHF (docs/algorithms.md, PPO):
 
     ratio_t = exp(logp_new - logp_old)_t
     policy  = max(-A_t * ratio_t, -A_t * clip(ratio_t, 1 - eps, 1 + eps))        (per token)
