@@ -277,3 +277,40 @@ def regularised_nash(preference: np.ndarray, reference: np.ndarray, tau: float,
         delta = np.linalg.solve(system, -np.concatenate([g - g.mean(), [z.sum()]]))
         z = z + delta[:n]
     raise RuntimeError(f"regularised_nash: residual {residual(softmax(z)):.1e} above {tolerance}")
+
+
+def rotation_strengths(preference: np.ndarray, pi: np.ndarray) -> np.ndarray:
+    """[N] magnitudes omega of the eigenvalues (all imaginary) of J^1/2 ((P - P^T) / 2) J^1/2 at pi,
+    J = diag(pi) - pi pi^T: how strongly the game rotates a policy near pi (0 for pure ties).
+
+    Why: near a fixed point, P(y > pi) changes with pi as P J d(log pi), and P J = ((P - P^T) / 2) J
+    because 1^T J = 0; that operator is similar to the skew-symmetric matrix above. Hard
+    rock-paper-scissors near uniform: omega = sqrt(3) / 6 = 0.289.
+    """
+    jac = np.diag(pi) - np.outer(pi, pi)
+    w, v = np.linalg.eigh(jac)
+    half = v @ np.diag(np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return np.abs(np.linalg.eigvals(half @ ((preference - preference.T) / 2) @ half))
+
+
+def population_rate(preference: np.ndarray, pi_star: np.ndarray, eta: float, ratio: float,
+                    weights: tuple[float, ...]) -> float:
+    """Linear convergence factor per iteration of TD-MNPO's exact population update near pi_star.
+
+    The update (learner/game_play.py `mnpo_population_step`, Wu et al. 2025, arXiv 2509.23102, eq. 17
+    at its population minimiser) is log pi_{t+1} = r log ref + (1 - r) sum_j lambda_j log pi_{t+1-j}
+    + P pi_t / eta + const. Linearised at pi_star, an error along an eigenvector of the rotation
+    operator (eigenvalue i omega, `rotation_strengths`) evolves by the roots z of
+
+        z^m = (1 - r) sum_j lambda_j z^(m-j) + (i omega / eta) z^(m-1);
+
+    this returns the largest |z| over all omega (< 1: local linear convergence; > 1: no convergence).
+    For m = 1 it is sqrt((1 - r)^2 + omega^2 / eta^2).
+    """
+    worst = 0.0
+    lam = np.asarray(weights, dtype=np.float64)
+    for omega in rotation_strengths(preference, pi_star):
+        coefficients = np.concatenate([[1.0 + 0j], -(1 - ratio) * lam.astype(complex)])
+        coefficients[1] -= 1j * omega / eta
+        worst = max(worst, float(np.abs(np.roots(coefficients)).max()))
+    return worst

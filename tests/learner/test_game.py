@@ -19,9 +19,11 @@ from learner.game import (
     duality_gap,
     get_game,
     kl,
+    population_rate,
     regularised_best_response,
     regularised_nash,
     rock_paper_scissors,
+    rotation_strengths,
 )
 from learner.game_play import (
     Method,
@@ -278,6 +280,51 @@ def test_mnpo_one_opponent_trains_exactly_like_inpo():
     a = run(g, Method("m", "mnpo", cfg, lr=0.1), tau=0.1, steps=20, queries_per_step=16, seeds=(0,))
     b = run(g, Method("i", "inpo", cfg, lr=0.1), tau=0.1, steps=20, queries_per_step=16, seeds=(0,))
     np.testing.assert_array_equal(a.final_policy, b.final_policy)
+
+
+# ---------------------------------------------------------------------------- convergence of the population update
+def test_rotation_of_hard_rps_at_uniform_by_hand():
+    # J = (I - 11^T/3) / 3, J^1/2 = (I - 11^T/3) / sqrt(3); (P - P^T)/2 = A/2 with A the cyclic +-1 matrix,
+    # whose eigenvalues are 0, +-i sqrt(3), and A 1 = 0; so the operator is A/6: omega = sqrt(3)/6 = 0.288675
+    omega = rotation_strengths(get_game("hard_rps").preference, np.full(3, 1 / 3))
+    np.testing.assert_allclose(np.sort(omega), [0.0, math.sqrt(3) / 6, math.sqrt(3) / 6], atol=1e-12)
+
+
+def test_population_rate_one_opponent_by_hand():
+    # hard RPS with a uniform reference: pi* = uniform for every tau. eta = 0.5, r = 0.2:
+    # sqrt((1 - r)^2 + omega^2 / eta^2) = sqrt(0.64 + (1/12) / 0.25) = sqrt(0.973333) = 0.986577
+    g = rock_paper_scissors(0.5, reference=(1 / 3, 1 / 3, 1 / 3))
+    assert population_rate(g.preference, np.full(3, 1 / 3), 0.5, 0.2, (1.0,)) == pytest.approx(0.986577, abs=1e-6)
+
+
+def population_errors(game, eta, ratio, weights, tau, iterations):
+    star = regularised_nash(game.preference, game.reference, tau)
+    history = [game.reference] * len(weights)
+    errors = []
+    for _ in range(iterations):
+        new = mnpo_population_step(game.preference, history[0], game.reference, history, weights, ratio, eta)
+        history = [new] + history[:-1]
+        errors.append(np.abs(np.log(new) - np.log(star)).max())
+    return np.array(errors), star
+
+
+@pytest.mark.parametrize(("name", "eta", "m"), [("condorcet", 0.5, 2), ("random", 0.25, 1), ("hard_rps", 0.5, 3)])
+def test_population_rate_predicts_the_exact_update(name, eta, m):
+    g = get_game(name)
+    errors, star = population_errors(g, eta, 0.1 / eta, (1 / m,) * m, 0.1, 60)
+    empirical = (errors[59] / errors[39]) ** (1 / 20)  # per-iteration factor once the linear regime holds
+    assert empirical == pytest.approx(population_rate(g.preference, star, eta, 0.1 / eta, (1 / m,) * m), abs=0.015)
+
+
+def test_online_ipo_converges_only_when_rotation_is_below_tau():
+    # r = 1 (online IPO, beta = eta = tau): the factor is omega / tau. The transitive control rotates
+    # little (omega = 0.007 < 0.1) and converges; hard RPS (omega = 0.27 > 0.1) keeps cycling.
+    for name, converges in (("bradley_terry", True), ("hard_rps", False)):
+        g = get_game(name)
+        star = regularised_nash(g.preference, g.reference, 0.1)
+        assert (population_rate(g.preference, star, 0.1, 1.0, (1.0,)) < 1) == converges
+        errors, _ = population_errors(g, 0.1, 1.0, (1.0,), 0.1, 300)
+        assert (errors[-1] < 1e-8) == converges, name
 
 
 # ---------------------------------------------------------------------------- runs and BT-RLHF
