@@ -106,7 +106,14 @@ class _PairwiseCommon(_Common):
         return value
 
 
-class PairwiseJudgeSpec(_PairwiseCommon):
+class _LMVerdict(_PairwiseCommon):
+    verdict_temperature: float = Field(
+        default=1.0, gt=0.0, allow_inf_nan=False,
+        description="p = sigmoid((l_A - l_B) / T) per order: T < 1 sharpens a weak judge's near-0.5 verdicts.",
+    )
+
+
+class PairwiseJudgeSpec(_LMVerdict):
     """A fixed causal LM judging pairs by the probability of its verdict tokens."""
 
     kind: Literal["pairwise"]
@@ -114,7 +121,7 @@ class PairwiseJudgeSpec(_PairwiseCommon):
     batch_size: int = Field(default=64, ge=1, description="Judge prompts per forward pass.")
 
 
-class SelfJudgeSpec(_PairwiseCommon):
+class SelfJudgeSpec(_LMVerdict):
     """The policy judging its own samples with its current weights (synced like rollout workers)."""
 
     kind: Literal["self"]

@@ -8,6 +8,8 @@ the model once; at the last position the logits l0, l1 of the two verdict tokens
 
     p(first, second) = P(c0) / (P(c0) + P(c1)) = sigmoid(l0 - l1)       (the softmax normaliser cancels)
 
+(divided by `verdict_temperature` T before the sigmoid: T < 1 sharpens a weak judge's verdicts),
+
 and both presentation orders are averaged (base.both_orders):  P = 0.5 [p(a, b) + 1 - p(b, a)].
 P > 0.5 means the first response is preferred.
 
@@ -84,6 +86,7 @@ class VerdictScorer:
         choices: Sequence[str],
         batch_size: int,
         chat_template: ChatMode = "auto",
+        verdict_temperature: float = 1.0,
     ):
         self.name = name
         self.model = model
@@ -92,6 +95,7 @@ class VerdictScorer:
         self.batch_size = batch_size
         self.choice_ids = choice_token_ids(tokenizer, choices, name)
         self.chat = uses_chat_template(tokenizer, chat_template, f"judge {name!r}")
+        self.verdict_temperature = verdict_temperature
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"  # the last position of every row is its verdict position
@@ -105,7 +109,7 @@ class VerdictScorer:
     def one_order(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
         """p(first[i] preferred) with first[i] shown first: sigmoid(l_choice0 - l_choice1)."""
         texts = [fill_template(self.template, p, a, b) for p, a, b in zip(prompts, first, second, strict=True)]
-        return torch.sigmoid(self.verdict_logit_gap(texts)).tolist()
+        return torch.sigmoid(self.verdict_logit_gap(texts) / self.verdict_temperature).tolist()
 
     @torch.no_grad()
     def verdict_logit_gap(self, texts: Sequence[str]) -> torch.Tensor:

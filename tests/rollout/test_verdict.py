@@ -115,3 +115,20 @@ def test_pairwise_judge_reads_its_spec(builtin_models):
     assert swapped == pytest.approx([1 - p for p in default.compare(PROMPTS, FIRST, SECOND)], abs=1e-6)
     with pytest.raises(ValueError, match="judge 'pj': a pairwise judge needs a resolved model path"):
         build_judge(spec)
+
+
+def test_verdict_temperature_divides_the_logit_gap(loaded):
+    from rollout.judges.verdict import VerdictScorer
+
+    model, tokenizer = loaded
+    plain = VerdictScorer("t1", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8)
+    sharp = VerdictScorer("t4", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8,
+                          verdict_temperature=0.25)
+    args = (["list 2 fruits:", "name 3 tools:"], [" apple pear", " saw"], [" cat", " drill axe rake"])
+    gap = torch.logit(torch.tensor(plain.one_order(*args), dtype=torch.float64))
+    sharp_gap = torch.logit(torch.tensor(sharp.one_order(*args), dtype=torch.float64))
+    assert torch.allclose(sharp_gap, 4 * gap, rtol=1e-4, atol=1e-6) and gap.abs().min() > 1e-4
+    # Both orders are still averaged: compare(a, b) + compare(b, a) == 1, and the verdict is further from 0.5.
+    p, q = sharp.compare(*args), sharp.compare(args[0], args[2], args[1])
+    assert all(abs(x + y - 1) < 1e-6 for x, y in zip(p, q))
+    assert all(abs(s - 0.5) > abs(t - 0.5) for s, t in zip(p, plain.compare(*args)))
