@@ -1,6 +1,6 @@
 """Nash benchmark: exact preference games, the registered losses, one query budget per run.
 
-    python bench/nash.py                        # the full grid (~6-8 min on 2 CPU cores)
+    python bench/nash.py                        # the full grid (~6 min of CPU time, one core)
     python bench/nash.py --quick                # a smaller grid and budget (< 1 min), for a smoke test
     python bench/nash.py --games hard_rps random --out runs/nash
 

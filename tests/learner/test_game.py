@@ -265,7 +265,7 @@ def test_dpo_exact_minimiser_on_a_bradley_terry_game_is_the_rlhf_optimum():
 @pytest.mark.parametrize("mode", ["exact", "sampled"])
 def test_mnpo_with_ratio_one_is_online_ipo(mode):
     g = get_game("random")
-    common = {"tau": 0.1, "steps": 40, "queries_per_step": 24, "mode": mode, "seeds": (3, 4)}
+    common = {"tau": 0.1, "steps": 20, "queries_per_step": 24, "mode": mode, "seeds": (3, 4)}
     mnpo = run(g, Method("m", "mnpo", MNPOConfig(eta=0.3, ratio=1.0, num_opponents=2, snapshot_every=5), lr=0.1),
                **common)
     ipo = run(g, Method("i", "ipo", DPOConfig(beta=0.3), lr=0.1), **common)
