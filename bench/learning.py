@@ -37,7 +37,7 @@ SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
         "mnpo": ("mnpo", []),
         "dpo": ("dpo", []),
         "grpo": ("grpo", []),
-        "osp": ("osp", []),  # the policy judges itself (deploy/judges/self.yaml)
+        "osp": ("osp", ["--judges=deploy/judges/self-sharp.yaml"]),  # self judge, sharpened verdicts
     },
     "mnpo": {
         "default": ("mnpo", []),  # eta 0.5, ratio 1/3, 2 opponents, mean logprobs
@@ -64,8 +64,8 @@ DEFAULT_STEPS = {"smollm2": 60}
 def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Path, base: list[str]) -> dict:
     out = out_root / name
     cmd = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(steps), "--output", str(out), *base]
-    for item in sets:
-        cmd += ["--set", item]
+    for item in sets:  # a driver flag ("--judges=FILE") or a config override ("learner.lr=1e-5")
+        cmd += [item] if item.startswith("--") else ["--set", item]
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start

@@ -13,7 +13,7 @@ from deploy.loading import ConfigError, load_manifest
 from driver.plan import check_manifest
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ("default", "groups", "http", "mixture", "pairwise", "population", "reward_model", "self")
+SHIPPED = ("default", "groups", "http", "mixture", "pairwise", "population", "reward_model", "self", "self-sharp")
 GT = "rollout.tasks.wordlist:ground_truth"
 
 
@@ -155,9 +155,11 @@ def test_shipped_manifest_loads_and_passes_the_checks(name, monkeypatch):
     assert manifest.judges and (manifest.eval is None or manifest.eval.kind in ("rule", "reward_model"))
     kinds = {j.kind for j in manifest.judges}
     expected = {"pairwise": {"pairwise"}, "self": {"self"}, "http": {"http"}, "population": {"population"},
-                "mixture": {"rule", "reward_model"}}
+                "mixture": {"rule", "reward_model"}, "self-sharp": {"self"}}
     if name in expected:
         assert kinds == expected[name]
+    if name == "self-sharp":
+        assert manifest.judges[0].verdict_temperature == 0.05
 
 
 def test_docs_name_every_kind_field_and_shipped_manifest():
