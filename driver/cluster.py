@@ -170,7 +170,8 @@ def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, mo
 
     Judges whose spec is unchanged keep their actors. New ones are started and must answer before
     the old ones are killed, so a judge that fails to start leaves the old set in place (the error
-    propagates). A new self judge gets the current policy weights first. The caller has drained
+    propagates; old judges that had to stop first, a changed judge's old replicas or all of them on
+    a full cluster, are started again). A new self judge gets the current policy weights first. The caller has drained
     every judgement the old actors owed.
     """
     keep = {s.name for s in specs if cluster.judge_specs.get(s.name) == s}
@@ -185,19 +186,43 @@ def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, mo
         logger.warning("judge swap: the new judges do not fit beside the old ones; stopping the old ones first")
     # a changed judge keeps its name, and Ray actor names are unique: its old replicas go first
     first = retired if not fits_beside else [name for name in retired if name in {s.name for s in fresh}]
+    before, before_specs = dict(cluster.judges), dict(cluster.judge_specs)
     _retire(cluster, first)
-    started = start_judges(fresh, cfg, model_path)
-    ray.get([replica.__ray_ready__.remote() for replicas in started.values() for replica in replicas])
-    selfs = [r for s in fresh if s.kind == "self" for r in started[s.name]]
-    if selfs:  # a new self judge judges with the current policy, not the starting one
-        version_ref, weights_ref = export_weights(cluster, step, probe)
-        if ray.get(version_ref).version > 0:  # version 0 is the starting policy, which they loaded
-            ray.get([r.load_weights.remote(weights_ref, version_ref) for r in selfs])
+    try:
+        started = _start_ready(cluster, fresh, cfg, model_path, step, probe)
+    except BaseException:
+        if first:  # the judges stopped to make room serve again, in their old order
+            back = _start_ready(cluster, [before_specs[name] for name in first], cfg, model_path, step, probe)
+            cluster.judges = {name: back.get(name) or replicas for name, replicas in before.items()}
+            cluster.judge_specs = before_specs
+        raise
     _retire(cluster, [name for name in retired if name not in first])
     order = [s.name for s in specs]  # manifest order: per_judge pairing labels by judge position
     cluster.judges = {name: (cluster.judges.get(name) or started[name]) for name in order}
     cluster.judge_specs = {s.name: s for s in specs}
     return sorted(started), sorted(retired)
+
+
+def _start_ready(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str, step: int,
+                 probe: list[list[int]]) -> dict[str, list]:
+    """Start `specs` and wait until they answer; a self judge gets the current policy weights first.
+
+    If any fails, every replica started here is stopped (freeing its name) and the error propagates.
+    """
+    started = start_judges(specs, cfg, model_path)
+    try:
+        ray.get([replica.__ray_ready__.remote() for replicas in started.values() for replica in replicas])
+        selfs = [r for s in specs if s.kind == "self" for r in started[s.name]]
+        if selfs:  # a new self judge judges with the current policy, not the starting one
+            version_ref, weights_ref = export_weights(cluster, step, probe)
+            if ray.get(version_ref).version > 0:  # version 0 is the starting policy, which they loaded
+                ray.get([r.load_weights.remote(weights_ref, version_ref) for r in selfs])
+    except BaseException:
+        for replicas in started.values():
+            for replica in replicas:
+                ray.kill(replica)
+        raise
+    return started
 
 
 def _retire(cluster: Cluster, names: list[str]) -> None:
