@@ -1,0 +1,208 @@
+"""The branches of a live judge swap (driver/cluster.py `swap_judges`, driver/run.py
+`Loop.maybe_swap_judges`) with real rule JudgeActors in the session Ray cluster: unchanged judges
+keep their actors, a swap that cannot fit is refused, a full cluster stops the old judges first,
+judgements owed by the old judges are drained (staleness > 0), and a new judge that fails to
+start leaves the old judges serving. The e2e test (tests/e2e/test_judge_swap.py) covers the happy
+path through a real run."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import time
+
+import pytest
+import ray
+
+import driver.cluster
+from driver.cluster import Cluster, judge, start_judges, swap_judges
+from protocols import JudgeManifest, RolloutConfig, RuleJudgeSpec, RunConfig
+from rollout.tasks import wordlist
+from tests.actors.test_judge_actor import find_prompt, make_batch
+
+GT = RuleJudgeSpec(name="ground-truth", kind="rule", function="rollout.tasks.wordlist:ground_truth", temperature=0.0)
+TOPICAL = RuleJudgeSpec(name="topical", kind="rule", function="rollout.tasks.wordlist:topical")
+VARIED = RuleJudgeSpec(name="varied", kind="rule", function="rollout.tasks.wordlist:varied")
+# passes the schema (an import path), fails in the actor: the function does not exist
+MISSING = "rollout.tasks.wordlist:no_such_criterion"
+
+
+@pytest.fixture(scope="module")
+def batch():
+    fruits = find_prompt("list 3 fruits:")
+    return make_batch([(fruits, " apple pear plum"), (fruits, " apple apple cat dog")], samples_per_prompt=2)
+
+
+def cluster_of(specs, policy: str) -> Cluster:
+    return Cluster(rollouts=[], learners=[], judges=start_judges(specs, RunConfig(), policy), eval_judge=[],
+                   judge_specs={s.name: s for s in specs})
+
+
+def rewards(handle, batch) -> list[float]:
+    return list(ray.get(handle.judge_batch.remote(batch)).rewards)
+
+
+def expected(function, batch) -> list[float]:
+    return [function(r.prompt_text, r.response_text) for r in batch.rollouts]
+
+
+def dead(handle) -> bool:
+    try:
+        ray.get(handle.__ray_ready__.remote(), timeout=60)
+    except ray.exceptions.RayActorError:
+        return True
+    return False
+
+
+def kill_all(cluster: Cluster) -> None:
+    for replicas in cluster.judges.values():
+        for handle in replicas:
+            ray.kill(handle)
+
+
+def test_unchanged_judges_keep_their_actors_changed_ones_are_restarted(ray_cluster, builtin_models, batch):
+    cluster = cluster_of([GT, TOPICAL], str(builtin_models.policy))
+    try:
+        gt, topical = cluster.judges["ground-truth"][0], cluster.judges["topical"][0]
+        assert swap_judges(cluster, [VARIED, GT], RunConfig(), "unused", 3, []) == (["varied"], ["topical"])
+        assert list(cluster.judges) == ["varied", "ground-truth"]  # the new manifest's order
+        assert cluster.judge_specs == {"varied": VARIED, "ground-truth": GT}
+        assert cluster.judges["ground-truth"][0] is gt and rewards(gt, batch) == expected(wordlist.ground_truth, batch)
+        assert rewards(cluster.judges["varied"][0], batch) == expected(wordlist.varied, batch)
+        assert dead(topical)
+
+        # a changed judge keeps its name (Ray actor names are unique): the old replica goes first
+        heavier = GT.model_copy(update={"weight": 2.0})
+        assert swap_judges(cluster, [VARIED, heavier], RunConfig(), "unused", 4, []) == (
+            ["ground-truth"], ["ground-truth"])
+        assert dead(gt) and cluster.judge_specs["ground-truth"] == heavier
+        assert rewards(cluster.judges["ground-truth"][0], batch) == expected(wordlist.ground_truth, batch)
+    finally:
+        kill_all(cluster)
+
+
+def test_a_swap_that_cannot_fit_is_refused_and_a_full_cluster_stops_the_old_judges_first(
+        ray_cluster, builtin_models, batch, monkeypatch, caplog):
+    cluster = cluster_of([GT, TOPICAL.model_copy(update={"num_cpus": 1.0})], str(builtin_models.policy))
+    try:
+        gt, topical = cluster.judges["ground-truth"][0], cluster.judges["topical"][0]
+        # the cluster as the swap sees it: half a CPU free; retiring 'topical' would free 1 more
+        monkeypatch.setattr(driver.cluster.ray, "available_resources", lambda: {"CPU": 0.5})
+        too_big = VARIED.model_copy(update={"num_cpus": 2.0})
+        with pytest.raises(RuntimeError, match=r"the new judges need \{'CPU': 2.0, 'GPU': 0.0\}; only \{'CPU': 0.5\} "
+                                               r"plus the retired judges' \{'CPU': 1.0, 'GPU': 0.0\}"):
+            swap_judges(cluster, [GT, too_big], RunConfig(), "unused", 3, [])
+        assert cluster.judges == {"ground-truth": [gt], "topical": [topical]} and not dead(topical)
+
+        events = []
+        retire, start = driver.cluster._retire, driver.cluster.start_judges
+        monkeypatch.setattr(driver.cluster, "_retire", lambda c, names: (events.append(("stop", list(names))),
+                                                                          retire(c, names)))
+        monkeypatch.setattr(driver.cluster, "start_judges", lambda specs, *a, **k: (
+            events.append(("start", [s.name for s in specs])), start(specs, *a, **k))[1])
+        fits_after = VARIED.model_copy(update={"num_cpus": 1.25})  # > 0.5 free, <= 0.5 + 1 freed
+        with caplog.at_level(logging.WARNING, logger="driver"):
+            assert swap_judges(cluster, [GT, fits_after], RunConfig(), "unused", 3, []) == (["varied"], ["topical"])
+        assert events == [("stop", ["topical"]), ("start", ["varied"]), ("stop", [])]  # old ones first
+        assert "do not fit beside the old ones; stopping the old ones first" in caplog.text
+        assert cluster.judges["ground-truth"] == [gt] and dead(topical)  # the unchanged judge kept serving
+        assert rewards(cluster.judges["varied"][0], batch) == expected(wordlist.varied, batch)
+
+        events.clear()  # room beside the old ones: new judges start before the old stop
+        monkeypatch.setattr(driver.cluster.ray, "available_resources", lambda: {"CPU": 8.0})
+        assert swap_judges(cluster, [GT, TOPICAL], RunConfig(), "unused", 4, []) == (["topical"], ["varied"])
+        assert events == [("stop", []), ("start", ["topical"]), ("stop", ["varied"])]
+    finally:
+        kill_all(cluster)
+
+
+def test_a_new_judge_that_fails_to_start_leaves_the_old_judges_serving(ray_cluster, builtin_models, batch):
+    cluster = cluster_of([GT, TOPICAL], str(builtin_models.policy))
+    try:
+        gt, topical = cluster.judges["ground-truth"][0], cluster.judges["topical"][0]
+        broken = RuleJudgeSpec(name="broken", kind="rule", function=MISSING)
+        with pytest.raises(ray.exceptions.RayActorError, match="no_such_criterion"):
+            swap_judges(cluster, [GT, broken], RunConfig(), "unused", 3, [])
+        assert cluster.judges == {"ground-truth": [gt], "topical": [topical]}
+        assert cluster.judge_specs == {"ground-truth": GT, "topical": TOPICAL}
+        # a new judge that did start beside the broken one is stopped again: retrying without the
+        # broken one can start it under its name
+        with pytest.raises(ray.exceptions.RayActorError, match="no_such_criterion"):
+            swap_judges(cluster, [GT, TOPICAL, VARIED, broken], RunConfig(), "unused", 3, [])
+        assert cluster.judges == {"ground-truth": [gt], "topical": [topical]}
+        assert swap_judges(cluster, [GT, TOPICAL, VARIED], RunConfig(), "unused", 3, []) == (["varied"], [])
+        assert rewards(cluster.judges["varied"][0], batch) == expected(wordlist.varied, batch)
+        # a changed judge under the same name that fails to start: its old replica had to go first
+        # (actor names are unique), and is back after the failure
+        changed = TOPICAL.model_copy(update={"function": MISSING})
+        with pytest.raises(ray.exceptions.RayActorError, match="no_such_criterion"):
+            swap_judges(cluster, [GT, changed, VARIED], RunConfig(), "unused", 4, [])
+        assert list(cluster.judges) == ["ground-truth", "topical", "varied"] and cluster.judges["ground-truth"] == [gt]
+        assert cluster.judge_specs == {"ground-truth": GT, "topical": TOPICAL, "varied": VARIED}
+        assert rewards(cluster.judges["topical"][0], batch) == expected(wordlist.topical, batch)
+        assert rewards(gt, batch) == expected(wordlist.ground_truth, batch)
+    finally:
+        kill_all(cluster)
+
+
+@ray.remote
+def arrives_late(batch, seconds: float):
+    """A rollout batch that is still being sampled when the swap begins."""
+    time.sleep(seconds)
+    return batch
+
+
+def test_loop_drains_what_the_old_judges_owe_then_swaps_or_keeps_them(ray_cluster, builtin_models, batch, tmp_path,
+                                                                       monkeypatch):
+    from driver.plan import resolve_plan
+    from driver.run import JUDGES_FILE, InFlight, Loop
+
+    path = tmp_path / "judges.yaml"
+    path.write_text("judges:\n  - {name: ground-truth, kind: rule, function: rollout.tasks.wordlist:ground_truth}\n")
+    manifest = JudgeManifest(judges=(GT.model_copy(update={"temperature": 1.0}),))
+    cfg = RunConfig(output=str(tmp_path / "run"), rollout=RolloutConfig(max_staleness=2))
+    plan = resolve_plan(cfg, manifest, manifest_path=path)
+    plan.output.mkdir(parents=True)
+    cluster = cluster_of(manifest.judges, str(builtin_models.policy))
+    loop = Loop(plan, cluster, str(builtin_models.policy), time.perf_counter())
+    old = cluster.judges["ground-truth"][0]
+    try:
+        # two batches in flight (staleness 2), still being sampled, owed by the old judge
+        queue = collections.deque()
+        for step in (5, 6):
+            refs = [arrives_late.remote(batch, 1.0)]
+            queue.append(InFlight(step, refs, judge(cluster.judges, refs, step)))
+        swap = driver.run.swap_judges
+
+        def drained_first(c, *args):
+            owed = [ref for item in queue for per_batch in item.judgements for ref in per_batch]
+            ready, _ = ray.wait(owed, num_returns=len(owed), timeout=0)
+            assert len(ready) == len(owed), "the swap began before the old judges delivered what they owed"
+            return swap(c, *args)
+
+        monkeypatch.setattr(driver.run, "swap_judges", drained_first)
+        path.write_text("judges:\n  - {name: topical, kind: rule, function: rollout.tasks.wordlist:topical}\n")
+        loop.maybe_swap_judges(queue, 7, [])
+        for item in queue:  # judged by the old judge, delivered although it is gone now
+            (judgement,) = ray.get(item.judgements[0])
+            assert judgement.judge == "ground-truth" and list(judgement.rewards) == expected(wordlist.ground_truth, batch)
+        assert list(cluster.judges) == ["topical"] and dead(old)
+        assert [j.name for j in loop.plan.manifest.judges] == ["topical"] and loop.judge_events["judges/swaps"] == 1
+
+        # a manifest whose judge fails to start: recorded as rejected, the current judges stay
+        path.write_text(f"judges:\n  - {{name: varied, kind: rule, function: {MISSING}}}\n")
+        monkeypatch.setattr(driver.run.ManifestWatcher, "poll", lambda self: driver.run.ManifestChange(
+            manifest=JudgeManifest(judges=(RuleJudgeSpec(name="varied", kind="rule", function=MISSING),)),
+            reason=None, digest="d"))  # (the file check would reject it before any actor started)
+        loop.maybe_swap_judges(collections.deque(), 8, [])
+        assert list(cluster.judges) == ["topical"] and [j.name for j in loop.plan.manifest.judges] == ["topical"]
+        assert loop.judge_events == {"judges/swaps": 1.0, "judges/rejected_manifests": 1.0}
+        events = [json.loads(line) for line in (plan.output / JUDGES_FILE).read_text().splitlines()]
+        assert [(e["step"], e["event"], e["judges"]) for e in events] == [
+            (7, "swapped", ["topical"]), (8, "rejected", ["topical"])]
+        assert events[0]["started"] == ["topical"] and events[0]["retired"] == ["ground-truth"]
+        assert events[1]["reason"].startswith("the new judges did not start: ") and "no_such_criterion" in events[1]["reason"]
+        assert rewards(cluster.judges["topical"][0], batch) == expected(wordlist.topical, batch)
+    finally:
+        kill_all(cluster)
