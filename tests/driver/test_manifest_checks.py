@@ -13,7 +13,8 @@ from deploy.loading import ConfigError, load_manifest
 from driver.plan import check_manifest
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ("default", "groups", "http", "mixture", "pairwise", "population", "reward_model", "self", "self-sharp")
+SHIPPED = ("default", "groups", "http", "mixture", "pairwise", "population", "population-draw", "reward_model", "self",
+           "self-sharp")
 GT = "rollout.tasks.wordlist:ground_truth"
 
 
@@ -155,11 +156,16 @@ def test_shipped_manifest_loads_and_passes_the_checks(name, monkeypatch):
     assert manifest.judges and (manifest.eval is None or manifest.eval.kind in ("rule", "reward_model"))
     kinds = {j.kind for j in manifest.judges}
     expected = {"pairwise": {"pairwise"}, "self": {"self"}, "http": {"http"}, "population": {"population"},
+                "population-draw": {"population"},
                 "mixture": {"rule", "reward_model"}, "self-sharp": {"self"}}
     if name in expected:
         assert kinds == expected[name]
     if name == "self-sharp":
         assert manifest.judges[0].verdict_temperature == 0.05
+    if name == "population-draw":  # equal weights: a 2-of-3 majority, which can cycle
+        (crowd,) = manifest.judges
+        assert crowd.mode == "draw" and [m.weight for m in crowd.members] == [1.0, 1.0, 1.0]
+        assert [m.temperature for m in crowd.members] == [0.0, 0.0, 0.0]
 
 
 def test_docs_name_every_kind_field_and_shipped_manifest():
