@@ -218,3 +218,32 @@ def reward_model_pairs(
             continue
         out.append((prompt.text, a, b) if score_a > score_b else (prompt.text, b, a))
     return out
+
+
+def population_pairs(
+    seed: int, size: int, weights: dict[str, float] | None = None, prompts: Sequence[Prompt] | None = None
+) -> list[tuple[str, str, str]]:
+    """`size` (prompt, chosen, rejected) triples labelled the way a draw-mode population of the
+    annotator groups labels a pair (deploy/judges/population-draw.yaml): two corpus-style responses
+    to one prompt (default: train prompts), one group drawn with probability weights[g] / sum
+    (default: equal weights), chosen = the response that group scores higher. Pairs the drawn group
+    ties are skipped (the population's label would be 0.5) and redrawn, so every triple carries a
+    strict preference. Fitting a Bradley-Terry reward model to these is the classic pipeline on a
+    crowd whose majority can cycle: the fitted reward is transitive, the crowd is not."""
+    weights = dict(weights) if weights is not None else {name: 1.0 for name in GROUPS}
+    if set(weights) - GROUPS.keys() or not weights or min(weights.values()) <= 0:
+        raise ValueError(f"weights must be positive and name groups of {list(GROUPS)}, got {weights}")
+    prompts = list(prompts) if prompts is not None else train_prompts()
+    names, shares = list(weights), list(weights.values())
+    rng = random.Random(f"wordlist-population:{seed}")
+    out: list[tuple[str, str, str]] = []
+    while len(out) < size:
+        prompt = rng.choice(prompts)
+        cat = _category_of(prompt)
+        a, b = _noisy_response(rng, cat), _noisy_response(rng, cat)
+        group = GROUPS[rng.choices(names, weights=shares)[0]]
+        score_a, score_b = group(prompt.text, a), group(prompt.text, b)
+        if score_a == score_b:
+            continue
+        out.append((prompt.text, a, b) if score_a > score_b else (prompt.text, b, a))
+    return out
