@@ -6,6 +6,8 @@ agree on the first step, the exported weights are the HF weights, the opponent r
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -43,8 +45,31 @@ def test_inpo_keeps_one_snapshot_and_osp_uses_the_pair_probability(builtin_model
     # OSP with a temperature-1 reward judge: ranked pairs carry P = sigmoid(r_c - r_r) < 1
     osp = make_learner(builtin_models.policy, "osp")
     result = osp.train_step([batch], 0, {"gt": 1.0}, {"gt": 1.0})
-    assert 0.5 < result.metrics["learner/osp/probability"] < 0.75  # rewards in [0, 1): |diff| < 1
+    # ranked pairing per prompt of 4: best vs worst, second vs third, each with P = sigmoid(r_c - r_r)
+    rewards, expected = batch.judgements[0].rewards, []
+    for g in range(0, len(rewards), 4):
+        r = sorted(rewards[g : g + 4], reverse=True)
+        expected += [1 / (1 + math.exp(r[3] - r[0])), 1 / (1 + math.exp(r[2] - r[1]))]
+    assert result.metrics["learner/osp/probability"] == pytest.approx(sum(expected) / len(expected), rel=1e-6)
     assert result.metrics["learner/pairs"] == 12  # ranked: K / 2 = 2 pairs per prompt, 6 prompts
+
+
+def test_a_step_where_every_group_is_tied_backs_a_zero_gradient(builtin_models, batch):
+    """No pair at all (every prompt's samples judged equal): the rank still steps, with a zero gradient
+    (`zero_backward`, what a rank with an empty shard does to keep the collectives in step)."""
+    k = batch.batch.samples_per_prompt
+    flat = tuple(float(i // k) for i in range(len(batch.batch.rollouts)))  # equal within every group
+    tied = batch.model_copy(update={"judgements": (batch.judgements[0].model_copy(update={"rewards": flat}),)})
+    learner = make_learner(builtin_models.policy, "dpo")
+    before = learner.state_dict()
+    result = learner.train_step([tied], 0, {"gt": 1.0})
+    assert result.metrics["learner/pairs"] == 0.0 and result.metrics["learner/tied_groups"] == 6.0
+    assert result.metrics["learner/grad_norm"] == 0.0 and "learner/loss" not in result.metrics
+    assert result.policy_version == 1
+    after = learner.state_dict()
+    assert all(torch.equal(after[name], before[name]) for name in before)
+    moved = learner.train_step([batch], 1, {"gt": 1.0})  # and the next step trains normally
+    assert moved.metrics["learner/pairs"] == 6.0 and moved.metrics["learner/grad_norm"] > 0.0
 
 
 def test_zero2_and_zero3_agree_on_the_first_step(builtin_models, batch):

@@ -64,7 +64,10 @@ def test_grpo_zero_advantage_leaves_the_policy_alone(builtin_models, batch):
     assert result.metrics["learner/grad_norm"] == 0.0
     assert max_diff(learner.state_dict(), before) == 0.0
     moved = make_learner(builtin_models.policy, "grpo", cfg)
-    assert moved.train_step([batch], 0, {"gt": 1.0}).metrics["learner/advantage_abs"] > 0.1
+    rewards = torch.tensor(batch.judgements[0].rewards).reshape(-1, k)  # (r - mean) / (unbiased std + eps)
+    expected = ((rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + 1e-4)).abs().mean()
+    result = moved.train_step([batch], 0, {"gt": 1.0})
+    assert result.metrics["learner/advantage_abs"] == pytest.approx(float(expected), rel=1e-6)
     assert max_diff(moved.state_dict(), before) > 1e-4
 
 
@@ -73,7 +76,58 @@ def test_rloo_runs_the_configured_number_of_updates(builtin_models, batch):
     result = learner.train_step([batch], 0, {"gt": 1.0})
     assert result.metrics["learner/optimizer_steps"] == 6.0
     assert result.policy_version == 1
-    assert torch.isfinite(torch.tensor(result.metrics["learner/loss"]))
+    # the first update sees ratio 1 exactly; the later ones a policy the earlier updates moved
+    assert result.metrics["learner/rloo/ratio"] != pytest.approx(1.0, abs=1e-6)
+    assert result.metrics["learner/rloo/clip_fraction"] < 1.0
+
+
+def test_a_minibatch_without_rows_backs_a_zero_gradient(builtin_models, batch):
+    """One prompt of 2 samples split into 3 minibatches: the third is empty on this rank, and its
+    optimizer step (kept so that every rank steps alike) backs exactly a zero gradient."""
+    one = batch.batch.model_copy(update={"rollouts": batch.batch.rollouts[:2], "samples_per_prompt": 2})
+    judged = JudgedBatch(batch=one, judgements=(Judgement(judge="gt", rewards=(0.9, 0.1)),))
+    three = make_learner(builtin_models.policy, "rloo", {"rloo": RLOOConfig(minibatches=3, kl_coef=0.0)})
+    two = make_learner(builtin_models.policy, "rloo", {"rloo": RLOOConfig(minibatches=2, kl_coef=0.0)})
+    a = three.train_step([judged], 0, {"gt": 1.0})
+    b = two.train_step([judged], 0, {"gt": 1.0})
+    assert a.metrics["learner/optimizer_steps"] == 3.0 and b.metrics["learner/optimizer_steps"] == 2.0
+    # the same two one-row updates in the same order (the shuffle is seeded by step), then a zero
+    # gradient: the mean gradient norm over 3 updates is 2/3 of the one over 2
+    assert b.metrics["learner/grad_norm"] > 0.0
+    assert a.metrics["learner/grad_norm"] == pytest.approx(b.metrics["learner/grad_norm"] * 2 / 3, rel=1e-5)
+
+
+def test_rloo_subtracts_the_sequence_kl_from_the_reward(builtin_models, batch):
+    """RLOO's reward is r - kl_coef * sum_t (logp_pi - logp_ref): zero KL at the first step, then
+    the hand-computed leave-one-out advantages of the penalised rewards (KL from an HF copy)."""
+    from transformers import AutoModelForCausalLM
+
+    coef, k = 0.5, batch.batch.samples_per_prompt
+    learner = make_learner(builtin_models.policy, "rloo", {"rloo": RLOOConfig(kl_coef=coef)}, lr=1e-3)
+    rewards = torch.tensor(batch.judgements[0].rewards).reshape(-1, k)
+
+    def leave_one_out(r):
+        return r - (r.sum(-1, keepdim=True) - r) / (k - 1)
+
+    first = learner.train_step([batch], 0, {"gt": 1.0})
+    assert first.metrics["learner/advantage_abs"] == pytest.approx(float(leave_one_out(rewards).abs().mean()), rel=1e-6)
+    policy = AutoModelForCausalLM.from_pretrained(builtin_models.policy)
+    policy.load_state_dict(learner.state_dict())
+    reference = AutoModelForCausalLM.from_pretrained(builtin_models.policy)
+    kl = []
+    with torch.no_grad():
+        for r in batch.batch.rollouts:
+            ids = torch.tensor([r.prompt_token_ids + r.response_token_ids])
+            start = len(r.prompt_token_ids) - 1
+            logp = [torch.log_softmax(m(input_ids=ids).logits[0, :-1], -1)[start:] for m in (policy, reference)]
+            tokens = ids[0, start + 1 :]
+            kl.append(float(sum(lp[torch.arange(len(tokens)), tokens] * sign for lp, sign in zip(logp, (1, -1))).sum()))
+    kl = torch.tensor(kl).reshape(-1, k)
+    assert kl.abs().max() > 0.05  # the first step moved the policy enough for the penalty to matter
+    second = learner.train_step([batch], 1, {"gt": 1.0})
+    penalised = leave_one_out(rewards - coef * kl).abs().mean()
+    assert second.metrics["learner/advantage_abs"] == pytest.approx(float(penalised), rel=1e-4)
+    assert abs(float(penalised) - float(leave_one_out(rewards).abs().mean())) > 1e-2  # the penalty shows
 
 
 def test_sppo_trains_on_preferences_only(builtin_models, batch):
@@ -87,6 +141,24 @@ def test_sppo_trains_on_preferences_only(builtin_models, batch):
     learner = make_learner(builtin_models.policy, "sppo")
     before = learner.state_dict()
     result = learner.train_step([judged], 0, {"pw": 1.0})
-    # win probabilities within a group of 4: index 0 -> 0.9, 1 -> (0.1 + 0.9 + 0.9) / 3, ... mean 0.5
-    assert result.metrics["learner/score_mean"] == pytest.approx(0.5)
+    # win probabilities within a group of 4: 0.9, (0.1 + 0.9 + 0.9) / 3, (0.1 + 0.1 + 0.9) / 3, 0.1; at
+    # the first step logp = logp_t, so each loss is (eta (P - 1/2))^2 with eta = 2
+    wins = [0.9, 1.9 / 3, 1.1 / 3, 0.1]
+    assert result.metrics["learner/loss"] == pytest.approx(sum((2 * (p - 0.5)) ** 2 for p in wins) / 4, rel=1e-5)
+    assert result.metrics["learner/sppo/target"] == pytest.approx(0.0, abs=1e-7)  # 2 (P - 1/2) averages to 0
     assert max_diff(learner.state_dict(), before) > 1e-4
+
+
+def test_a_rank_without_a_prompt_group_is_refused(builtin_models, batch):
+    """Whole prompt groups are sharded over the ranks (group baselines need every sample): a step
+    with fewer prompts than ranks leaves a rank with nothing, which is refused with the reason."""
+    k = batch.batch.samples_per_prompt
+    one = batch.batch.model_copy(update={"rollouts": batch.batch.rollouts[:k]})
+    judged = JudgedBatch(batch=one, judgements=(Judgement(judge="gt", rewards=batch.judgements[0].rewards[:k]),))
+    learner = make_learner(builtin_models.policy, "grpo")
+    learner.rank, learner.world_size = 1, 2  # what rank 1 of 2 sees; the check comes before any collective
+    with pytest.raises(ValueError, match=r"rank 1 got no prompt group \(1 groups for 2 ranks\); use fewer learner "
+                                         r"ranks or more prompts per step"):
+        learner.train_step([judged], 0, {"gt": 1.0})
+    learner.rank = 0  # rank 0 of 2 takes group 0
+    assert learner.train_step([judged], 0, {"gt": 1.0}).metrics["learner/sequences"] == float(k)
