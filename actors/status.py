@@ -21,12 +21,11 @@ from pathlib import Path
 
 def actor_name(default: str) -> str:
     """The Ray actor name of the calling actor (placement gives every actor one), else `default`."""
-    try:
-        import ray
+    import ray
 
-        return ray.get_runtime_context().get_actor_name() or default
-    except Exception:  # noqa: BLE001 - outside an actor (plain tests), or Ray not initialised
+    if not ray.is_initialized():  # not in an actor; and get_runtime_context() would start Ray
         return default
+    return ray.get_runtime_context().get_actor_name() or default
 
 
 def model_label(path: str) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 import types
 
+import ray
+
 from actors.learner import LearnerActor
 from actors.rollout import RolloutActor
 from protocols import LearnerStepResult, Prompt, PromptBatch, Rollout, RolloutBatch, SyncReport
@@ -55,8 +57,10 @@ def test_rollout_actor_repr_follows_batches_and_weight_syncs(monkeypatch):
 
 
 def test_learner_actor_repr_follows_updates():
+    ray_was_up = ray.is_initialized()
     actor = plain(LearnerActor)(1, 2)
     assert repr(actor) == "learner-1 | learner rank 1/2"  # outside Ray: named as the driver names it
+    assert ray.is_initialized() == ray_was_up  # asking for the actor's name did not start Ray
     actor._track(LearnerStepResult(step=11, policy_version=12, trained_on_version=11,
                                    metrics={"learner/pairs": 32.0, "learner/seconds": 0.25, "learner/loss": 0.75541}))
     assert repr(actor) == "learner-1 | learner rank 1/2 | policy v12 | step 11 | 128 pairs/s | loss 0.7554"

@@ -44,7 +44,7 @@ ACTOR_SERIES = ["ray_online_rlhf_judge_latency_seconds_bucket", "ray_online_rlhf
                 "ray_online_rlhf_sync_load_seconds_bucket"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # session scope: checked before the (session) cluster starts
 def prometheus_binary() -> str:
     found = shutil.which("prometheus")
     if found:
