@@ -114,6 +114,8 @@ class PolicyLearner:
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
         )
+        if self.lora:
+            lora.exclude_tied_frozen_from_checkpoints(self.engine)
         self.critic = None
         if self.spec.needs_values:
             from learner.critic import Critic

@@ -80,3 +80,23 @@ def disabled(model: torch.nn.Module) -> Iterator[None]:
 
 def adapter_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def exclude_tied_frozen_from_checkpoints(engine) -> None:
+    """Make `engine.save_checkpoint(exclude_frozen_parameters=True)` leave out every frozen tensor.
+
+    DeepSpeed drops frozen parameters by `named_parameters()` names, which list a tied weight once,
+    so a model with tied embeddings (SmolLM2) still wrote its frozen embedding again under
+    `lm_head.weight` (113 MB in every LoRA checkpoint). This wraps the engine's state-dict call to
+    drop every frozen alias too."""
+    original = engine.module_state_dict
+
+    def module_state_dict(*args, exclude_frozen_parameters: bool = False, **kwargs):
+        state = original(*args, exclude_frozen_parameters=exclude_frozen_parameters, **kwargs)
+        if exclude_frozen_parameters:
+            for name, param in engine.module.named_parameters(remove_duplicate=False):
+                if not param.requires_grad:
+                    state.pop(name, None)
+        return state
+
+    engine.module_state_dict = module_state_dict

@@ -85,3 +85,18 @@ def test_final_export_is_a_plain_merged_hf_model(builtin_models, batch, tmp_path
 def test_bad_target_module_names_the_field(builtin_models):
     with pytest.raises(ValueError, match=r"learner.lora.target_modules \['nope_proj'\]"):
         make_learner(builtin_models.policy, "dpo", lora=LoraConfig(rank=2, target_modules=("nope_proj",)))
+
+
+def test_a_tied_frozen_embedding_is_not_written_into_lora_checkpoints(tmp_path):
+    """DeepSpeed drops frozen parameters by name but lists a tied weight once; SmolLM2 ties its head."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True, eos_token_id=1)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "tied")
+    learner = make_learner(tmp_path / "tied", "dpo", lora=LORA)
+    learner.save_checkpoint(str(tmp_path / "ckpt"))
+    saved = torch.load(tmp_path / "ckpt" / "learner" / "mp_rank_00_model_states.pt", map_location="cpu",
+                       weights_only=False)["module"]
+    assert saved and all(".lora_" in k for k in saved), [k for k in saved if ".lora_" not in k]
+    assert learner.load_checkpoint(str(tmp_path / "ckpt")) == 0
