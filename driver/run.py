@@ -109,6 +109,9 @@ class Loop:
         self.run_name = plan.output.resolve().name
         self.watcher = ManifestWatcher(plan.manifest_path, self.cfg.algo, plan.manifest) if plan.manifest_path else None
         self.judge_events = {"judges/swaps": 0.0, "judges/rejected_manifests": 0.0}
+        # Ray's metrics agent drops a gauge that is not set again within a few report intervals:
+        # the latest evaluation is re-published with every step so that dashboards keep it.
+        self.last_eval: dict[str, float] = {}
 
     # ------------------------------------------------------------------ the loop
     def run(self, state: DriverState | None, checkpoint: Path | None) -> Summary:
@@ -229,7 +232,9 @@ class Loop:
 
     def emit(self, writer: MetricsWriter, record: dict) -> None:
         writer.write(record)
-        telemetry.publish(record, self.run_name)
+        if "eval/win_rate" in record:
+            self.last_eval = {k: v for k, v in record.items() if k.startswith("eval/")}
+        telemetry.publish({**self.last_eval, **record}, self.run_name)
 
     # ------------------------------------------------------------------ evaluation
     def eval_samples(self, version: int, step: int) -> tuple[EvalSamples, list[RolloutBatch]]:
