@@ -4,7 +4,12 @@
   judge model, with an API key: probabilities, order symmetry, determinism, wrong key, the text
   fallback, and a JudgeActor in the session Ray cluster.
 - Real stdlib HTTP servers in a thread with scripted behaviour: the verdict rule with hand-computed
-  numbers, retries (503, 429, timeouts, refused connections), no retry on 400, bounded concurrency.
+  numbers, retries (503, 429, timeouts, refused connections), no retry on 400, bounded concurrency,
+  redirects not followed (the key stays home), malformed bodies.
+
+Nothing here measures wall-clock time: a retry is seen as a call of the judge's sleep, a timeout as
+the client giving up on a server that holds its answer until the test releases it, concurrency as
+requests the server holds until the next one arrives.
 
 The built-in policy only knows word lists: after the template below its top tokens are list
 words, so the real-server tests use two such words as the verdict choices.
@@ -120,10 +125,6 @@ def vllm_server(builtin_models, tmp_path_factory) -> Iterator[SimpleNamespace]:
             proc.wait()
 
 
-# After TEMPLATE the model's top-20 tokens are list words; " kiwi" and " hawk" were among them for
-# every judge prompt below (both orders), so these verdicts exercise the top-logprob path, with
-# tokens that carry a leading space, and both choices have nonzero mass.
-WORD_CHOICES = ("kiwi", "hawk")
 TRIPLES = [
     ("list 3 fruits:", " apple pear plum", " cat dog"),
     ("list 2 fruits:", " kiwi mango", " hammer hammer hammer"),
@@ -131,17 +132,44 @@ TRIPLES = [
 ]
 
 
-def test_real_server_probabilities_are_symmetric_and_deterministic(vllm_server, caplog):
+def server_top_logprobs(server, text: str) -> dict[str, float]:
+    """The server's own top logprobs of the first generated token after `text`, asked directly."""
+    body = json.dumps({"model": "judge", "prompt": text, "max_tokens": 1, "temperature": 0.0, "logprobs": 20})
+    request = urllib.request.Request(f"{server.base_url}/completions", data=body.encode(), method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {server.key}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["choices"][0]["logprobs"]["top_logprobs"][0]
+
+
+@pytest.fixture(scope="module")
+def word_choices(vllm_server) -> tuple[str, str]:
+    """Two list words in the server's top 20 after every judge prompt of TRIPLES (both orders).
+
+    After TEMPLATE the model's top tokens are list words (which ones depends on the built-in
+    model), so verdicts between two of them exercise the top-logprob path, with tokens that carry a
+    leading space, and both choices have nonzero mass.
+    """
+    tops = [server_top_logprobs(vllm_server, TEMPLATE.format(prompt=q, first=x, second=y))
+            for q, a, b in TRIPLES for x, y in ((a, b), (b, a))]
+    common = [t for t in set.intersection(*(set(top) for top in tops)) if t.startswith(" ") and t[1:].isalpha()]
+    first, second = sorted(common, key=lambda t: -min(top[t] for top in tops))[:2]
+    return first.strip(), second.strip()
+
+
+def test_real_server_probabilities_follow_the_verdict_rule_and_are_deterministic(vllm_server, word_choices, caplog):
     caplog.set_level(logging.DEBUG)
-    judge = HttpJudge(http_spec(vllm_server.base_url, api_key_env=KEY_ENV, choices=WORD_CHOICES))
+    judge = HttpJudge(http_spec(vllm_server.base_url, api_key_env=KEY_ENV, choices=word_choices))
     prompts, a, b = (list(x) for x in zip(*TRIPLES))
     forward = judge.compare(prompts, a, b)
-    backward = judge.compare(prompts, b, a)
-    assert len(forward) == len(TRIPLES)
-    assert all(0.0 <= p <= 1.0 for p in forward + backward)
-    for p_ab, p_ba in zip(forward, backward):
-        assert p_ab + p_ba == pytest.approx(1.0, abs=1e-6)  # both orders averaged
     assert judge.unparsed == 0  # every verdict came from the top logprobs
+
+    def p(prompt, first, second):  # the verdict rule by hand: P(c0) / (P(c0) + P(c1)), " " + word included
+        top = server_top_logprobs(vllm_server, TEMPLATE.format(prompt=prompt, first=first, second=second))
+        mass = [sum(math.exp(lp) for token, lp in top.items() if token in (c, " " + c)) for c in word_choices]
+        return mass[0] / (mass[0] + mass[1])
+
+    expected = [0.5 * (p(q, x, y) + 1 - p(q, y, x)) for q, x, y in TRIPLES]  # both orders, position bias cancelled
+    assert forward == pytest.approx(expected, abs=1e-6)
     assert all(0.0 < p < 1.0 for p in forward)  # both choices in the top-k: no hard 0 / 1 verdict
     assert any(abs(p - 0.5) > 1e-3 for p in forward)  # real numbers, not the 0.5 fallback
     # temperature 0: bit-identical when measured; the tolerance allows for batches composed differently
@@ -151,15 +179,23 @@ def test_real_server_probabilities_are_symmetric_and_deterministic(vllm_server, 
     assert vllm_server.key not in repr(judge)
 
 
+def retry_sleeps(monkeypatch) -> list[float]:
+    """The judge's backoff sleeps, recorded instead of slept (a retry is exactly one sleep)."""
+    import rollout.judges.http
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(rollout.judges.http, "time", SimpleNamespace(sleep=sleeps.append))
+    return sleeps
+
+
 def test_real_server_wrong_key_fails_fast_without_retries(vllm_server, monkeypatch):
     wrong = "wrong-" + secrets.token_hex(8)
     monkeypatch.setenv("HTTP_JUDGE_WRONG_KEY", wrong)
-    # If a 401 were retried, the backoff alone would take 2 + 4 + 8 s.
+    sleeps = retry_sleeps(monkeypatch)
     judge = HttpJudge(http_spec(vllm_server.base_url, api_key_env="HTTP_JUDGE_WRONG_KEY", retries=3, backoff_s=2.0))
-    start = time.perf_counter()
     with pytest.raises(HttpJudgeError) as info:
         judge.compare(["list 1 fruits:"], [" kiwi"], [" cat"])
-    assert time.perf_counter() - start < 1.5
+    assert sleeps == []  # a 401 is not retried
     message = str(info.value)
     assert "HTTP 401" in message and "'http-judge'" in message and "/v1/completions" in message
     assert wrong not in message and vllm_server.key not in message
@@ -188,10 +224,10 @@ def _rollout_batch(groups: list[tuple[str, list[str]]]) -> RolloutBatch:
     return RolloutBatch(step=0, policy_version=1, samples_per_prompt=len(groups[0][1]), rollouts=rollouts)
 
 
-def test_judge_actor_over_http(vllm_server, ray_cluster):
+def test_judge_actor_over_http(vllm_server, word_choices, ray_cluster):
     from actors.judge import JudgeActor
 
-    spec = http_spec(vllm_server.base_url, api_key_env=KEY_ENV, choices=WORD_CHOICES)
+    spec = http_spec(vllm_server.base_url, api_key_env=KEY_ENV, choices=word_choices)
     batch = _rollout_batch([
         ("list 3 fruits:", [" apple pear plum", " cat dog", " kiwi"]),
         ("list 2 fruits:", [" kiwi mango", " hammer", " pear pear"]),
@@ -215,7 +251,9 @@ def test_judge_actor_over_http(vllm_server, ray_cluster):
 
 # =========================================================================== scripted stdlib servers
 
-Respond = Callable[[int, dict], tuple[int, dict, float]]  # (attempt of this prompt, payload) -> (status, body, delay)
+# (attempt of this prompt, payload) -> (status, body, delay) or (status, body, delay, headers); a dict body
+# is sent as JSON, bytes as they are
+Respond = Callable[[int, dict], tuple]
 
 
 def completion(text: str = "", top: dict[str, float] | None = None) -> dict:
@@ -232,37 +270,59 @@ OK = (200, completion(" A"), 0.0)
 
 
 @contextmanager
-def scripted_server(respond: Respond) -> Iterator[SimpleNamespace]:
+def scripted_server(respond: Respond, hold: Callable[[SimpleNamespace], bool] | None = None
+                    ) -> Iterator[SimpleNamespace]:
     """A real HTTP server on 127.0.0.1, in a thread, answering POSTs with `respond`.
 
-    Records each request's payload and headers and the peak number of requests in flight.
+    Records each request's payload and headers and the peak number of requests in flight. With
+    `hold`, a request is answered only once `hold(state)` is true (re-checked whenever a request
+    arrives or `state.release()` is called; 60 s at most); `state.received(n)` waits until n
+    requests have arrived.
     """
-    state = SimpleNamespace(payloads=[], headers=[], attempts={}, active=0, peak=0, lock=threading.Lock())
+    changed = threading.Condition()
+    state = SimpleNamespace(payloads=[], headers=[], attempts={}, active=0, peak=0, lock=changed, released=False)
+
+    def release():
+        with changed:
+            state.released = True
+            changed.notify_all()
+
+    def received(n: int) -> None:
+        with changed:
+            assert changed.wait_for(lambda: len(state.payloads) >= n, timeout=60), f"{len(state.payloads)} < {n}"
+
+    state.release, state.received = release, received
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's name)
             payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with state.lock:
+            with changed:
                 state.payloads.append(payload)
                 state.headers.append(dict(self.headers))
                 attempt = state.attempts.get(payload["prompt"], 0)
                 state.attempts[payload["prompt"]] = attempt + 1
                 state.active += 1
                 state.peak = max(state.peak, state.active)
+                changed.notify_all()
+                if hold is not None:
+                    changed.wait_for(lambda: hold(state), timeout=60)
             try:
-                status, body, delay = respond(attempt, payload)
+                status, body, delay, *extra = respond(attempt, payload)
                 time.sleep(delay)
-                data = json.dumps(body).encode()
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (extra[0] if extra else {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client timed out and left
             finally:
-                with state.lock:
+                with changed:
                     state.active -= 1
+                    changed.notify_all()
 
         def log_message(self, *args):
             pass
@@ -275,6 +335,7 @@ def scripted_server(respond: Respond) -> Iterator[SimpleNamespace]:
     try:
         yield state
     finally:
+        release()
         server.shutdown()
         server.server_close()
 
@@ -329,13 +390,15 @@ def test_top_logprobs_zero_asks_for_no_logprobs_and_reads_the_text():
     assert len(server.payloads) == 2 and all("logprobs" not in p for p in server.payloads)
 
 
-def test_503_twice_then_success(caplog):
+def test_503_twice_then_success(caplog, monkeypatch):
     def respond(attempt, payload):
         return (503, {"error": {"message": "overloaded"}}, 0.0) if attempt < 2 else OK
 
+    sleeps = retry_sleeps(monkeypatch)
     with scripted_server(respond) as server, caplog.at_level(logging.WARNING, logger="rollout.judges.http"):
         assert HttpJudge(http_spec(server.base_url, retries=2)).compare(["q"], ["a"], ["b"]) == [0.5]  # " A" both orders
         assert sorted(server.attempts.values()) == [3, 3]  # each of the 2 prompts: 2 retries, then success
+        assert sorted(sleeps) == [0.01, 0.01, 0.02, 0.02]  # backoff_s * 2**attempt, per prompt
         assert "HTTP 503: overloaded" in caplog.text
         server.attempts.clear()
         with pytest.raises(HttpJudgeError, match=r"failed after 2 attempts.*HTTP 503: overloaded"):
@@ -351,14 +414,19 @@ def test_429_then_success():
         assert sorted(server.attempts.values()) == [2, 2]
 
 
-def test_timeouts_are_retried_then_raise():
-    with scripted_server(lambda attempt, payload: (200, completion(" A"), 2.0)) as server:
+def test_timeouts_are_retried_then_raise(monkeypatch):
+    # The server answers (successfully) only when the test releases it, after the client gave up:
+    # a client that did not time out would wait for that answer and not raise.
+    sleeps = retry_sleeps(monkeypatch)
+    def respond(attempt, payload):
+        return 200, completion(" A"), 0.0
+
+    with scripted_server(respond, hold=lambda state: state.released) as server:
         judge = HttpJudge(http_spec(server.base_url, timeout_s=0.2, retries=1, backoff_s=0.05))
-        start = time.perf_counter()
         with pytest.raises(HttpJudgeError, match=r"'http-judge'.*/v1/completions failed after 2 attempts.*timed out"):
             judge.compare(["q"], ["a"], ["b"])
-        assert time.perf_counter() - start < 1.5  # 2 x 0.2 s + 0.05 s, not the server's 2 s
-        assert sorted(server.attempts.values()) == [2, 2]
+        server.received(4)  # the server thread may record a request after the client has given up on it
+        assert sorted(server.attempts.values()) == [2, 2] and sleeps == [0.05, 0.05]
 
 
 def test_refused_connection_is_retried_then_raises():
@@ -373,25 +441,29 @@ def test_400_fails_at_once_naming_the_status_without_the_key(monkeypatch):
     def respond(attempt, payload):  # a server that (badly) echoes the key in a long error message
         return 400, {"error": {"message": "bad request from Bearer scripted-key-456 " + "x" * 1000}}, 0.0
 
+    sleeps = retry_sleeps(monkeypatch)
     with scripted_server(respond) as server:
         spec = http_spec(server.base_url, api_key_env="HTTP_JUDGE_SCRIPTED_KEY", retries=3, backoff_s=1.0)
         judge = HttpJudge(spec)
-        start = time.perf_counter()
         with pytest.raises(HttpJudgeError) as info:
             judge.compare(["q"], ["a"], ["b"])
-        assert time.perf_counter() - start < 0.9  # no 1 s backoff: not retried
-        assert all(n == 1 for n in server.attempts.values())
+        assert sleeps == [] and all(n == 1 for n in server.attempts.values())  # not retried
     message = str(info.value)
     assert message.startswith("judge 'http-judge': POST /v1/completions returned HTTP 400: bad request from Bearer ***")
     assert "scripted-key-456" not in message and len(message) < 300  # truncated
 
 
 def test_max_concurrency_is_respected():
-    with scripted_server(lambda attempt, payload: (200, completion(" A"), 0.15)) as server:
+    # Each request is held until another one is in flight (or all 8 have arrived): a client that
+    # sends 2 at a time reaches exactly 2, one that sent them one by one would stay at 1.
+    def hold(state):
+        return state.active >= 2 or len(state.payloads) == 8
+
+    with scripted_server(lambda attempt, payload: (200, completion(" A"), 0.0), hold=hold) as server:
         judge = HttpJudge(http_spec(server.base_url, max_concurrency=2))
         assert judge.compare(["q"] * 4, list("abcd"), list("efgh")) == [0.5] * 4  # 8 requests
     assert len(server.payloads) == 8
-    assert 1 < server.peak <= 2
+    assert server.peak == 2
 
 
 def test_api_key_env_missing_or_empty(monkeypatch):
@@ -405,3 +477,57 @@ def test_api_key_env_missing_or_empty(monkeypatch):
     monkeypatch.setenv("HTTP_JUDGE_MISSING_KEY", "k-secret-789")
     judge = HttpJudge(spec)
     assert "k-secret-789" not in repr(judge) and judge.compare([], [], []) == []
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirects_are_not_followed_so_the_key_stays_with_the_configured_host(monkeypatch, status):
+    monkeypatch.setenv("HTTP_JUDGE_SCRIPTED_KEY", "scripted-key-301")
+    with scripted_server(lambda attempt, payload: (200, completion(" A"), 0.0)) as elsewhere:
+        def respond(attempt, payload):
+            return status, {"error": {"message": "moved"}}, 0.0, {"Location": f"{elsewhere.base_url}/completions"}
+
+        sleeps = retry_sleeps(monkeypatch)
+        with scripted_server(respond) as server:
+            spec = http_spec(server.base_url, api_key_env="HTTP_JUDGE_SCRIPTED_KEY", retries=3)
+            with pytest.raises(HttpJudgeError, match=rf"POST /v1/completions returned HTTP {status}: moved"):
+                HttpJudge(spec).compare(["q"], ["a"], ["b"])
+            assert all(n == 1 for n in server.attempts.values()) and sleeps == []
+    assert elsewhere.payloads == [] and elsewhere.headers == []  # the key never travelled
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    (b"<html>502 Bad Gateway from scripted-key-bad</html>",
+     "returned a body that is not JSON: '<html>502 Bad Gateway from ***"),
+    ({"object": "error", "detail": "scripted-key-bad"}, "returned an unexpected body (KeyError: 'choices')"),
+    ({"choices": []}, "returned an unexpected body (IndexError"),
+    ([], "returned an unexpected body (TypeError"),
+    ({"choices": [None]}, "returned an unexpected body (AttributeError"),
+    ({"choices": [{"text": " A", "logprobs": {"top_logprobs": "A"}}]}, "returned an unexpected body (AttributeError"),
+])
+def test_malformed_bodies_fail_with_the_body_redacted(monkeypatch, body, fragment):
+    monkeypatch.setenv("HTTP_JUDGE_SCRIPTED_KEY", "scripted-key-bad")
+    sleeps = retry_sleeps(monkeypatch)
+    with scripted_server(lambda attempt, payload: (200, body, 0.0)) as server:
+        spec = http_spec(server.base_url, api_key_env="HTTP_JUDGE_SCRIPTED_KEY")
+        with pytest.raises(HttpJudgeError) as info:
+            HttpJudge(spec).compare(["q"], ["a"], ["b"])
+    message = str(info.value)
+    assert message.startswith("judge 'http-judge': POST /v1/completions ") and fragment in message, message
+    assert "scripted-key-bad" not in message and sleeps == []  # a bad body is not retried
+
+
+def test_the_text_verdict_rule():
+    from rollout.judges.http import verdict_from_text, verdict_from_top_logprobs
+
+    ab = ("A", "B")
+    assert [verdict_from_text(t, ab) for t in (" A", "\n\tB", "A is better", "Both", "a", "", " C")] == [
+        1.0, 0.0, 1.0, 0.0, None, None, None]  # leading whitespace ignored; a prefix decides; case counts
+    # a choice that is a prefix of the other cannot shadow it: the longer one is tried first
+    assert verdict_from_text("AB", ("A", "AB")) == 0.0 and verdict_from_text("A B", ("A", "AB")) == 1.0
+    assert verdict_from_text("yes", ("no", "yes")) == 0.0
+    # top logprobs: "c" and " c" both count, other spellings do not; absent choices count 0
+    top = {" A": math.log(0.3), "A": math.log(0.1), "a": math.log(0.4), " B": math.log(0.2)}
+    assert verdict_from_top_logprobs(top, ab) == pytest.approx(0.4 / 0.6)
+    assert verdict_from_top_logprobs({" B": -0.1, "\nA": -0.2}, ab) == 0.0
+    assert verdict_from_top_logprobs({"x": -0.1}, ab) is None and verdict_from_top_logprobs({}, ab) is None
+    assert verdict_from_top_logprobs(None, ab) is None
