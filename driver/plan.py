@@ -25,7 +25,6 @@ from protocols import (
     RewardModelJudgeSpec,
     RuleJudgeSpec,
     RunConfig,
-    SelfJudgeSpec,
 )
 from protocols.judges import POINTWISE_KINDS
 from rollout.judges import resolve_function
@@ -81,20 +80,14 @@ def check_manifest(manifest: JudgeManifest, source: str) -> None:
 
     rule: the function imports; reward_model / pairwise: the model path exists (or is built-in);
     http: the `api_key_env` variable is set (its value is never read into a message); population:
-    no member of kind 'self' (only top-level self judges receive the policy's weights). Errors read
+    the same for each member. Errors read
     "<source>: judge 'name': field 'field': reason" (members: "judge 'pop': member 'm': field ...").
     """
     specs = list(manifest.judges) + ([manifest.eval] if manifest.eval else [])
     for spec in specs:
         where = f"{source}: judge {spec.name!r}"
-        if isinstance(spec, PopulationJudgeSpec):
-            for i, member in enumerate(spec.members):
-                if isinstance(member, SelfJudgeSpec):
-                    raise ValueError(
-                        f"{where}: field 'members[{i}].kind': member {member.name!r} is of kind 'self', which a "
-                        f"population cannot hold (only top-level self judges receive the policy's weights); "
-                        f"list it as its own judge"
-                    )
+        if isinstance(spec, PopulationJudgeSpec):  # (the schema refuses members of kind 'self')
+            for member in spec.members:
                 _check_spec(member, f"{where}: member {member.name!r}")
         else:
             _check_spec(spec, where)

@@ -172,6 +172,12 @@ class PopulationJudgeSpec(_Common):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"member names must be unique; repeated: {dupes}")
+        for i, m in enumerate(members):
+            if m.kind == "self":  # the one place this rule is stated
+                raise ValueError(
+                    f"members[{i}] ({m.name!r}): member {m.name!r} is of kind 'self', which a population cannot hold "
+                    f"(only top-level self judges receive the policy's weights); list it as its own judge"
+                )
         return members
 
 

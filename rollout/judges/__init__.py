@@ -51,9 +51,8 @@ def build_judge(
 
         return HttpJudge(spec)
     if isinstance(spec, PopulationJudgeSpec):
-        from rollout.judges.population import PopulationJudge, reject_self_members
+        from rollout.judges.population import PopulationJudge
 
-        reject_self_members(spec)  # before building any member
         paths = member_paths or {}
         members = [build_judge(m, paths.get(m.name)) for m in spec.members]
         return PopulationJudge(spec, members)

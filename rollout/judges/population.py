@@ -41,20 +41,9 @@ from protocols import PopulationJudgeSpec
 from rollout.judges.base import Judge, PairwiseJudge, PointwiseJudge, bradley_terry
 
 
-def reject_self_members(spec: PopulationJudgeSpec) -> None:
-    """ValueError if a member is of kind 'self' (see the module docstring)."""
-    for member in spec.members:
-        if member.kind == "self":
-            raise ValueError(
-                f"population {spec.name!r}: member {member.name!r} is of kind 'self'; a self judge must be a "
-                f"top-level judge (only those receive the policy's weights)"
-            )
-
-
 class PopulationJudge:
     def __init__(self, spec: PopulationJudgeSpec, members: Sequence[Judge]):
         """`members[i]` is the judge built from `spec.members[i]` (see rollout.judges.build_judge)."""
-        reject_self_members(spec)
         if len(members) != len(spec.members):
             raise ValueError(f"population {spec.name!r}: {len(members)} judges for {len(spec.members)} member specs")
         self.name = spec.name
