@@ -25,7 +25,7 @@ preference-based learners (SPPO, MNPO) are for. In "draw" mode the expected labe
 but each single label comes from one annotator, as with a crowd of human raters.
 
 Members of kind `self` are not allowed: they would need the policy's weights after every update,
-which the driver sends only to top-level self judges (driver/plan.py rejects them with a clear
+which the driver sends only to top-level self judges (the manifest schema refuses them with a clear
 error). Members' `replicas`/`num_cpus`/`num_gpus` are ignored: every member runs inside the
 population's own actor, with the population's resources.
 """
