@@ -124,3 +124,10 @@ class AlgorithmSpec:
             raise ValueError(f"algorithm {self.name!r}: a pair-family spec needs pair_loss (and only those)")
         if (self.family == "sequence") != (self.sequence_loss is not None):
             raise ValueError(f"algorithm {self.name!r}: a sequence-family spec needs sequence_loss (and only those)")
+
+
+def needed(value: Tensor | None, what: str, algo: str) -> Tensor:
+    """`value`, or a ValueError naming the forward pass the learner did not run for `algo`."""
+    if value is None:
+        raise ValueError(f"{algo} needs {what}, got None (its SPEC must declare the pass)")
+    return value

@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from learner.algorithms.base import AlgorithmSpec, PairInputs
+from learner.algorithms.base import AlgorithmSpec, PairInputs, needed
 from protocols.config import MNPOConfig
 
 WEIGHT_TOLERANCE = 1e-4
@@ -153,8 +153,9 @@ def pair_loss(inputs: PairInputs, cfg: MNPOConfig) -> tuple[Tensor, dict[str, fl
     weights = torch.tensor(cfg.normalised_weights(), dtype=inputs.policy_chosen.dtype,
                            device=inputs.policy_chosen.device)
     return mnpo_loss(
-        inputs.policy_chosen, inputs.policy_rejected, inputs.ref_chosen, inputs.ref_rejected,
-        inputs.opponent_chosen, inputs.opponent_rejected, weights, ratio=cfg.ratio, eta=cfg.eta,
+        inputs.policy_chosen, inputs.policy_rejected, needed(inputs.ref_chosen, "ref_chosen", "mnpo"),
+        needed(inputs.ref_rejected, "ref_rejected", "mnpo"), needed(inputs.opponent_chosen, "opponent_chosen", "mnpo"),
+        needed(inputs.opponent_rejected, "opponent_rejected", "mnpo"), weights, ratio=cfg.ratio, eta=cfg.eta,
     )
 
 

@@ -14,8 +14,8 @@ OUR SPECIFICATION (the paper's exact template and pairing rule were not availabl
 docs/algorithms.md, OSP). None of this is claimed to be the paper's:
 1. Self-judgement (rollout/judges/self_judge.py, judge kind "self", manifest
    deploy/judges/self.yaml): the current policy weights answer a fixed judge template
-   ("... Which response is better? Answer A or B"); p(A > B) = P("A") / (P("A") + P("B")) at the verdict position, averaged over both orders to
-   cancel position bias: p = 0.5 * [p_AB(A) + 1 - p_BA(A)].
+   ("... Which response is better? Answer A or B"); p(A > B) = P("A") / (P("A") + P("B")) at the verdict
+   position, averaged over both orders to cancel position bias: p = 0.5 * [p_AB(A) + 1 - p_BA(A)].
 2. Ranked pairing (learner/pairing.py, `OSPConfig.pairing = "ranked"`): responses scored by mean
    self-judged win probability, sorted, rank 1 paired with rank K, 2 with K - 1, ...; each pair
    keeps its judged p, which arrives here as `PairInputs.probability` (p > 0.5 favours chosen).

@@ -130,7 +130,7 @@ def policy_metrics(
 
 def require(inputs: SequenceInputs, field: str, algo: str) -> Tensor:
     """`getattr(inputs, field)`, or a ValueError naming what the learner forgot to provide."""
-    value = getattr(inputs, field)
+    value: Tensor | None = getattr(inputs, field)
     if value is None:
         raise ValueError(f"{algo} needs SequenceInputs.{field}, got None")
     return value
