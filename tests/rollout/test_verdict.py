@@ -3,8 +3,6 @@ the causal-LM verdict P(first preferred), both orders averaged, batching-invaria
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -50,6 +48,32 @@ def test_both_orders_hand_computed():
         both_orders(one_order, ["p", "q"], ["a"], ["b", "d"])
 
 
+def test_judge_rollouts_compares_adjacent_samples_or_every_pair():
+    from rollout.judges.base import comparison_pairs, judge_rollouts
+    from tests.actors.test_judge_actor import find_prompt, make_batch
+
+    class Lengths:  # a pairwise judge preferring the longer response: P = 0.5 + (len a - len b) / 100
+        name = "lengths"
+
+        def compare(self, prompts, first, second):
+            return [0.5 + (len(a) - len(b)) / 100 for a, b in zip(first, second)]
+
+    fruits, animals = find_prompt("list 3 fruits:"), find_prompt("name 2 animals:")
+    texts = [" apple", " apple pear", " a", " cat dog", " cat", " cat dog cow"]
+    batch = make_batch([(fruits, t) for t in texts[:3]] + [(animals, t) for t in texts[3:]], samples_per_prompt=3)
+    rewards, adjacent = judge_rollouts(Lengths(), batch, "adjacent")
+    assert rewards is None
+    assert [(p.first, p.second) for p in adjacent] == [(0, 1), (1, 2), (3, 4), (4, 5)]  # K - 1 per prompt
+    assert [p.probability for p in adjacent] == pytest.approx([0.45, 0.59, 0.54, 0.42])  # lengths 6, 11, 2; 8, 4, 12
+    _, every = judge_rollouts(Lengths(), batch, "all_pairs")
+    assert [(p.first, p.second) for p in every] == [(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)]
+    assert comparison_pairs(8, 4, "adjacent") == [(0, 1), (1, 2), (2, 3), (4, 5), (5, 6), (6, 7)]
+    with pytest.raises(ValueError, match="7 rollouts is not a multiple of the group size 3"):
+        comparison_pairs(7, 3, "adjacent")
+    with pytest.raises(ValueError, match="unknown comparisons mode 'ring'"):
+        comparison_pairs(6, 3, "ring")
+
+
 def test_fill_template_substitutes_once_and_keeps_other_braces():
     template = 'JSON {"x": 1} P={prompt} A={first} B={second}'
     assert fill_template(template, "{second}", "{prompt}", "b") == 'JSON {"x": 1} P={second} A={prompt} B=b'
@@ -58,28 +82,28 @@ def test_fill_template_substitutes_once_and_keeps_other_braces():
 # --------------------------------------------------------------------------- the scorer
 
 
-def test_probabilities_are_in_unit_interval_and_orders_sum_to_one(scorer):
-    forward = scorer.compare(PROMPTS, FIRST, SECOND)
-    backward = scorer.compare(PROMPTS, SECOND, FIRST)
-    assert len(forward) == len(PROMPTS)
-    assert all(0.0 <= p <= 1.0 and math.isfinite(p) for p in forward + backward)
-    for p, q in zip(forward, backward):
-        assert p + q == pytest.approx(1.0, abs=1e-6)  # 0.5[x + 1 - y] + 0.5[y + 1 - x] = 1
-    same = scorer.compare(PROMPTS[:1], FIRST[:1], FIRST[:1])
-    assert same == [pytest.approx(0.5, abs=1e-6)]  # a response against itself is a tie
+def naive_p(model, tokenizer, prompt: str, first: str, second: str) -> float:
+    """p(first, second) = softmax(logits)[A] / (softmax[A] + softmax[B]) at the last token of the filled template."""
+    a_id, b_id = (tokenizer.encode(c, add_special_tokens=False)[0] for c in ("A", "B"))
+    text = DEFAULT_PAIRWISE_TEMPLATE.format(prompt=prompt, first=first, second=second)
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1)
+    return float(probs[a_id] / (probs[a_id] + probs[b_id]))
+
+
+def test_compare_averages_both_presentation_orders_of_the_model(scorer, loaded):
+    """compare(a, b) = 0.5 [p(a, b) + 1 - p(b, a)] with p read off the model by hand, in both orders."""
+    model, tokenizer = loaded
+    expected = [0.5 * (naive_p(model, tokenizer, q, a, b) + 1 - naive_p(model, tokenizer, q, b, a))
+                for q, a, b in zip(PROMPTS, FIRST, SECOND)]
+    assert scorer.compare(PROMPTS, FIRST, SECOND) == pytest.approx(expected, abs=1e-5)
+    assert any(abs(p - 0.5) > 1e-3 for p in expected)  # the model has a preference: not a trivial check
 
 
 def test_one_order_matches_a_naive_unpadded_forward(scorer, loaded):
-    """p(first, second) = softmax(logits)[A] / (softmax[A] + softmax[B]) at the last token of the filled template."""
     model, tokenizer = loaded
-    a_id, b_id = (tokenizer.encode(c, add_special_tokens=False)[0] for c in ("A", "B"))
-    expected = []
-    for prompt, first, second in zip(PROMPTS, FIRST, SECOND):
-        text = DEFAULT_PAIRWISE_TEMPLATE.format(prompt=prompt, first=first, second=second)
-        ids = torch.tensor([tokenizer(text)["input_ids"]])
-        with torch.no_grad():
-            probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1)
-        expected.append(float(probs[a_id] / (probs[a_id] + probs[b_id])))
+    expected = [naive_p(model, tokenizer, q, a, b) for q, a, b in zip(PROMPTS, FIRST, SECOND)]
     assert scorer.one_order(PROMPTS, FIRST, SECOND) == pytest.approx(expected, abs=1e-5)
 
 
