@@ -35,14 +35,28 @@ def batch() -> RolloutBatch:
     return make_batch(pairs, samples_per_prompt=K)
 
 
-def check_preferences(judgement, batch: RolloutBatch, name: str) -> list[float]:
-    """Every within-group pair, in comparison_pairs order, with a probability in [0, 1]."""
+def check_preferences(judgement, batch: RolloutBatch, name: str, mode: str = "all_pairs") -> list[float]:
+    """The within-group pairs of `mode`, in comparison_pairs order; returns their probabilities."""
     assert judgement.judge == name and judgement.rewards is None
-    expected = comparison_pairs(len(batch.rollouts), K, "all_pairs")
+    expected = comparison_pairs(len(batch.rollouts), K, mode)
     assert [(p.first, p.second) for p in judgement.preferences] == expected
-    probabilities = [p.probability for p in judgement.preferences]
-    assert all(0.0 <= p <= 1.0 for p in probabilities)
-    return probabilities
+    return [p.probability for p in judgement.preferences]
+
+
+def in_process(spec, batch: RolloutBatch, mode: str = "all_pairs") -> list[float]:
+    """The same judge built in this process (as the actor builds it) on the same pairs."""
+    from driver.builtin import resolve_model_path
+    from rollout.judges import build_judge
+
+    def path_of(s):
+        return resolve_model_path(s.path) if getattr(s, "path", None) else None
+
+    members = {m.name: path_of(m) for m in spec.members} if spec.kind == "population" else None
+    judge = build_judge(spec, path_of(spec), members)
+    pairs = comparison_pairs(len(batch.rollouts), K, mode)
+    r = batch.rollouts
+    return judge.compare([r[i].prompt_text for i, _ in pairs], [r[i].response_text for i, _ in pairs],
+                         [r[j].response_text for _, j in pairs])
 
 
 def start(ray_cluster, spec, policy_path: str):
@@ -56,11 +70,14 @@ def start(ray_cluster, spec, policy_path: str):
 
 
 def test_pairwise_judge_actor(ray_cluster, builtin_models, batch):
-    spec = PairwiseJudgeSpec(name="policy-as-judge", kind="pairwise", path="builtin:policy", batch_size=4)
+    spec = PairwiseJudgeSpec(name="policy-as-judge", kind="pairwise", path="builtin:policy", batch_size=4,
+                             comparisons="adjacent")
     actor = start(ray_cluster, spec, str(builtin_models.policy))
     try:
         judgement = ray_cluster.get(actor.judge_batch.remote(batch))
-        check_preferences(judgement, batch, "policy-as-judge")
+        got = check_preferences(judgement, batch, "policy-as-judge", "adjacent")  # (0, 1), (1, 2) per prompt
+        assert got == pytest.approx(in_process(spec, batch, "adjacent"), abs=1e-6)
+        assert any(abs(p - 0.5) > 1e-4 for p in got)  # real verdicts, not ties
         assert judgement.seconds > 0.0
         with pytest.raises(TypeError, match="kind 'pairwise' does not take policy weights"):
             ray_cluster.get(actor.load_weights.remote({}, None))
@@ -86,10 +103,12 @@ def test_population_judge_actor(ray_cluster, builtin_models, batch):
         first = check_preferences(ray_cluster.get(actor.judge_batch.remote(batch)), batch, "crowd")
         again = check_preferences(ray_cluster.get(actor.judge_batch.remote(batch)), batch, "crowd")
         assert first == pytest.approx(again, abs=1e-6)  # the draws depend only on the triples
+        assert first == pytest.approx(in_process(spec, batch), abs=1e-6)  # and not on the process
         vote = spec.model_copy(update={"name": "crowd-vote", "mode": "vote"})
         voter = start(ray_cluster, vote, str(builtin_models.policy))
         try:
-            check_preferences(ray_cluster.get(voter.judge_batch.remote(batch)), batch, "crowd-vote")
+            voted = check_preferences(ray_cluster.get(voter.judge_batch.remote(batch)), batch, "crowd-vote")
+            assert voted == pytest.approx(in_process(vote, batch), abs=1e-6)
         finally:
             ray_cluster.kill(voter)
     finally:
