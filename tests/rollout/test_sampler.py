@@ -15,7 +15,9 @@ def sampler(builtin_models):
     from rollout.sampler import VLLMSampler
 
     cfg = RolloutConfig(max_response_tokens=16, sync_tolerance=1e-3)
-    return VLLMSampler(str(builtin_models.policy), cfg, dtype="float32", seed=0)
+    sampler = VLLMSampler(str(builtin_models.policy), cfg, dtype="float32", seed=0)
+    assert sampler.policy_version == 0  # the starting weights
+    return sampler
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def _hf_logprobs(model, sequences):
 def test_generate_returns_k_grouped_rollouts_with_sampler_logprobs(sampler, hf_policy):
     prompts = tuple(wordlist.train_prompts()[:5])
     batch = sampler.generate(PromptBatch(step=3, prompts=prompts, samples_per_prompt=3))
-    assert len(batch.rollouts) == 15 and batch.step == 3 and batch.policy_version == 0
+    assert len(batch.rollouts) == 15 and batch.step == 3 and batch.policy_version == sampler.policy_version
     assert [g[0].prompt_id for g in batch.groups()] == [p.prompt_id for p in prompts]
     for r in batch.rollouts:
         assert 1 <= len(r.response_token_ids) <= 16
@@ -49,8 +51,10 @@ def test_generate_returns_k_grouped_rollouts_with_sampler_logprobs(sampler, hf_p
 
 
 def test_weight_update_changes_what_vllm_samples(sampler, hf_policy):
+    """Leaves the sampler serving the starting weights again (whatever runs next sees them)."""
     from rollout.sampler import WeightSyncError
 
+    start = sampler.policy_version
     prompts = (Prompt(prompt_id="p", text=wordlist.heldout_prompts()[0].text),)
     greedy = dict(temperature=0.0)
     before = sampler.generate(PromptBatch(step=0, prompts=prompts, samples_per_prompt=1), **greedy)
@@ -68,16 +72,26 @@ def test_weight_update_changes_what_vllm_samples(sampler, hf_policy):
     # A probe that does not match what is loaded is refused and the version does not advance.
     wrong = SyncProbe(token_ids=probe.token_ids, logprobs=tuple(tuple(x - 0.5 for x in row) for row in probe.logprobs))
     with pytest.raises(WeightSyncError, match="probe logprob gap"):
-        sampler.load_weights(state.items(), WeightVersion(version=1, step=0, num_tensors=len(state), num_bytes=1, probe=wrong))
-    assert sampler.policy_version == 0
+        sampler.load_weights(state.items(), WeightVersion(version=start + 1, step=0, num_tensors=len(state),
+                                                          num_bytes=1, probe=wrong))
+    assert sampler.policy_version == start
 
-    report = sampler.load_weights(
-        state.items(), WeightVersion(version=2, step=1, num_tensors=len(state), num_bytes=1, probe=probe)
-    )
-    assert report.version == 2 and report.max_abs_logprob_diff < 1e-3
-    after = sampler.generate(PromptBatch(step=1, prompts=prompts, samples_per_prompt=1), **greedy)
-    assert all(r.policy_version == 2 for r in after.rollouts)
-    assert all(r.response_token_ids[0] == other for r in after.rollouts)
-    assert all(r.response_token_ids[0] == first for r in before.rollouts)
-    with pytest.raises(WeightSyncError, match="already at"):
-        sampler.load_weights(state.items(), WeightVersion(version=2, step=2, num_tensors=len(state), num_bytes=1, probe=probe))
+    try:
+        report = sampler.load_weights(
+            state.items(), WeightVersion(version=start + 2, step=1, num_tensors=len(state), num_bytes=1, probe=probe)
+        )
+        assert report.version == start + 2 and report.max_abs_logprob_diff < 1e-3
+        after = sampler.generate(PromptBatch(step=1, prompts=prompts, samples_per_prompt=1), **greedy)
+        assert all(r.policy_version == start + 2 for r in after.rollouts)
+        assert all(r.response_token_ids[0] == other for r in after.rollouts)
+        assert all(r.response_token_ids[0] == first for r in before.rollouts)
+        with pytest.raises(WeightSyncError, match="already at"):
+            sampler.load_weights(state.items(), WeightVersion(version=start + 2, step=2, num_tensors=len(state),
+                                                              num_bytes=1, probe=probe))
+    finally:
+        original = hf_policy.state_dict()
+        back = SyncProbe(token_ids=probe.token_ids, logprobs=tuple(_hf_logprobs(hf_policy, seqs)))
+        sampler.load_weights(original.items(), WeightVersion(version=sampler.policy_version + 1, step=3,
+                                                             num_tensors=len(original), num_bytes=1, probe=back))
+    again = sampler.generate(PromptBatch(step=0, prompts=prompts, samples_per_prompt=1), **greedy)
+    assert [r.response_token_ids for r in again.rollouts] == [r.response_token_ids for r in before.rollouts]
