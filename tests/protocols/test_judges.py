@@ -5,7 +5,14 @@ import math
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from protocols.judges import JudgeManifest, RewardModelJudgeSpec, RuleJudgeSpec
+from protocols.judges import (
+    HttpJudgeSpec,
+    JudgeManifest,
+    PairwiseJudgeSpec,
+    RewardModelJudgeSpec,
+    RuleJudgeSpec,
+    SelfJudgeSpec,
+)
 from tests.protocols.protocol_checks import assert_frozen_round_trip_forbids_extras, only_error
 
 
@@ -103,3 +110,63 @@ def test_manifest_rejects_duplicate_names():
 def test_gap_judge_weight_must_be_finite():
     with pytest.raises(ValidationError, match="weight"):
         RuleJudgeSpec(**rule(weight=math.inf))
+
+
+# --------------------------------------------------------------------------- pairwise-style specs
+
+
+def http(**overrides) -> dict:
+    return dict(name="api", kind="http", base_url="http://127.0.0.1:8000/v1", model="judge") | overrides
+
+
+PAIRWISE_KINDS = [
+    (PairwiseJudgeSpec, lambda **o: dict(name="pw", kind="pairwise", path="builtin:policy") | o),
+    (SelfJudgeSpec, lambda **o: dict(name="me", kind="self") | o),
+    (HttpJudgeSpec, http),
+]
+
+
+@pytest.mark.parametrize(("model", "fields"), PAIRWISE_KINDS, ids=[m.__name__ for m, _ in PAIRWISE_KINDS])
+def test_pairwise_templates_need_every_placeholder_and_two_distinct_choices(model, fields):
+    spec = model(**fields(template="Q {prompt} / {first} / {second}?", choices=("X", "Y"), comparisons="adjacent"))
+    assert (spec.choices, spec.comparisons) == (("X", "Y"), "adjacent")
+    for template, missing in [("Q {prompt} / {first}", "['{second}']"), ("{first} {second}", "['{prompt}']"),
+                              ("Q {prompt} / {a} / {b}", "['{first}', '{second}']")]:
+        with pytest.raises(ValidationError) as excinfo:
+            model(**fields(template=template))
+        error = only_error(excinfo)
+        assert error["loc"] == ("template",) and f"template lacks the placeholders {missing}" in error["msg"]
+    for choices in [("A", "A"), ("A", ""), ("", "B")]:
+        with pytest.raises(ValidationError) as excinfo:
+            model(**fields(choices=choices))
+        error = only_error(excinfo)
+        assert error["loc"] == ("choices",) and "choices must be two different non-empty strings" in error["msg"]
+    with pytest.raises(ValidationError) as excinfo:
+        model(**fields(comparisons="ring"))
+    assert only_error(excinfo)["loc"] == ("comparisons",)
+
+
+@pytest.mark.parametrize(("fields", "loc", "kind"), [
+    (http(base_url="127.0.0.1:8000/v1"), ("base_url",), "string_pattern_mismatch"),  # no scheme
+    (http(base_url="ftp://host/v1"), ("base_url",), "string_pattern_mismatch"),
+    (http(base_url="file:///etc/passwd"), ("base_url",), "string_pattern_mismatch"),
+    (http(model=""), ("model",), "string_too_short"),
+    (http(top_logprobs=-1), ("top_logprobs",), "greater_than_equal"),
+    (http(top_logprobs=21), ("top_logprobs",), "less_than_equal"),  # vLLM's and OpenAI's limit is 20
+    (http(api_key_env="sk-live-abc123"), ("api_key_env",), "string_pattern_mismatch"),  # a key pasted by mistake
+    (http(api_key_env="MY KEY"), ("api_key_env",), "string_pattern_mismatch"),
+    (http(max_concurrency=0), ("max_concurrency",), "greater_than_equal"),
+    (http(timeout_s=0.0), ("timeout_s",), "greater_than"),
+    (http(retries=-1), ("retries",), "greater_than_equal"),
+])
+def test_http_spec_fields(fields, loc, kind):
+    with pytest.raises(ValidationError) as excinfo:
+        HttpJudgeSpec(**fields)
+    error = only_error(excinfo)
+    assert (error["loc"], error["type"]) == (loc, kind)
+
+
+def test_http_spec_accepts_what_hosted_apis_need():
+    spec = HttpJudgeSpec(**http(base_url="https://api.example.com/v1", api_key_env="JUDGE_API_KEY", top_logprobs=0))
+    assert (spec.base_url, spec.api_key_env, spec.top_logprobs) == ("https://api.example.com/v1", "JUDGE_API_KEY", 0)
+    assert HttpJudgeSpec(**http(top_logprobs=20)).top_logprobs == 20 and HttpJudgeSpec(**http()).top_logprobs == 20
