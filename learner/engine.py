@@ -309,6 +309,9 @@ class PolicyLearner:
         state = self.state_dict()
         if self.rank == 0:
             module: PreTrainedModel = self.engine.module.get_base_model() if self.lora else self.engine.module
+            if self.lora:  # merged copies are separate tensors: drop tied aliases as save_pretrained would
+                tied = getattr(module, "all_tied_weights_keys", None) or {}
+                state = {k: v for k, v in state.items() if k not in tied}
             module.save_pretrained(directory, state_dict=state)  # with LoRA: merged, under the base names
 
 

@@ -100,3 +100,10 @@ def test_a_tied_frozen_embedding_is_not_written_into_lora_checkpoints(tmp_path):
                        weights_only=False)["module"]
     assert saved and all(".lora_" in k for k in saved), [k for k in saved if ".lora_" not in k]
     assert learner.load_checkpoint(str(tmp_path / "ckpt")) == 0
+    # The final export ties the head again, as the starting checkpoint did (no second copy of the embedding).
+    learner.save_pretrained(str(tmp_path / "final"))
+    from safetensors.torch import load_file
+
+    assert load_file(tmp_path / "final" / "model.safetensors").keys() == load_file(tmp_path / "tied" / "model.safetensors").keys()
+    exported = LlamaForCausalLM.from_pretrained(tmp_path / "final")
+    assert exported.lm_head.weight.data_ptr() == exported.model.embed_tokens.weight.data_ptr()
