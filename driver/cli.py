@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from deploy.loading import ConfigError, build_run_config, load_manifest
-from driver.plan import RunPlan, default_judges, resolve_plan
+from driver.builtin import resolve_model_path
+from driver.plan import RunPlan, check_context, default_judges, resolve_plan
 from driver.tracking import WandbSettings, require_wandb
 from protocols import RunConfig
 
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
         plan: RunPlan = resolve_plan(cfg, manifest, resume=bool(args.resume), manifest_path=manifest_path)
         if cfg.tracking.wandb_project:
             require_wandb(WandbSettings(project=cfg.tracking.wandb_project))
+        # Builds or converts a built-in model on first use; a prompt that cannot fit fails here, in one line.
+        check_context(cfg, plan.task, resolve_model_path(cfg.model.path))
     except (ConfigError, FileNotFoundError, ValueError) as err:
         sys.stderr.write(f"driver: error: {err}\n")
         raise SystemExit(2) from None

@@ -170,3 +170,27 @@ def resolve_plan(cfg: RunConfig, manifest: JudgeManifest | None, resume: bool = 
         raise ValueError(f"output directory {str(output)!r} already holds a run (metrics.jsonl); choose another --output")
     return RunPlan(cfg=cfg, task=task, manifest=manifest, output=output,
                    manifest_path=Path(manifest_path) if manifest_path is not None else None)
+
+
+def check_context(cfg: RunConfig, task: Task, model_path: str) -> int:
+    """The longest prompt of the task (as the policy sees it, through its chat template) plus
+    `rollout.max_response_tokens` must fit in `rollout.max_model_len`, or vLLM would cut responses
+    short (or refuse the prompt) mid-run. Returns the longest prompt's length in tokens."""
+    from transformers import AutoTokenizer
+
+    from rollout.chat import prompt_token_ids, uses_chat_template
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except OSError as err:
+        raise ValueError(f"model.path: cannot load the tokenizer of {model_path!r}: {str(err).splitlines()[0]}") from None
+    chat = uses_chat_template(tokenizer, cfg.model.chat_template)
+    longest, text = max((len(prompt_token_ids(tokenizer, p.text, chat)), p.text) for p in (*task.train, *task.heldout))
+    need = longest + cfg.rollout.max_response_tokens
+    if need > cfg.rollout.max_model_len:
+        raise ValueError(
+            f"rollout.max_model_len={cfg.rollout.max_model_len} is too small: the task's longest prompt is {longest} "
+            f"tokens{' through the chat template' if chat else ''} ({text[:40]!r}...) plus "
+            f"rollout.max_response_tokens={cfg.rollout.max_response_tokens}; set rollout.max_model_len to at least {need}"
+        )
+    return longest

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from protocols.batches import FROZEN
+# Config sections: frozen, no unknown fields, and no inf/nan anywhere (lr=inf used to pass `gt=0`
+# and fail at the first step, after the actors had started).
+FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 BUILTIN_MODEL = "builtin"
 

@@ -105,3 +105,28 @@ def test_list_tasks_names_every_task():
     result = run_driver("--list-tasks")
     assert result.returncode == 0, result.stderr
     assert [line.split()[0] for line in result.stdout.strip().splitlines()] == list(TASKS)
+
+
+def test_prompts_that_cannot_fit_the_context_fail_before_anything_starts(tmp_path, builtin_models):
+    from driver.plan import check_context
+
+    long = "list 3 fruits: " + "apple " * 60
+    path = write_jsonl(tmp_path / "long.jsonl", [{"prompt": "list 2 fruits:", "split": "train"},
+                                                 {"prompt": long, "split": "heldout"}])
+    task = load_task(TaskConfig(name="jsonl", path=path))
+    cfg = RunConfig(task=TaskConfig(name="jsonl", path=path))
+    longest = check_context(cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"max_model_len": 512})}),
+                            task, str(builtin_models.policy))
+    assert 60 < longest < 512 - 24
+    with pytest.raises(ValueError, match=rf"longest prompt is {longest} tokens .* set rollout.max_model_len to at least {longest + 24}"):
+        check_context(cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"max_model_len": longest})}),
+                      task, str(builtin_models.policy))
+    jsonl = write_jsonl(tmp_path / "cli.jsonl", [{"prompt": long, "answer": "x", "split": "heldout"},
+                                                 {"prompt": "a", "answer": "y", "split": "train"}])
+    assert_one_line_error(run_driver("--prompts", jsonl, "--set", "rollout.max_model_len=40"),
+                          "rollout.max_model_len=40 is too small", "set rollout.max_model_len to at least")
+
+
+def test_infinite_or_nan_config_values_are_refused_up_front():
+    assert_one_line_error(run_driver("--set", "learner.lr=.inf"), "field 'learner.lr'", "finite number")
+    assert_one_line_error(run_driver("--set", "rollout.temperature=.nan"), "field 'rollout.temperature'", "finite number")
