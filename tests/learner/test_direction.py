@@ -17,8 +17,12 @@ the gradient of the learner's loss is g = grad G with the surrogate
 Pair family (loss = mean over the P pairs of l(h), h = lp(chosen) - lp(rejected), lp with the
 algorithm's reduction; dl/dh at the first step, where h_pi = h_ref = h_opponents):
     DPO   l = -log sigma(beta (h - h_ref))                   dl/dh = -beta sigma(0)  = -beta / 2
+    rDPO  l = [-(1-e) log sigma(beta dh) + e log sigma(-beta dh)] / (1 - 2e)
+                                                             dl/dh = -beta / (2 (1 - 2e))
+    IPO   l = (h - h_ref - 1/(2 beta))^2                     dl/dh = -1 / beta
     MNPO  l = (h - r h_ref - (1-r) sum lambda_j h_j - 1/(2 eta))^2
                                                              dl/dh = -2 / (2 eta)     = -1 / eta
+          (INPO: the same with one opponent)
     OSP   l = -(p log sigma(beta dh) + (1-p) log sigma(-beta dh))
                                                              dl/dh = -beta (p - 1/2),
           p = sigma((r_chosen - r_rejected) / T) (ranked pairing, a reward judge of temperature T)
@@ -192,7 +196,10 @@ class Case:
 
 CASES = [
     Case("dpo", pair_surrogate(lambda rc, rr: -0.1 / 2), "sum"),  # beta = 0.1 (default)
+    Case("rdpo", pair_surrogate(lambda rc, rr: -0.1 / (2 * (1 - 2 * 0.1))), "sum"),  # flip rate e = 0.1
+    Case("ipo", pair_surrogate(lambda rc, rr: -1 / 0.1), "sum"),
     Case("mnpo", pair_surrogate(lambda rc, rr: -1 / 0.5), "mean"),  # eta = 0.5 (default)
+    Case("inpo", pair_surrogate(lambda rc, rr: -1 / 0.5), "mean"),
     Case("osp", pair_surrogate(lambda rc, rr: -0.1 * (sigmoid((rc - rr) / TEMPERATURE) - 0.5)), "sum"),
     Case("grpo", grpo_surrogate, "mean", {"grpo": GRPOConfig()}),
     Case("rloo", rloo_surrogate, "mean", {"rloo": RLOOConfig()}),
