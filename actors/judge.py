@@ -67,7 +67,9 @@ class JudgeActor:
         """The learner's new policy weights, for judges that judge with the policy (kind 'self')."""
         load = getattr(self.judge, "load_weights", None)
         if load is None:
-            raise TypeError(f"judge {self.spec.name!r} of kind {self.spec.kind!r} does not take policy weights (only kind 'self' does)")
+            raise TypeError(
+                f"judge {self.spec.name!r} of kind {self.spec.kind!r} does not take policy weights (only kind 'self' does)"
+            )
         report = load(weights, version)
         self.status.policy_version = report.version
         return report

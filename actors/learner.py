@@ -12,7 +12,7 @@ import ray
 
 from actors.status import ActorStatus, actor_name
 from learner import distributed
-from protocols import Judgement, JudgedBatch, LearnerStepResult, RolloutBatch, RunConfig, WeightVersion
+from protocols import JudgedBatch, Judgement, LearnerStepResult, RolloutBatch, RunConfig, WeightVersion
 
 
 @ray.remote

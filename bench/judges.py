@@ -86,8 +86,8 @@ def main() -> None:
             "|---|---|---|---|---|---|---|"]
     for kind, judge in judges.items():
         judge_rollouts(judge, batch)  # warm-up
-        batched = best_seconds(lambda: judge_rollouts(judge, batch), args.repeats)
-        naive = best_seconds(lambda: per_pair(judge, batch), args.repeats)
+        batched = best_seconds(lambda judge=judge: judge_rollouts(judge, batch), args.repeats)
+        naive = best_seconds(lambda judge=judge: per_pair(judge, batch), args.repeats)
         rows.append(f"| {kind} | {pairs} | {batched:.3f} | {pairs / batched:.0f} | {naive:.3f} | "
                     f"{pairs / naive:.0f} | {naive / batched:.1f}x |")
         sys.stderr.write(f"{kind}: {pairs / batched:.0f} pairs/s batched, {pairs / naive:.0f} per pair\n")

@@ -46,7 +46,10 @@ RUBRIC = (
     "Instruction: {prompt}\nResponse A: {first}\nResponse B: {second}\n"
     "Which response follows the instruction better and answers it correctly? Answer A or B: "
 )
-YESNO = "Instruction: {prompt}\nResponse: {first}\nDoes the response follow the instruction exactly and correctly? Answer Yes or No: "
+YESNO = (
+    "Instruction: {prompt}\nResponse: {first}\n"
+    "Does the response follow the instruction exactly and correctly? Answer Yes or No: "
+)
 
 
 def sample_pairs(path: str, task_name: str, prompts: int, k: int, seed: int):

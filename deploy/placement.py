@@ -32,17 +32,17 @@ def _bundle(num_cpus: float, num_gpus: float) -> dict[str, float]:
 
 def required_resources(cfg: RunConfig, judges: list[JudgeSpec]) -> dict[str, float]:
     """Total logical CPUs/GPUs the run asks Ray for."""
-    r, l = cfg.rollout, cfg.learner
-    cpus = r.num_workers * r.num_cpus + l.num_workers * l.num_cpus + sum(j.replicas * j.num_cpus for j in judges)
-    gpus = r.num_workers * r.num_gpus + l.num_workers * l.num_gpus + sum(j.replicas * j.num_gpus for j in judges)
+    r, lr = cfg.rollout, cfg.learner
+    cpus = r.num_workers * r.num_cpus + lr.num_workers * lr.num_cpus + sum(j.replicas * j.num_cpus for j in judges)
+    gpus = r.num_workers * r.num_gpus + lr.num_workers * lr.num_gpus + sum(j.replicas * j.num_gpus for j in judges)
     return {"CPU": cpus, "GPU": gpus}
 
 
 def create_placement_group(cfg: RunConfig, strategy: str = "PACK", timeout_s: float = 120.0) -> PlacementGroup:
     """One bundle per rollout worker, then one per learner rank; waits until it is placed."""
-    r, l = cfg.rollout, cfg.learner
+    r, lr = cfg.rollout, cfg.learner
     bundles = [_bundle(max(r.num_cpus, 1e-3), r.num_gpus) for _ in range(r.num_workers)]
-    bundles += [_bundle(max(l.num_cpus, 1e-3), l.num_gpus) for _ in range(l.num_workers)]
+    bundles += [_bundle(max(lr.num_cpus, 1e-3), lr.num_gpus) for _ in range(lr.num_workers)]
     pg = placement_group(bundles, strategy=strategy, name="online-rlhf")
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
@@ -77,14 +77,14 @@ def rollout_options(cfg: RunConfig, index: int, pg: PlacementGroup) -> dict[str,
 
 
 def learner_options(cfg: RunConfig, rank: int, pg: PlacementGroup) -> dict[str, Any]:
-    l = cfg.learner
+    lc = cfg.learner
     env = {"TOKENIZERS_PARALLELISM": "false"}
-    if not l.num_gpus:
-        env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=_threads(l.num_cpus))
+    if not lc.num_gpus:
+        env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS=_threads(lc.num_cpus))
     return dict(
         name=f"learner-{rank}",
-        num_cpus=l.num_cpus,
-        num_gpus=l.num_gpus,
+        num_cpus=lc.num_cpus,
+        num_gpus=lc.num_gpus,
         runtime_env={"env_vars": env},
         scheduling_strategy=PlacementGroupSchedulingStrategy(
             pg, placement_group_bundle_index=cfg.rollout.num_workers + rank

@@ -155,7 +155,8 @@ def _build_locked(final: Path, build) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         info = build(tmp)
-        info.update(builder_version=BUILDER_VERSION, version_key=final.parent.name.split("-", 1)[-1], seconds_total=round(time.perf_counter() - start, 2))
+        info.update(builder_version=BUILDER_VERSION, version_key=final.parent.name.split("-", 1)[-1],
+                    seconds_total=round(time.perf_counter() - start, 2))
         (tmp / _INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
         os.rename(tmp, final)
     except BaseException:

@@ -93,8 +93,8 @@ def list_algos() -> str:
 
 
 def list_tasks() -> str:
-    from rollout.tasks import TASKS, load_task
     from protocols import TaskConfig
+    from rollout.tasks import TASKS, load_task
 
     lines = []
     for name in TASKS:

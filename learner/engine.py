@@ -37,8 +37,8 @@ from learner import distributed, lora
 from learner.algorithms import get_algorithm
 from learner.algorithms.base import PairInputs
 from learner.collate import PairTensors, SequenceTensors, collate_pairs, collate_sequences, split_micro_batches
-from learner.ops import gather_token_logprobs, kl_k1, masked_sum, sequence_logprobs
 from learner.opponents import OpponentRing
+from learner.ops import gather_token_logprobs, kl_k1, masked_sum, sequence_logprobs
 from learner.pairing import get_pairing
 from protocols import JudgedBatch, LearnerConfig, LearnerStepResult, RolloutBatch, RunConfig, SyncProbe
 

@@ -143,7 +143,7 @@ def _update(learner, t, rows, old, ref, values, advantages, returns, scores) -> 
     for index, chunk in enumerate(chunks):
         part = t.select(chunk).to(learner.device)
         w = part.response_mask.shape[1]
-        cut = lambda x: None if x is None else x[chunk, :w].to(learner.device)  # noqa: E731
+        cut = lambda x, chunk=chunk, w=w: None if x is None else x[chunk, :w].to(learner.device)  # noqa: E731
         inputs = SequenceInputs(
             logprobs=learner.token_logprobs(learner.engine, part), old_logprobs=cut(old), ref_logprobs=cut(ref),
             advantages=cut(advantages), targets=scores[chunk].to(learner.device), mask=part.response_mask,

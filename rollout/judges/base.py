@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from protocols import PairPreference, RolloutBatch
-from protocols.preference import bradley_terry
+from protocols.preference import bradley_terry  # noqa: F401  (re-exported by rollout.judges)
 
 
 @runtime_checkable
