@@ -3,6 +3,7 @@
     python bench/learning.py                          # the algorithms table, 300 steps each
     python bench/learning.py --suite mnpo             # the MNPO settings table
     python bench/learning.py --suite smollm2          # SmolLM2-135M-Instruct on the instruction task, LoRA
+    python bench/learning.py --suite nash             # cyclic judge population, round robin (bench/nash_lm.py)
     python bench/learning.py --steps 100 --only ppo dpo
 
 Each variant is a full `python -m driver` run (its own local Ray cluster) with `--set` overrides;
@@ -87,9 +88,18 @@ def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Pat
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, help="steps per run (default 300; smollm2: 60)")
-    parser.add_argument("--suite", choices=sorted(SUITES), default="algorithms")
+    parser.add_argument("--suite", choices=sorted([*SUITES, "nash"]), default="algorithms")
     parser.add_argument("--only", nargs="*", help="variants of the suite to run (default all)")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()
+    if args.suite == "nash":  # a fitted reward model, five runs and a round-robin tournament: bench/nash_lm.py
+        sys.path.insert(0, str(REPO))
+        from bench import nash_lm
+
+        nash_lm.main([*(["--steps", str(args.steps)] if args.steps else []),
+                      *(["--only", *args.only] if args.only else []), *extra])
+        return
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     suite = SUITES[args.suite]
     names = args.only or list(suite)
     unknown = sorted(set(names) - set(suite))

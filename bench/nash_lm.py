@@ -1,0 +1,421 @@
+"""Nash methods on the language model: a cyclic judge population, six policies, a round robin.
+
+    python bench/nash_lm.py                       # fit the BT reward model, 5 runs of 200 steps, tournament
+    python bench/learning.py --suite nash         # the same (bench/learning.py hands over to this file)
+    python bench/nash_lm.py --reuse               # keep finished runs in --out, redo the tournament
+    python bench/nash_lm.py --steps 20 --out runs/nash-lm-smoke --samples 4   # a smoke run
+
+The judge is the word-list task's three annotator groups (topical, exact_count, varied) as a
+population in draw mode with equal weights (deploy/judges/population-draw.yaml): each pair is
+labelled by one group, and the expected label, the 2-of-3 majority, can cycle. With the built-in
+tiny model and the same seed, prompts and sample budget (STEPS x 32 prompts x 4 samples), every
+run is a full `python -m driver` (bench/learning.py `run_variant`):
+
+    mnpo-td     TD-MNPO (defaults) on the population's drawn labels
+    mnpo-ht     HT-MNPO: the three groups as separate judges, each prompt labelled by one group in
+                turn (deploy/judges/groups.yaml, mnpo.pairing=per_judge)
+    inpo        INPO (MNPO with one opponent) on the drawn labels
+    dpo         online DPO on the drawn labels (a Bradley-Terry learner on on-policy pairs)
+    grpo-bt-rm  GRPO on a reward model fitted the Bradley-Terry way to pairs labelled by the same
+                population (wordlist.population_pairs; 36,000 training pairs of corpus-style
+                responses, the built-in reward model's recipe): the classic RLHF pipeline
+
+Then the tournament: the five final policies (OUTPUT/final) and the starting policy sample
+SAMPLES responses to each held-out prompt (HF generate, temperature 1, the runs' response cap);
+every pair of entrants is compared on every cross pair of their responses to a prompt by the
+population judge itself (draw mode), by its expected label (the equal-weight vote) and by each
+group alone (rollout/tournament.py). Reported: the win-rate matrix with 95% CIs (over prompts),
+each policy's worst-case win rate against the others, its worst win rate against its own opponent
+pool (the driver's eval, MNPO and INPO only, ground-truth judge), per-group win rates against the
+start, and whether MNPO's worst case is at least that of the Bradley-Terry-trained policies.
+
+Writes OUT/nash_lm.json, OUT/nash_lm.md and OUT/nash_tournament.png (or --png); prints the
+markdown. Not a test: it takes minutes. Results go in BENCHMARKS.md with the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import json
+import logging
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.learning import run_variant
+from deploy.loading import load_manifest
+from rollout.tasks import wordlist
+from rollout.tournament import Tournament, pointwise, round_robin, standing
+
+POPULATION = "deploy/judges/population-draw.yaml"
+START = "start"
+# name -> (algo, driver flags / --set overrides); the reward-model manifest is written at run time.
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "mnpo-td": ("mnpo", [f"--judges={POPULATION}"]),
+    "mnpo-ht": ("mnpo", ["--judges=deploy/judges/groups.yaml", "mnpo.pairing=per_judge"]),
+    "inpo": ("inpo", [f"--judges={POPULATION}"]),
+    "dpo": ("dpo", [f"--judges={POPULATION}"]),
+    "grpo-bt-rm": ("grpo", []),  # + --judges=OUT/rm-population.yaml
+}
+NASH = ("mnpo-td", "mnpo-ht")
+BRADLEY_TERRY = ("dpo", "grpo-bt-rm")
+BASE = ["--set", "checkpoint.every=0", "--set", "eval.every=0", "--set", "tracking.tensorboard=false",
+        "--set", "tracking.plots=false"]
+# The population-labelled reward model: the built-in reward model's recipe (driver/builtin.py).
+RM_PARAMS = {"seed": 0, "pairs": 40000, "steps": 600, "batch_size": 64, "lr": 1e-3, "weights": "equal"}
+RM_CHECK_PAIRS = 4000  # fresh population pairs (another seed) for the agreement figures
+GROUP_NAMES = tuple(wordlist.GROUPS)
+
+
+# --------------------------------------------------------------------------- CPU time of descendants
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants (Ray's workers) are re-parented to this process, so reaping them adds
+    their CPU time to RUSAGE_CHILDREN. Linux only; elsewhere the CPU figure misses them."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def cpu_seconds() -> float:
+    """CPU (user + system) of this process and every reaped descendant."""
+    reap()
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+# --------------------------------------------------------------------------- the Bradley-Terry reward model
+
+
+def population_reward_model() -> tuple[Path, dict]:
+    """The reward model fitted to population-labelled pairs, cached beside the built-in models
+    (same tokenizer and task key); built on first use."""
+    from driver.builtin import ensure_builtin_policy
+
+    policy = ensure_builtin_policy()
+    digest = hashlib.sha256(json.dumps(RM_PARAMS, sort_keys=True).encode()).hexdigest()[:8]
+    final = policy.parent / f"reward-model-population-{digest}"
+    if not (final / "build.json").is_file():
+        from transformers import AutoTokenizer
+
+        from learner import tiny_model
+
+        sys.stderr.write(f"fitting the population-labelled reward model into {final} ...\n")
+        pairs = wordlist.population_pairs(seed=RM_PARAMS["seed"], size=RM_PARAMS["pairs"])
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        try:
+            report = tiny_model.build_reward_model(
+                tmp, pairs, AutoTokenizer.from_pretrained(policy), seed=RM_PARAMS["seed"], steps=RM_PARAMS["steps"],
+                batch_size=RM_PARAMS["batch_size"], lr=RM_PARAMS["lr"])
+            info = {"params": RM_PARAMS, "final_loss": round(report.final_loss, 4), "seconds": round(report.seconds, 1),
+                    "heldout_accuracy_drawn_labels": report.heldout_accuracy, **reward_model_agreement(tmp)}
+            (tmp / "build.json").write_text(json.dumps(info, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return final, json.loads((final / "build.json").read_text())
+
+
+def reward_model_agreement(path: Path) -> dict[str, float]:
+    """On fresh pairs: how often the RM orders a pair as its drawn label, as the population's
+    majority (pairs with a strict 2-of-3 or 3-of-3 majority) and as the ground truth."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from learner.tiny_model import reward_scores
+
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    pairs = wordlist.population_pairs(seed=RM_PARAMS["seed"] + 1, size=RM_CHECK_PAIRS)
+    prompts = [p for p, _, _ in pairs]
+    chosen = reward_scores(model, tokenizer, prompts, [c for _, c, _ in pairs]).tolist()
+    rejected = reward_scores(model, tokenizer, prompts, [r for _, _, r in pairs]).tolist()
+    drawn = sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+    majority, agree = 0, 0
+    truth = 0
+    for (p, a, b), ra, rb in zip(pairs, chosen, rejected):
+        votes = sum((g(p, a) > g(p, b)) - (g(p, a) < g(p, b)) for g in wordlist.GROUPS.values())
+        if votes:
+            majority += 1
+            agree += (votes > 0) == (ra > rb)
+        truth += (wordlist.ground_truth(p, a) > wordlist.ground_truth(p, b)) == (ra > rb)
+    return {"fresh_pairs": len(pairs), "accuracy_drawn_labels": round(drawn, 4),
+            "agreement_majority": round(agree / majority, 4), "majority_pairs": majority,
+            "agreement_ground_truth": round(truth / len(pairs), 4)}
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def train(names: list[str], steps: int, out: Path, rm_manifest: Path, reuse: bool) -> dict[str, dict]:
+    runs = {}
+    for name in names:
+        algo, sets = VARIANTS[name]
+        if name == "grpo-bt-rm":
+            sets = [*sets, f"--judges={rm_manifest}"]
+        done = out / name / "summary.json"
+        if reuse and done.is_file():
+            sys.stderr.write(f"{name}: reusing {out / name}\n")
+            runs[name] = {"name": name, "algo": algo, "sets": " ".join(sets), "wall": None, "cpu": None}
+        else:
+            if (out / name).exists():
+                shutil.rmtree(out / name)  # a run directory is never reused by the driver
+            cpu0 = cpu_seconds()
+            row = run_variant(name, algo, sets, steps, out, BASE)
+            runs[name] = {**row, "cpu": cpu_seconds() - cpu0}
+            sys.stderr.write(f"{name}: {row['wall']:.0f} s, win rate vs start {row['win']:.3f} (ground truth)\n")
+        runs[name].update(driver_eval(out / name))
+    return runs
+
+
+def driver_eval(run: Path) -> dict:
+    """The driver's final evaluation (ground-truth judge) and, for pool algorithms, the worst win
+    rate against its own opponent pool (eval/pool_worst_* of metrics.jsonl)."""
+    summary = json.loads((run / "summary.json").read_text())["final_eval"]
+    out = {"gt_vs_start": summary["vs_start"], "gt_reward": [summary["start_mean_reward"], summary["mean_reward"]],
+           "kl_eval": summary["kl_to_reference"], "pool_worst": summary.get("pool_worst"),
+           "pool_versions": summary.get("pool_versions")}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "learner/kl_to_reference" in r]
+    out["kl_last_step"] = steps[-1]["learner/kl_to_reference"] if steps else None
+    out["steps"] = len(steps)
+    return out
+
+
+# --------------------------------------------------------------------------- the tournament
+
+
+def sample(path: Path, prompts: list[str], n: int, max_tokens: int, seed: int) -> list[list[str]]:
+    """n responses per prompt from the HF checkpoint at `path` (temperature 1, no top-k/top-p)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rollout.chat import prompt_token_ids, uses_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    chat = uses_chat_template(tokenizer, "auto")
+    ids = [prompt_token_ids(tokenizer, p, chat) for p in prompts]
+    width = max(map(len, ids))
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in ids])  # left padding
+    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in ids])
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
+                             top_p=1.0, max_new_tokens=max_tokens, num_return_sequences=n,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)
+    texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def judges() -> dict[str, object]:
+    """name -> Compare: the population as trained on (draw), its expected label (equal-weight
+    vote of hard group votes) and each group alone (hard votes)."""
+    from rollout.judges import build_judge
+
+    (spec,) = load_manifest(REPO / POPULATION).judges
+    out = {"population": build_judge(spec).compare, "vote": build_judge(spec.model_copy(update={"mode": "vote"})).compare}
+    out.update({g: pointwise(wordlist.GROUPS[g]) for g in GROUP_NAMES})
+    return out
+
+
+def tournament(entrants: dict[str, Path], samples: int, max_tokens: int, seed: int) -> tuple[list[str], dict]:
+    prompts = [p.text for p in wordlist.heldout_prompts()]
+    responses = {name: sample(path, prompts, samples, max_tokens, seed + i) for i, (name, path) in enumerate(entrants.items())}
+    results = {judge: round_robin(compare, prompts, responses) for judge, compare in judges().items()}
+    return prompts, {"responses": responses, "results": results}
+
+
+def rate_json(rate) -> dict:
+    return {"win_rate": round(rate.win_rate, 4), "ci": [round(rate.ci_low, 4), round(rate.ci_high, 4)]}
+
+
+def fmt(rate, digits: int = 2) -> str:
+    return f"{rate.win_rate:.{digits}f} [{rate.ci_low:.{digits}f}, {rate.ci_high:.{digits}f}]"
+
+
+def summarise(t: dict[str, Tournament], runs: dict[str, dict], rm_info: dict, meta: dict) -> tuple[str, dict]:
+    pop, vote = t["population"], t["vote"]
+    names = list(pop.names)
+    policies = [n for n in names if n != START]
+    lines = [(f"Judge: {POPULATION} (draw mode, equal weights). {meta['prompts']} held-out prompts x "
+             f"{meta['samples']} responses per entrant; every cross pair compared ({meta['samples'] ** 2} per "
+             "prompt and pair of entrants); 95% CIs over prompts."), ""]
+    lines += ["Runs (driver's own final eval on the ground-truth judge, 47 prompts x 4 samples):", "",
+              ("| policy | algo | judges | steps | GT win vs start [95% CI] | GT reward start -> end | KL (eval) | "
+              "worst vs own pool (GT) [95% CI] | wall s | CPU s |"),
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in policies:
+        r = runs[name]
+        gt = r["gt_vs_start"]
+        pool = r["pool_worst"]
+        pool_s = f"{pool['win_rate']:.3f} [{pool['ci_low']:.3f}, {pool['ci_high']:.3f}] (v{r['pool_versions']})" if pool else "n/a"
+        wall = f"{r['wall']:.0f}" if r.get("wall") else "-"
+        cpu = f"{r['cpu']:.0f}" if r.get("cpu") else "-"
+        lines.append(f"| {name} | {r['algo']} | `{r['sets']}` | {r['steps']} | {gt['win_rate']:.3f} [{gt['ci_low']:.3f}, "
+                     f"{gt['ci_high']:.3f}] | {r['gt_reward'][0]:.3f} -> {r['gt_reward'][1]:.3f} | "
+                     f"{r['kl_eval']:.2f} | {pool_s} | {wall} | {cpu} |")
+    lines += ["", "Win-rate matrix under the population judge (row's win rate against column) [95% CI]:", "",
+              "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for a in names:
+        cells = ["-" if a == b else fmt(pop.rate(a, b)) for b in names]
+        lines.append(f"| **{a}** | " + " | ".join(cells) + " |")
+    lines += ["", ("Worst case: each policy's lowest win rate against the other entrants (start included), "
+              "the opponent it comes from, and 1/2 - worst (exploitability among the entrants); mean = mean "
+              "win rate over the others:"), "",
+              ("| policy | worst case (population) [95% CI] | against | exploitability | mean | worst case (expected "
+              "label) [95% CI] | worst vs own pool (GT) |"), "|---|---|---|---|---|---|---|"]
+    worst = {}
+    for a in names:
+        opp, w = pop.worst_case(a)
+        vopp, vw = vote.worst_case(a)
+        worst[a] = (opp, w)
+        pool = runs.get(a, {}).get("pool_worst")
+        lines.append(f"| {a} | {fmt(w, 3)} | {opp} | {0.5 - w.win_rate:+.3f} | {pop.mean(a):.3f} | {fmt(vw, 3)} ({vopp}) | "
+                     f"{pool['win_rate']:.3f} |" if pool else
+                     f"| {a} | {fmt(w, 3)} | {opp} | {0.5 - w.win_rate:+.3f} | {pop.mean(a):.3f} | {fmt(vw, 3)} ({vopp}) | n/a |")
+    lines += ["", ("Per annotator group: win rate against the start by each group's own hard vote [95% CI] "
+              "(who was served):"), "",
+              "| policy | " + " | ".join(GROUP_NAMES) + " | population |", "|---|" + "---|" * (len(GROUP_NAMES) + 1)]
+    for a in policies:
+        cells = [fmt(t[g].rate(a, START)) for g in GROUP_NAMES] + [fmt(pop.rate(a, START))]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    verdict = []
+    for m in NASH:
+        for b in BRADLEY_TERRY:
+            if m in worst and b in worst:
+                s = standing(worst[m][1], worst[b][1])
+                verdict.append({"nash": m, "bt": b, "nash_worst": worst[m][1].win_rate, "bt_worst": worst[b][1].win_rate,
+                                "point_at_least": worst[m][1].win_rate >= worst[b][1].win_rate, "intervals": s})
+    lines += ["", "Target (MNPO's worst case at least that of the Bradley-Terry-trained policies, CIs overlapping or better):", ""]
+    for v in verdict:
+        lines.append(f"- {v['nash']} {v['nash_worst']:.3f} vs {v['bt']} {v['bt_worst']:.3f}: point estimate "
+                     f"{'at least' if v['point_at_least'] else 'below'}, intervals {v['intervals']}")
+    lines += ["", (f"BT reward model (fitted to {rm_info['params']['pairs']} population-labelled pairs, 10% held out): "
+              f"held-out accuracy on drawn labels {rm_info['heldout_accuracy_drawn_labels']:.3f}; on "
+              f"{rm_info['fresh_pairs']} fresh pairs it orders {rm_info['accuracy_drawn_labels']:.3f} as the drawn "
+              f"label, {rm_info['agreement_majority']:.3f} as the population's majority ({rm_info['majority_pairs']} "
+              f"pairs with one), {rm_info['agreement_ground_truth']:.3f} as the ground truth.")]
+    data = {
+        "meta": meta, "reward_model": rm_info, "runs": runs, "verdict": verdict,
+        "matrices": {j: {a: {b: rate_json(tt.rate(a, b)) for b in names if b != a} for a in names} for j, tt in t.items()},
+        "worst_case": {j: {a: {"opponent": tt.worst_case(a)[0], **rate_json(tt.worst_case(a)[1])} for a in names}
+                       for j, tt in t.items()},
+    }
+    return "\n".join(lines) + "\n", data
+
+
+def plot(t: dict[str, Tournament], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    pop = t["population"]
+    names = list(pop.names)
+    n = len(names)
+    m = np.full((n, n), np.nan)
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if a != b:
+                m[i, j] = pop.rate(a, b).win_rate
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.15, 1]})
+    image = ax.imshow(m, cmap="RdBu", vmin=0.2, vmax=0.8)
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if a != b:
+                r = pop.rate(a, b)
+                ax.text(j, i, f"{r.win_rate:.2f}\n[{r.ci_low:.2f},{r.ci_high:.2f}]", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(n), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(n), [f"{a}\n(worst {pop.worst_case(a)[1].win_rate:.2f})" for a in names], fontsize=8)
+    ax.set_title("win rate of row vs column, population judge (draw)", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    policies = [a for a in names if a != START]
+    judges_ = [*GROUP_NAMES, "population"]
+    width = 0.8 / len(judges_)
+    for k, g in enumerate(judges_):
+        rates = [t[g].rate(a, START) for a in policies]
+        x = np.arange(len(policies)) + (k - (len(judges_) - 1) / 2) * width
+        bx.bar(x, [r.win_rate for r in rates], width, label=g,
+               yerr=[[r.win_rate - r.ci_low for r in rates], [r.ci_high - r.win_rate for r in rates]], capsize=2)
+    bx.axhline(0.5, color="gray", lw=0.8)
+    bx.set_xticks(range(len(policies)), policies, rotation=30, ha="right", fontsize=8)
+    bx.set_ylim(0, 1)
+    bx.set_ylabel("win rate vs start (95% CI)")
+    bx.set_title("per annotator group: win rate against the starting policy", fontsize=9)
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200, help="training steps per run (default 200)")
+    parser.add_argument("--only", nargs="*", choices=list(VARIANTS), help="runs to train (default all)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "nash-lm", help="run directories and results")
+    parser.add_argument("--reuse", action="store_true", help="keep runs in --out that finished (summary.json)")
+    parser.add_argument("--samples", type=int, default=16, help="tournament responses per prompt and entrant")
+    parser.add_argument("--seed", type=int, default=0, help="tournament sampling seed")
+    parser.add_argument("--png", type=Path, help="heat map path (default OUT/nash_tournament.png)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    become_subreaper()
+    started, cpu0 = time.perf_counter(), cpu_seconds()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rm_path, rm_info = population_reward_model()
+    rm_manifest = out / "rm-population.yaml"
+    rm_manifest.write_text(
+        "# GRPO's judge: the reward model fitted to the population's drawn labels (bench/nash_lm.py)\n"
+        f"judges:\n  - {{name: bt-rm, kind: reward_model, path: {json.dumps(str(rm_path))}}}\n"
+        "eval:\n  name: ground-truth\n  kind: rule\n  function: rollout.tasks.wordlist:ground_truth\n  temperature: 0.0\n")
+    names = args.only or list(VARIANTS)
+    runs = train(names, args.steps, out, rm_manifest, args.reuse)
+    from driver.builtin import ensure_builtin_policy
+
+    entrants = {START: ensure_builtin_policy(), **{name: out / name / "final" for name in names}}
+    t0 = time.perf_counter()
+    prompts, played = tournament(entrants, args.samples, max_tokens=24, seed=args.seed)
+    meta = {"steps": args.steps, "samples": args.samples, "prompts": len(prompts), "seed": args.seed,
+            "tournament_seconds": round(time.perf_counter() - t0, 1)}
+    meta["wall_seconds"] = round(time.perf_counter() - started, 1)
+    meta["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
+    text, data = summarise(played["results"], runs, rm_info, meta)
+    png = args.png or out / "nash_tournament.png"
+    plot(played["results"], png)
+    data["examples"] = {name: played["responses"][name][0][:4] for name in entrants}
+    data["example_prompt"] = prompts[0]
+    (out / "nash_lm.json").write_text(json.dumps(data, indent=2, default=str))
+    (out / "nash_lm.md").write_text(text)
+    sys.stdout.write(text)
+    sys.stderr.write(f"wall {meta['wall_seconds']:.0f} s, CPU {meta['cpu_seconds']:.0f} s (this process and reaped "
+                     f"descendants); heat map {png}\n")
+
+
+if __name__ == "__main__":
+    main()
