@@ -51,10 +51,14 @@ def test_three_steps_of_mnpo_end_to_end(builtin_models, tmp_path):
     assert all(0.0 <= r["rollout/reward_mean"] <= 1.0 for r in steps)
     assert all(r["learner/pairs"] > 0 for r in steps)
     assert steps[-1]["learner/kl_to_reference"] != 0.0  # the policy moved away from the reference
-    assert 0.0 <= final["eval/win_rate_ci_low"] <= final["eval/win_rate"] <= final["eval/win_rate_ci_high"] <= 1.0
+    # step 0 trains the starting policy against itself (reference = both opponents): logits 0, loss (1/(2 eta))^2
+    assert steps[0]["learner/loss"] == pytest.approx(1.0, rel=1e-6)
+    assert steps[0]["learner/kl_to_reference"] == pytest.approx(0.0, abs=1e-5)
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 3 and summary["final_eval"]["vs_start"]["num_prompts"] == 8
+    assert summary["steps"] == 3 and summary["final_eval"]["vs_start"] == {
+        "win_rate": final["eval/win_rate"], "ci_low": final["eval/win_rate_ci_low"],
+        "ci_high": final["eval/win_rate_ci_high"], "num_prompts": 8, "num_comparisons": 8 * 2}
     config = (out / "config.yaml").read_text()
     assert "snapshot_every: 2" in config
     from transformers import AutoModelForCausalLM, AutoTokenizer
