@@ -44,14 +44,17 @@ def test_run_metrics_reach_the_prometheus_endpoint(builtin_models, head_node, tm
         stderr=(tmp_path / "driver.log").open("w"), start_new_session=True,
     )
     try:
-        deadline, found = time.monotonic() + 300, {}
+        # No wall-clock deadline: the endpoint must show every metric while the run is going (400
+        # steps, minutes); the run ending first is the failure, however slow the machine.
+        found: dict = {}
         wanted = DRIVER_GAUGES + ACTOR_METRICS
-        while time.monotonic() < deadline and not all(name in found for name in wanted):
-            assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        while not all(name in found for name in wanted):
+            if proc.poll() is not None:
+                missing = [name for name in wanted if name not in found]
+                raise AssertionError(f"the run ended ({proc.returncode}) and {head_node.metrics} still lacks "
+                                     f"{missing}:\n" + (tmp_path / "driver.log").read_text()[-3000:])
             found = scrape(head_node.metrics)
             time.sleep(1)
-        missing = [name for name in wanted if name not in found]
-        assert not missing, f"not on {head_node.metrics}: {missing}"
         labels, version = found["learner_policy_version"]
         assert f'run="{run.name}"' in labels
         assert version >= 1.0
