@@ -33,14 +33,15 @@ class JudgeActor:
         population members to their resolved checkpoints."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         self.spec = spec
+        name = actor_name(f"judge-{spec.name}")
+        role = "eval judge" if name.startswith("eval-") else "judge"  # deploy/placement.py: 'eval-judge-<name>-<i>'
+        # First, so that repr works even if building the judge fails (Ray calls it to report the failure).
+        self.status = ActorStatus(name, f"{role} {spec.name}, kind {spec.kind}", rate_unit="rollouts/s")
+        self.judged = self.failed = 0
         self.judge = build_judge(
             spec, model_path, member_paths, policy_dtype=policy_dtype, sync_tolerance=sync_tolerance
         )
         self.telemetry = JudgeTelemetry(spec.name)
-        name = actor_name(f"judge-{spec.name}")
-        role = "eval judge" if name.startswith("eval-") else "judge"  # deploy/placement.py: 'eval-judge-<name>-<i>'
-        self.status = ActorStatus(name, f"{role} {spec.name}, kind {spec.kind}", rate_unit="rollouts/s")
-        self.judged = self.failed = 0
 
     def judge_batch(self, batch: RolloutBatch) -> Judgement:
         """Score and/or compare the rollouts of one batch (one call per batch; the judge batches inside)."""

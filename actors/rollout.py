@@ -19,9 +19,10 @@ class RolloutActor:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         from rollout.sampler import VLLMSampler  # vLLM reads its env vars at import time
 
+        # First, so that repr works even if the engine fails to start (Ray calls it to report the failure).
+        self.status = ActorStatus(name, f"rollout worker, vLLM {model_label(model_path)} ({dtype})", rate_unit="tok/s")
         self.sampler = VLLMSampler(model_path, cfg, dtype=dtype, seed=seed, name=name, chat_template=chat_template)
         self.telemetry = RolloutTelemetry(name)
-        self.status = ActorStatus(name, f"rollout worker, vLLM {model_label(model_path)} ({dtype})", rate_unit="tok/s")
 
     def generate(self, batch: PromptBatch, seed: int, temperature: float | None = None) -> RolloutBatch:
         start = time.perf_counter()
