@@ -54,12 +54,12 @@ SUITE_BASE: dict[str, list[str]] = {
     "smollm2": [
         "--model", "builtin:smollm2-135m-instruct", "--task", "instruct",
         "--set", "rollout.prompts_per_step=8", "--set", "rollout.max_response_tokens=48",
-        "--set", "rollout.max_model_len=512", "--set", "learner.lora.rank=16", "--set", "learner.lr=5e-5",
+        "--set", "rollout.max_model_len=512", "--set", "learner.lora.rank=16", "--set", "learner.lr=1e-4",
         "--set", "learner.micro_batch_size=16", "--set", "eval.num_prompts=64", "--set", "eval.every=0",
         "--set", "checkpoint.every=0",
     ],
 }
-DEFAULT_STEPS = {"smollm2": 60}
+DEFAULT_STEPS = {"smollm2": 40}
 
 
 def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Path, base: list[str]) -> dict:
@@ -87,7 +87,7 @@ def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, help="steps per run (default 300; smollm2: 60)")
+    parser.add_argument("--steps", type=int, help="steps per run (default 300; smollm2: 40)")
     parser.add_argument("--suite", choices=sorted([*SUITES, "nash"]), default="algorithms")
     parser.add_argument("--only", nargs="*", help="variants of the suite to run (default all)")
     args, extra = parser.parse_known_args()

@@ -159,6 +159,11 @@ def resolve_plan(cfg: RunConfig, manifest: JudgeManifest | None, resume: bool = 
             f"{source}: field 'eval': task {task.name!r} has no ground truth, so the manifest must name a "
             f"pointwise `eval` judge (rule or reward_model) to measure the policy with"
         )
+    if get_algorithm(cfg.algo).family == "sequence" and cfg.rollout.prompts_per_step < cfg.learner.num_workers:
+        raise ValueError(
+            f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} is smaller than learner.num_workers="
+            f"{cfg.learner.num_workers}: {cfg.algo} gives each learner rank whole prompt groups, so a rank would get none"
+        )
     if cfg.rollout.prompts_per_step < cfg.rollout.num_workers:
         raise ValueError(
             f"rollout.prompts_per_step={cfg.rollout.prompts_per_step} is smaller than "

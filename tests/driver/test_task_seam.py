@@ -130,3 +130,8 @@ def test_prompts_that_cannot_fit_the_context_fail_before_anything_starts(tmp_pat
 def test_infinite_or_nan_config_values_are_refused_up_front():
     assert_one_line_error(run_driver("--set", "learner.lr=.inf"), "field 'learner.lr'", "finite number")
     assert_one_line_error(run_driver("--set", "rollout.temperature=.nan"), "field 'rollout.temperature'", "finite number")
+
+
+def test_sequence_algorithms_need_a_prompt_group_per_learner_rank():
+    assert_one_line_error(run_driver("--algo", "grpo", "--set", "learner.num_workers=3", "--set", "rollout.prompts_per_step=2"),
+                          "rollout.prompts_per_step=2 is smaller than learner.num_workers=3", "grpo gives each learner rank")

@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from protocols.messages import EvalResult, LearnerStepResult, SyncProbe, SyncReport, WeightVersion, WinRate
-from tests.protocols.protocol_checks import assert_frozen_round_trip_forbids_extras, only_error
+from tests.protocols.protocol_checks import assert_frozen_round_trip_forbids_extras
 
 
 def probe() -> dict:

@@ -2,8 +2,7 @@
 
 import pytest
 
-from learner.algorithms import ALGORITHMS, AlgorithmSpec, get_algorithm
-from learner.algorithms import dpo, grpo, inpo, ipo, mnpo, osp, ppo, rdpo, rloo, sppo
+from learner.algorithms import ALGORITHMS, AlgorithmSpec, dpo, get_algorithm, grpo, inpo, ipo, mnpo, osp, ppo, rdpo, rloo, sppo
 from protocols import RunConfig
 
 EXPECTED = {"mnpo": mnpo, "inpo": inpo, "dpo": dpo, "ipo": ipo, "rdpo": rdpo, "osp": osp,
