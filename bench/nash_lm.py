@@ -36,7 +36,6 @@ markdown. Not a test: it takes minutes. Results go in BENCHMARKS.md with the com
 from __future__ import annotations
 
 import argparse
-import ctypes
 import hashlib
 import json
 import logging
@@ -45,6 +44,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 from bench.learning import run_variant
 from deploy.loading import load_manifest
 from rollout.tasks import wordlist
-from rollout.tournament import Tournament, pointwise, round_robin, standing
+from rollout.tournament import Tournament, majority_cycles, pointwise, round_robin, standing
 
 POPULATION = "deploy/judges/population-draw.yaml"
 START = "start"
@@ -79,30 +79,48 @@ GROUP_NAMES = tuple(wordlist.GROUPS)
 # --------------------------------------------------------------------------- CPU time of descendants
 
 
-def become_subreaper() -> None:
-    """Orphaned descendants (Ray's workers) are re-parented to this process, so reaping them adds
-    their CPU time to RUSAGE_CHILDREN. Linux only; elsewhere the CPU figure misses them."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
+class CPUMeter(threading.Thread):
+    """CPU time (user + system) of this process and of every descendant (each run's driver, its
+    Ray cluster and actors), by reading /proc every `period` seconds and keeping each process's
+    last reading: a process's final `period` seconds before it exits can be missed. (Ray's workers
+    are not all reaped through the driver, so RUSAGE_CHILDREN misses most of them.) Linux only;
+    elsewhere `seconds` counts this process alone."""
 
+    def __init__(self, period: float = 0.5):
+        super().__init__(daemon=True)
+        self.period, self.seen, self.lock = period, {}, threading.Lock()
+        self.tick = os.sysconf("SC_CLK_TCK")
 
-def reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    def poll(self) -> None:
+        parents, cpu = {}, {}
+        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+            if entry.isdigit():
+                try:  # the fields after the name: state (3), ppid (4), ... utime (14), stime (15), starttime (22)
+                    fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                pid = int(entry)
+                parents[pid] = int(fields[1])
+                cpu[(pid, fields[19])] = (int(fields[11]) + int(fields[12])) / self.tick
+        me = os.getpid()
+        with self.lock:
+            for (pid, started), seconds in cpu.items():
+                ancestor = parents.get(pid, 0)
+                while ancestor not in (0, 1, me):
+                    ancestor = parents.get(ancestor, 0)
+                if ancestor == me:  # a descendant; (pid, start time) tells a reused pid apart
+                    self.seen[(pid, started)] = max(seconds, self.seen.get((pid, started), 0.0))
 
+    def run(self) -> None:
+        while True:
+            self.poll()
+            time.sleep(self.period)
 
-def cpu_seconds() -> float:
-    """CPU (user + system) of this process and every reaped descendant."""
-    reap()
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    def seconds(self) -> float:
+        self.poll()
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        with self.lock:
+            return own.ru_utime + own.ru_stime + sum(self.seen.values())
 
 
 # --------------------------------------------------------------------------- the Bradley-Terry reward model
@@ -170,7 +188,7 @@ def reward_model_agreement(path: Path) -> dict[str, float]:
 # --------------------------------------------------------------------------- runs
 
 
-def train(names: list[str], steps: int, out: Path, rm_manifest: Path, reuse: bool) -> dict[str, dict]:
+def train(names: list[str], steps: int, out: Path, rm_manifest: Path, reuse: bool, meter: CPUMeter) -> dict[str, dict]:
     runs = {}
     for name in names:
         algo, sets = VARIANTS[name]
@@ -183,9 +201,9 @@ def train(names: list[str], steps: int, out: Path, rm_manifest: Path, reuse: boo
         else:
             if (out / name).exists():
                 shutil.rmtree(out / name)  # a run directory is never reused by the driver
-            cpu0 = cpu_seconds()
+            cpu0 = meter.seconds()
             row = run_variant(name, algo, sets, steps, out, BASE)
-            runs[name] = {**row, "cpu": cpu_seconds() - cpu0}
+            runs[name] = {**row, "cpu": meter.seconds() - cpu0}
             sys.stderr.write(f"{name}: {row['wall']:.0f} s, win rate vs start {row['win']:.3f} (ground truth)\n")
         runs[name].update(driver_eval(out / name))
     return runs
@@ -243,11 +261,14 @@ def judges() -> dict[str, object]:
     return out
 
 
-def tournament(entrants: dict[str, Path], samples: int, max_tokens: int, seed: int) -> tuple[list[str], dict]:
+def tournament(entrants: dict[str, Path], samples: int, max_tokens: int, seed: int) -> dict:
     prompts = [p.text for p in wordlist.heldout_prompts()]
     responses = {name: sample(path, prompts, samples, max_tokens, seed + i) for i, (name, path) in enumerate(entrants.items())}
-    results = {judge: round_robin(compare, prompts, responses) for judge, compare in judges().items()}
-    return prompts, {"responses": responses, "results": results}
+    compares = judges()
+    results = {judge: round_robin(compare, prompts, responses) for judge, compare in compares.items()}
+    cycles = [majority_cycles(compares["vote"], prompt, [r for rs in responses.values() for r in rs[i]])
+              for i, prompt in enumerate(prompts)]
+    return {"prompts": prompts, "responses": responses, "results": results, "cycles": cycles}
 
 
 def rate_json(rate) -> dict:
@@ -258,73 +279,87 @@ def fmt(rate, digits: int = 2) -> str:
     return f"{rate.win_rate:.{digits}f} [{rate.ci_low:.{digits}f}, {rate.ci_high:.{digits}f}]"
 
 
-def summarise(t: dict[str, Tournament], runs: dict[str, dict], rm_info: dict, meta: dict) -> tuple[str, dict]:
-    pop, vote = t["population"], t["vote"]
-    names = list(pop.names)
-    policies = [n for n in names if n != START]
-    lines = [(f"Judge: {POPULATION} (draw mode, equal weights). {meta['prompts']} held-out prompts x "
-             f"{meta['samples']} responses per entrant; every cross pair compared ({meta['samples'] ** 2} per "
-             "prompt and pair of entrants); 95% CIs over prompts."), ""]
-    lines += ["Runs (driver's own final eval on the ground-truth judge, 47 prompts x 4 samples):", "",
-              ("| policy | algo | judges | steps | GT win vs start [95% CI] | GT reward start -> end | KL (eval) | "
-              "worst vs own pool (GT) [95% CI] | wall s | CPU s |"),
-              "|---|---|---|---|---|---|---|---|---|---|"]
+def run_rows(policies: list[str], runs: dict[str, dict]) -> list[str]:
+    lines = ["| policy | algo | judges | steps | GT win vs start [95% CI] | GT reward start -> end | KL (eval) | "
+             "worst vs own pool (GT) [95% CI] (pool versions) | wall s | CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name in policies:
         r = runs[name]
-        gt = r["gt_vs_start"]
-        pool = r["pool_worst"]
-        pool_s = f"{pool['win_rate']:.3f} [{pool['ci_low']:.3f}, {pool['ci_high']:.3f}] (v{r['pool_versions']})" if pool else "n/a"
+        gt, pool = r["gt_vs_start"], r["pool_worst"]
+        pool_s = "n/a"
+        if pool:
+            pool_s = f"{pool['win_rate']:.3f} [{pool['ci_low']:.3f}, {pool['ci_high']:.3f}] ({r['pool_versions']})"
         wall = f"{r['wall']:.0f}" if r.get("wall") else "-"
         cpu = f"{r['cpu']:.0f}" if r.get("cpu") else "-"
         lines.append(f"| {name} | {r['algo']} | `{r['sets']}` | {r['steps']} | {gt['win_rate']:.3f} [{gt['ci_low']:.3f}, "
                      f"{gt['ci_high']:.3f}] | {r['gt_reward'][0]:.3f} -> {r['gt_reward'][1]:.3f} | "
                      f"{r['kl_eval']:.2f} | {pool_s} | {wall} | {cpu} |")
+    return lines
+
+
+def summarise(played: dict, runs: dict[str, dict], rm_info: dict, meta: dict) -> tuple[str, dict]:
+    t: dict[str, Tournament] = played["results"]
+    pop, vote = t["population"], t["vote"]
+    names = list(pop.names)
+    policies = [n for n in names if n != START]
+    cyclic, transitive = (sum(c[k] for c in played["cycles"]) for k in (0, 1))
+    with_cycle = sum(c[0] > 0 for c in played["cycles"])
+    lines = [(f"Judge: {POPULATION} (draw mode, equal weights). {meta['prompts']} held-out prompts x "
+              f"{meta['samples']} responses per entrant; every cross pair compared ({meta['samples'] ** 2} per "
+              "prompt and pair of entrants); 95% CIs over prompts."), "",
+             (f"Non-transitivity on these responses: of the triples of distinct responses to a prompt (all entrants "
+              f"pooled) whose three pairs have a strict majority, {cyclic} of {cyclic + transitive} "
+              f"({cyclic / max(1, cyclic + transitive):.1%}) are cycles; {with_cycle} of {meta['prompts']} prompts "
+              "have at least one."), "",
+             "Runs (the driver's own final eval, ground-truth judge, 47 prompts x 4 samples):", ""]
+    lines += run_rows(policies, runs)
     lines += ["", "Win-rate matrix under the population judge (row's win rate against column) [95% CI]:", "",
               "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for a in names:
         cells = ["-" if a == b else fmt(pop.rate(a, b)) for b in names]
         lines.append(f"| **{a}** | " + " | ".join(cells) + " |")
-    lines += ["", ("Worst case: each policy's lowest win rate against the other entrants (start included), "
-              "the opponent it comes from, and 1/2 - worst (exploitability among the entrants); mean = mean "
-              "win rate over the others:"), "",
-              ("| policy | worst case (population) [95% CI] | against | exploitability | mean | worst case (expected "
-              "label) [95% CI] | worst vs own pool (GT) |"), "|---|---|---|---|---|---|---|"]
+    lines += ["", ("Worst case: each policy's lowest win rate against the other entrants (start included), the "
+                   "opponent, 1/2 - worst (exploitability among the entrants), the mean win rate over the others, "
+                   "the worst case by the expected label (equal-weight vote) and the driver's worst win rate against "
+                   "its own opponent pool (ground truth):"), "",
+              "| policy | worst case [95% CI] | against | 1/2 - worst | mean | worst case, expected label | "
+              "worst vs own pool (GT) |", "|---|---|---|---|---|---|---|"]
     worst = {}
     for a in names:
         opp, w = pop.worst_case(a)
         vopp, vw = vote.worst_case(a)
-        worst[a] = (opp, w)
+        worst[a] = w
         pool = runs.get(a, {}).get("pool_worst")
+        pool_s = f"{pool['win_rate']:.3f}" if pool else "n/a"
         lines.append(f"| {a} | {fmt(w, 3)} | {opp} | {0.5 - w.win_rate:+.3f} | {pop.mean(a):.3f} | {fmt(vw, 3)} ({vopp}) | "
-                     f"{pool['win_rate']:.3f} |" if pool else
-                     f"| {a} | {fmt(w, 3)} | {opp} | {0.5 - w.win_rate:+.3f} | {pop.mean(a):.3f} | {fmt(vw, 3)} ({vopp}) | n/a |")
-    lines += ["", ("Per annotator group: win rate against the start by each group's own hard vote [95% CI] "
-              "(who was served):"), "",
+                     f"{pool_s} |")
+    lines += ["", "Per annotator group: win rate against the start by each group's own hard vote [95% CI]:", "",
               "| policy | " + " | ".join(GROUP_NAMES) + " | population |", "|---|" + "---|" * (len(GROUP_NAMES) + 1)]
     for a in policies:
         cells = [fmt(t[g].rate(a, START)) for g in GROUP_NAMES] + [fmt(pop.rate(a, START))]
         lines.append(f"| {a} | " + " | ".join(cells) + " |")
-    verdict = []
-    for m in NASH:
-        for b in BRADLEY_TERRY:
-            if m in worst and b in worst:
-                s = standing(worst[m][1], worst[b][1])
-                verdict.append({"nash": m, "bt": b, "nash_worst": worst[m][1].win_rate, "bt_worst": worst[b][1].win_rate,
-                                "point_at_least": worst[m][1].win_rate >= worst[b][1].win_rate, "intervals": s})
-    lines += ["", "Target (MNPO's worst case at least that of the Bradley-Terry-trained policies, CIs overlapping or better):", ""]
+    verdict = [{"nash": m, "bt": b, "nash_worst": worst[m].win_rate, "bt_worst": worst[b].win_rate,
+                "point_at_least": worst[m].win_rate >= worst[b].win_rate, "intervals": standing(worst[m], worst[b])}
+               for m in NASH for b in BRADLEY_TERRY if m in worst and b in worst]
+    lines += ["", "Target (MNPO's worst case at least that of the Bradley-Terry-trained policies, CIs overlapping "
+              "or better):", ""]
     for v in verdict:
         lines.append(f"- {v['nash']} {v['nash_worst']:.3f} vs {v['bt']} {v['bt_worst']:.3f}: point estimate "
                      f"{'at least' if v['point_at_least'] else 'below'}, intervals {v['intervals']}")
     lines += ["", (f"BT reward model (fitted to {rm_info['params']['pairs']} population-labelled pairs, 10% held out): "
-              f"held-out accuracy on drawn labels {rm_info['heldout_accuracy_drawn_labels']:.3f}; on "
-              f"{rm_info['fresh_pairs']} fresh pairs it orders {rm_info['accuracy_drawn_labels']:.3f} as the drawn "
-              f"label, {rm_info['agreement_majority']:.3f} as the population's majority ({rm_info['majority_pairs']} "
-              f"pairs with one), {rm_info['agreement_ground_truth']:.3f} as the ground truth.")]
+                   f"held-out accuracy on drawn labels {rm_info['heldout_accuracy_drawn_labels']:.3f}; on "
+                   f"{rm_info['fresh_pairs']} fresh pairs it orders {rm_info['accuracy_drawn_labels']:.3f} as the drawn "
+                   f"label, {rm_info['agreement_majority']:.3f} as the population's majority "
+                   f"({rm_info['majority_pairs']} pairs with one), {rm_info['agreement_ground_truth']:.3f} as the "
+                   "ground truth.")]
     data = {
         "meta": meta, "reward_model": rm_info, "runs": runs, "verdict": verdict,
+        "cycles": {"cyclic": cyclic, "transitive": transitive, "prompts_with_cycle": with_cycle},
         "matrices": {j: {a: {b: rate_json(tt.rate(a, b)) for b in names if b != a} for a in names} for j, tt in t.items()},
         "worst_case": {j: {a: {"opponent": tt.worst_case(a)[0], **rate_json(tt.worst_case(a)[1])} for a in names}
                        for j, tt in t.items()},
+        "example_prompt": played["prompts"][0],
+        "examples": {name: played["responses"][name][0][:4] for name in names},
     }
     return "\n".join(lines) + "\n", data
 
@@ -384,8 +419,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--png", type=Path, help="heat map path (default OUT/nash_tournament.png)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    become_subreaper()
-    started, cpu0 = time.perf_counter(), cpu_seconds()
+    meter = CPUMeter()
+    meter.start()
+    started, cpu0 = time.perf_counter(), meter.seconds()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     rm_path, rm_info = population_reward_model()
@@ -395,25 +431,22 @@ def main(argv: list[str] | None = None) -> None:
         f"judges:\n  - {{name: bt-rm, kind: reward_model, path: {json.dumps(str(rm_path))}}}\n"
         "eval:\n  name: ground-truth\n  kind: rule\n  function: rollout.tasks.wordlist:ground_truth\n  temperature: 0.0\n")
     names = args.only or list(VARIANTS)
-    runs = train(names, args.steps, out, rm_manifest, args.reuse)
+    runs = train(names, args.steps, out, rm_manifest, args.reuse, meter)
     from driver.builtin import ensure_builtin_policy
 
     entrants = {START: ensure_builtin_policy(), **{name: out / name / "final" for name in names}}
     t0 = time.perf_counter()
-    prompts, played = tournament(entrants, args.samples, max_tokens=24, seed=args.seed)
-    meta = {"steps": args.steps, "samples": args.samples, "prompts": len(prompts), "seed": args.seed,
-            "tournament_seconds": round(time.perf_counter() - t0, 1)}
-    meta["wall_seconds"] = round(time.perf_counter() - started, 1)
-    meta["cpu_seconds"] = round(cpu_seconds() - cpu0, 1)
-    text, data = summarise(played["results"], runs, rm_info, meta)
+    played = tournament(entrants, args.samples, max_tokens=24, seed=args.seed)
+    meta = {"steps": args.steps, "samples": args.samples, "prompts": len(played["prompts"]), "seed": args.seed,
+            "tournament_seconds": round(time.perf_counter() - t0, 1),
+            "wall_seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(meter.seconds() - cpu0, 1)}
+    text, data = summarise(played, runs, rm_info, meta)
     png = args.png or out / "nash_tournament.png"
     plot(played["results"], png)
-    data["examples"] = {name: played["responses"][name][0][:4] for name in entrants}
-    data["example_prompt"] = prompts[0]
     (out / "nash_lm.json").write_text(json.dumps(data, indent=2, default=str))
     (out / "nash_lm.md").write_text(text)
     sys.stdout.write(text)
-    sys.stderr.write(f"wall {meta['wall_seconds']:.0f} s, CPU {meta['cpu_seconds']:.0f} s (this process and reaped "
+    sys.stderr.write(f"wall {meta['wall_seconds']:.0f} s, CPU {meta['cpu_seconds']:.0f} s (this process and its "
                      f"descendants); heat map {png}\n")
 
 

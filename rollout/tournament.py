@@ -18,6 +18,10 @@ the independent units). The matrix needs an order-symmetric judge, P(a > b) + P(
 pointwise judge's Bradley-Terry preference and a draw- or vote-mode population of them are): each
 unordered pair is judged once and M[B][A] = 1 - M[A][B], with the mirrored interval.
 
+Majority cycles (`majority_cycles`): among distinct responses to one prompt, the triples whose three
+pairs all have a strict preference (P != 1/2), split into cyclic (a > b > c > a) and transitive ones:
+how non-transitive the judge is on the responses the policies actually write.
+
 Worst case of A: min over B != A of M[A][B], with B named. 1/2 - worst case is an exploitability
 estimate restricted to the entrants (how far the strongest counter-policy among them gets against
 A; a policy no entrant beats has worst case >= 1/2). The minimum of several noisy rates is biased
@@ -144,3 +148,35 @@ def standing(a: WinRate, b: WinRate) -> Standing:
     if a.ci_high < b.ci_low:
         return "worse"
     return "overlapping"
+
+
+def majority_cycles(compare: Compare, prompt: str, responses: Sequence[str]) -> tuple[int, int]:
+    """(cyclic, transitive): triples of the distinct `responses` to `prompt` whose three pairs are
+    all strictly preferred one way by `compare` (P > 1/2), cyclic or not. One `compare` call on
+    every unordered pair; triples are counted with bit sets, O(n^2) set operations."""
+    distinct = list(dict.fromkeys(responses))
+    n = len(distinct)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if not pairs:
+        return 0, 0
+    values = list(compare([prompt] * len(pairs), [distinct[i] for i, _ in pairs], [distinct[j] for _, j in pairs]))
+    if len(values) != len(pairs):
+        raise ValueError(f"compare returned {len(values)} preferences for {len(pairs)} pairs")
+    beats = [0] * n  # bit k of beats[i]: i is strictly preferred to k
+    for (i, j), p in zip(pairs, values):
+        if p > 0.5:
+            beats[i] |= 1 << j
+        elif p < 0.5:
+            beats[j] |= 1 << i
+    beaten_by = [0] * n
+    for i in range(n):
+        for k in range(n):
+            if beats[i] >> k & 1:
+                beaten_by[k] |= 1 << i
+    cyclic3 = transitive = 0
+    for i in range(n):
+        for j in range(n):
+            if beats[i] >> j & 1:  # edge i > j
+                cyclic3 += (beats[j] & beaten_by[i]).bit_count()  # j > k > i: each cycle once per edge
+                transitive += (beats[i] & beats[j]).bit_count()  # i > k, j > k: once, at (source, middle)
+    return cyclic3 // 3, transitive

@@ -17,6 +17,7 @@ from rollout.judges import build_judge
 from rollout.tasks import wordlist
 from rollout.tournament import (
     head_to_head,
+    majority_cycles,
     mirror,
     pointwise,
     prompt_scores,
@@ -156,6 +157,23 @@ def test_each_group_alone_is_transitive():
     assert [topical.worst_case(n)[1].win_rate for n in "ABC"] == [1.0, 0.0, 0.0]  # A > B > C
     exact = round_robin(pointwise(wordlist.exact_count), PROMPTS, entrants)
     assert exact.worst_case("B")[1].win_rate == 1.0 and exact.rate("C", "A").win_rate == 1.0
+
+
+def test_majority_cycles_count_strict_triples_by_shape():
+    vote = population("vote")
+    assert majority_cycles(vote, PROMPTS[0], [A, B, C, B]) == (1, 0)  # duplicates count once
+    assert majority_cycles(length, "p", ["x", "xx", "xxx", "xx"]) == (0, 1)
+    # four lengths: C(4, 3) = 4 transitive triples; an equal-length pair (P = 1/2) drops its triples
+    assert majority_cycles(length, "p", ["x", "xx", "xxx", "xxxx"]) == (0, 4)
+    assert majority_cycles(length, "p", ["x", "xx", "yy", "xxx"]) == (0, 2)
+    assert majority_cycles(length, "p", ["x"]) == (0, 0)
+    # rock, paper, scissors and a fourth that loses to all: 1 cycle + 3 transitive triples
+    four = {" rock": {" scissors", " lizard"}, " paper": {" rock", " lizard"}, " scissors": {" paper", " lizard"}}
+
+    def rpsl(prompts, first, second):
+        return [1.0 if b in four.get(a, ()) else 0.0 if a in four.get(b, ()) else 0.5 for a, b in zip(first, second)]
+
+    assert majority_cycles(rpsl, "p", [" rock", " paper", " scissors", " lizard"]) == (1, 3)
 
 
 def test_the_draw_mode_judge_is_order_symmetric_so_mirroring_is_exact():
