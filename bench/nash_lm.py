@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -86,7 +87,7 @@ class CPUMeter(threading.Thread):
     are not all reaped through the driver, so RUSAGE_CHILDREN misses most of them.) Linux only;
     elsewhere `seconds` counts this process alone."""
 
-    def __init__(self, period: float = 0.5):
+    def __init__(self, period: float = 0.25):
         super().__init__(daemon=True)
         self.period, self.seen, self.lock = period, {}, threading.Lock()
         self.tick = os.sysconf("SC_CLK_TCK")
@@ -185,26 +186,54 @@ def reward_model_agreement(path: Path) -> dict[str, float]:
             "agreement_ground_truth": round(truth / len(pairs), 4)}
 
 
+def score_sum_agreement() -> float:
+    """On the same fresh pairs as `reward_model_agreement`: how often the best transitive score at
+    hand, the equal-weight sum of the groups' own scores, orders a pair as the population's majority
+    (pairs with one). What a well-fitted Bradley-Terry reward could reach."""
+    pairs = wordlist.population_pairs(seed=RM_PARAMS["seed"] + 1, size=RM_CHECK_PAIRS)
+    majority = agree = 0
+    for p, a, b in pairs:
+        votes = sum((g(p, a) > g(p, b)) - (g(p, a) < g(p, b)) for g in wordlist.GROUPS.values())
+        if votes:
+            total = sum(g(p, a) - g(p, b) for g in wordlist.GROUPS.values())
+            majority += 1
+            agree += (votes > 0) == (total > 0)
+    return round(agree / majority, 4)
+
+
 # --------------------------------------------------------------------------- runs
 
 
 def train(names: list[str], steps: int, out: Path, rm_manifest: Path, reuse: bool, meter: CPUMeter) -> dict[str, dict]:
+    """Each run in OUT/NAME; its bench row (wall and CPU time) is kept in OUT/NAME/bench.json so
+    that --reuse keeps it. A failed run is retried once (on a shared machine a run can lose a race
+    for a free port), and the failure is reported."""
     runs = {}
     for name in names:
         algo, sets = VARIANTS[name]
         if name == "grpo-bt-rm":
             sets = [*sets, f"--judges={rm_manifest}"]
-        done = out / name / "summary.json"
-        if reuse and done.is_file():
+        row_file = out / name / "bench.json"
+        if reuse and (out / name / "summary.json").is_file():
             sys.stderr.write(f"{name}: reusing {out / name}\n")
-            runs[name] = {"name": name, "algo": algo, "sets": " ".join(sets), "wall": None, "cpu": None}
+            runs[name] = json.loads(row_file.read_text()) if row_file.is_file() else {
+                "name": name, "algo": algo, "sets": " ".join(sets), "wall": None, "cpu": None}
         else:
-            if (out / name).exists():
-                shutil.rmtree(out / name)  # a run directory is never reused by the driver
-            cpu0 = meter.seconds()
-            row = run_variant(name, algo, sets, steps, out, BASE)
-            runs[name] = {**row, "cpu": meter.seconds() - cpu0}
-            sys.stderr.write(f"{name}: {row['wall']:.0f} s, win rate vs start {row['win']:.3f} (ground truth)\n")
+            for attempt in (1, 2):
+                if (out / name).exists():
+                    shutil.rmtree(out / name)  # a run directory is never reused by the driver
+                cpu0 = meter.seconds()
+                try:
+                    row = run_variant(name, algo, sets, steps, out, BASE)
+                    break
+                except RuntimeError as err:
+                    if attempt == 2:
+                        raise
+                    sys.stderr.write(f"{name}: failed, retrying once: {str(err)[-400:]}\n")
+            runs[name] = {**row, "cpu": meter.seconds() - cpu0, "attempts": attempt}
+            row_file.write_text(json.dumps(runs[name], indent=2))
+            sys.stderr.write(f"{name}: {row['wall']:.0f} s, CPU {runs[name]['cpu']:.0f} s, win rate vs start "
+                             f"{row['win']:.3f} (ground truth)\n")
         runs[name].update(driver_eval(out / name))
     return runs
 
@@ -311,7 +340,15 @@ def summarise(played: dict, runs: dict[str, dict], rm_info: dict, meta: dict) ->
               f"pooled) whose three pairs have a strict majority, {cyclic} of {cyclic + transitive} "
               f"({cyclic / max(1, cyclic + transitive):.1%}) are cycles; {with_cycle} of {meta['prompts']} prompts "
               "have at least one."), "",
-             "Runs (the driver's own final eval, ground-truth judge, 47 prompts x 4 samples):", ""]
+             ]
+    triples = list(itertools.combinations(names, 3))
+    policy_cycles = [list(c) for c in triples if any(
+        pop.rate(x, y).win_rate > 0.5 and pop.rate(y, z).win_rate > 0.5 and pop.rate(z, x).win_rate > 0.5
+        for x, y, z in (c, c[::-1]))]
+    order = sorted(names, key=pop.mean, reverse=True)
+    lines += [(f"Cycles among the entrants (matrix point estimates): {len(policy_cycles)} of {len(triples)} triples"
+               + (f" {policy_cycles}" if policy_cycles else f"; by mean win rate: {' > '.join(order)}") + "."), "",
+              "Runs (the driver's own final eval, ground-truth judge, 47 prompts x 4 samples):", ""]
     lines += run_rows(policies, runs)
     lines += ["", "Win-rate matrix under the population judge (row's win rate against column) [95% CI]:", "",
               "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -323,7 +360,7 @@ def summarise(played: dict, runs: dict[str, dict], rm_info: dict, meta: dict) ->
                    "the worst case by the expected label (equal-weight vote) and the driver's worst win rate against "
                    "its own opponent pool (ground truth):"), "",
               "| policy | worst case [95% CI] | against | 1/2 - worst | mean | worst case, expected label | "
-              "worst vs own pool (GT) |", "|---|---|---|---|---|---|---|"]
+              "worst vs own pool (GT) | words per response |", "|---|---|---|---|---|---|---|---|"]
     worst = {}
     for a in names:
         opp, w = pop.worst_case(a)
@@ -331,13 +368,20 @@ def summarise(played: dict, runs: dict[str, dict], rm_info: dict, meta: dict) ->
         worst[a] = w
         pool = runs.get(a, {}).get("pool_worst")
         pool_s = f"{pool['win_rate']:.3f}" if pool else "n/a"
+        words = [len(r.split()) for rs in played["responses"][a] for r in rs]
         lines.append(f"| {a} | {fmt(w, 3)} | {opp} | {0.5 - w.win_rate:+.3f} | {pop.mean(a):.3f} | {fmt(vw, 3)} ({vopp}) | "
-                     f"{pool_s} |")
-    lines += ["", "Per annotator group: win rate against the start by each group's own hard vote [95% CI]:", "",
-              "| policy | " + " | ".join(GROUP_NAMES) + " | population |", "|---|" + "---|" * (len(GROUP_NAMES) + 1)]
-    for a in policies:
-        cells = [fmt(t[g].rate(a, START)) for g in GROUP_NAMES] + [fmt(pop.rate(a, START))]
-        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+                     f"{pool_s} | {sum(words) / len(words):.2f} |")
+    lines += ["", ("Per annotator group: win rate against the start by each group's own hard vote [95% CI], "
+                   "then each group's mean score of the policy's responses and the share of empty responses:"), "",
+              "| policy | " + " | ".join(GROUP_NAMES) + " | population | mean " + " / ".join(GROUP_NAMES) + " | empty |",
+              "|---|" + "---|" * (len(GROUP_NAMES) + 3)]
+    for a in names:
+        rows = [(prompt, r) for prompt, rs in zip(played["prompts"], played["responses"][a]) for r in rs]
+        means = " / ".join(f"{sum(wordlist.GROUPS[g](p, r) for p, r in rows) / len(rows):.2f}" for g in GROUP_NAMES)
+        empty = sum(not r.split() for _, r in rows) / len(rows)
+        cells = ["-"] * (len(GROUP_NAMES) + 1) if a == START else (
+            [fmt(t[g].rate(a, START)) for g in GROUP_NAMES] + [fmt(pop.rate(a, START))])
+        lines.append(f"| {a} | " + " | ".join(cells) + f" | {means} | {empty:.1%} |")
     verdict = [{"nash": m, "bt": b, "nash_worst": worst[m].win_rate, "bt_worst": worst[b].win_rate,
                 "point_at_least": worst[m].win_rate >= worst[b].win_rate, "intervals": standing(worst[m], worst[b])}
                for m in NASH for b in BRADLEY_TERRY if m in worst and b in worst]
@@ -350,11 +394,13 @@ def summarise(played: dict, runs: dict[str, dict], rm_info: dict, meta: dict) ->
                    f"held-out accuracy on drawn labels {rm_info['heldout_accuracy_drawn_labels']:.3f}; on "
                    f"{rm_info['fresh_pairs']} fresh pairs it orders {rm_info['accuracy_drawn_labels']:.3f} as the drawn "
                    f"label, {rm_info['agreement_majority']:.3f} as the population's majority "
-                   f"({rm_info['majority_pairs']} pairs with one), {rm_info['agreement_ground_truth']:.3f} as the "
+                   f"({rm_info['majority_pairs']} pairs with one; the equal-weight sum of the groups' scores: "
+                   f"{rm_info['score_sum_agreement_majority']:.3f}), {rm_info['agreement_ground_truth']:.3f} as the "
                    "ground truth.")]
     data = {
         "meta": meta, "reward_model": rm_info, "runs": runs, "verdict": verdict,
-        "cycles": {"cyclic": cyclic, "transitive": transitive, "prompts_with_cycle": with_cycle},
+        "cycles": {"cyclic": cyclic, "transitive": transitive, "prompts_with_cycle": with_cycle,
+                   "entrant_triples": len(triples), "entrant_cycles": policy_cycles},
         "matrices": {j: {a: {b: rate_json(tt.rate(a, b)) for b in names if b != a} for a in names} for j, tt in t.items()},
         "worst_case": {j: {a: {"opponent": tt.worst_case(a)[0], **rate_json(tt.worst_case(a)[1])} for a in names}
                        for j, tt in t.items()},
@@ -425,6 +471,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     rm_path, rm_info = population_reward_model()
+    rm_info["score_sum_agreement_majority"] = score_sum_agreement()
     rm_manifest = out / "rm-population.yaml"
     rm_manifest.write_text(
         "# GRPO's judge: the reward model fitted to the population's drawn labels (bench/nash_lm.py)\n"
