@@ -234,6 +234,7 @@ def train(names: list[str], steps: int, out: Path, rm_manifest: Path, reuse: boo
             row_file.write_text(json.dumps(runs[name], indent=2))
             sys.stderr.write(f"{name}: {row['wall']:.0f} s, CPU {runs[name]['cpu']:.0f} s, win rate vs start "
                              f"{row['win']:.3f} (ground truth)\n")
+        runs[name]["sets"] = runs[name]["sets"].replace(str(out), "OUT")  # no machine paths in the tables
         runs[name].update(driver_eval(out / name))
     return runs
 
