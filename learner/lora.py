@@ -12,9 +12,6 @@ adapters (peft) on top of frozen base weights; everything that leaves the learne
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 
 from protocols import LoraConfig
@@ -33,10 +30,6 @@ def wrap(model: torch.nn.Module, cfg: LoraConfig) -> torch.nn.Module:
         return get_peft_model(model, peft_cfg)
     except ValueError as err:  # e.g. a target module the architecture does not have
         raise ValueError(f"learner.lora.target_modules {list(cfg.target_modules)}: {err}") from None
-
-
-def is_lora(model: torch.nn.Module) -> bool:
-    return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
 
 
 @torch.no_grad()
@@ -68,14 +61,8 @@ class FrozenBase(torch.nn.Module):
         self._policy = [policy]  # a list: not registered as a submodule (no parameters here)
 
     def forward(self, **inputs):
-        with disabled(self._policy[0]):
+        with self._policy[0].disable_adapter():
             return self._policy[0](**inputs)
-
-
-@contextmanager
-def disabled(model: torch.nn.Module) -> Iterator[None]:
-    with model.disable_adapter():
-        yield
 
 
 def adapter_parameters(model: torch.nn.Module) -> int:
