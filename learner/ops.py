@@ -2,7 +2,8 @@
 
 Where it sits: collate (padded tensors) -> forward pass (logits) -> **ops** -> algorithms/ (losses).
 Every piece of math that more than one loss or metric needs lives here exactly once, with tests in
-tests/learner/test_ops.py. All functions are pure: no logging, no device moves, no distributed calls.
+tests/learner/test_ops.py; `gather_token_logprobs` is common/tensors.py's (rollout/ needs it too),
+re-exported. All functions are pure: no logging, no device moves, no distributed calls.
 
 Conventions:
 - B = batch (sequences), T = positions, V = vocabulary.
@@ -18,41 +19,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from common.tensors import gather_token_logprobs as gather_token_logprobs  # re-exported
+
 Reduction = Literal["sum", "mean"]
 REDUCTIONS: tuple[str, ...] = ("sum", "mean")
-
-
-def gather_token_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
-    """log softmax(logits)[label] at every position.
-
-    Args:
-        logits: [B, T, V] any float dtype; position t scores the token at t + 1 when the caller
-            passes `logits[:, :-1]` together with `labels = input_ids[:, 1:]`.
-        labels: [B, T] int64 token ids in [0, V) (padding must still be a valid id; mask later).
-
-    Returns:
-        [B, T] float32 (float64 for float64 logits) logprobs, differentiable w.r.t. `logits`.
-
-    Memory: computes `logit[label] - logsumexp(logits)` instead of a full log_softmax followed by
-    a gather. Low-precision logits (bf16/fp16) are upcast one sequence at a time, so the float32
-    temporaries are [T, V] rather than [B, T, V].
-    """
-    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(
-            f"need logits [B, T, V] and labels [B, T], got {tuple(logits.shape)} and {tuple(labels.shape)}"
-        )
-    if logits.dtype in (torch.float32, torch.float64):
-        return _gather_rows(logits, labels)
-    rows = [_gather_rows(logits[b].float(), labels[b]) for b in range(logits.shape[0])]
-    if not rows:
-        return logits.new_zeros(labels.shape, dtype=torch.float32)
-    return torch.stack(rows)
-
-
-def _gather_rows(logits: Tensor, labels: Tensor) -> Tensor:
-    """[..., V] float logits, [...] labels -> [...] logprobs."""
-    picked = torch.gather(logits, -1, labels.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
 
 
 def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:

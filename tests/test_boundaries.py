@@ -4,7 +4,8 @@
     vllm       only in rollout/
     deepspeed  only in learner/
     protocols/ imports only pydantic, the standard library and protocols itself
-    direction  protocols <- rollout, learner <- actors <- driver (deploy sits beside protocols)
+    common/    imports only torch, the standard library and common itself
+    direction  protocols, common <- rollout, learner <- actors <- driver (deploy uses protocols only)
 
 Every import counts, wherever it is written: module level, inside functions (deferred imports),
 under `if TYPE_CHECKING:` or `try:`, and `importlib.import_module("x")` / `__import__("x")` with a
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("actors", "learner", "rollout", "protocols", "deploy", "driver")
+PACKAGES = ("actors", "learner", "rollout", "protocols", "common", "deploy", "driver")
 
 # third-party top-level name -> the packages allowed to import it
 RESTRICTED = {
@@ -31,10 +32,11 @@ RESTRICTED = {
 # project package -> the project packages it may import (itself included)
 LAYERS = {
     "protocols": {"protocols"},
-    "rollout": {"protocols", "rollout"},
-    "learner": {"protocols", "learner"},
+    "common": {"common"},
+    "rollout": {"protocols", "common", "rollout"},
+    "learner": {"protocols", "common", "learner"},
     "deploy": {"protocols", "deploy"},
-    "actors": {"protocols", "rollout", "learner", "actors"},
+    "actors": {"protocols", "common", "rollout", "learner", "actors"},
     "driver": set(PACKAGES),
 }
 
@@ -121,7 +123,7 @@ def test_scanner_finds_every_kind_of_import():
 
 def test_scan_covers_the_library():
     scanned = {str(path.relative_to(REPO)) for _, path in source_files()}
-    for expected in ("actors/judge.py", "rollout/judges/reward_model.py", "protocols/__init__.py",
+    for expected in ("actors/judge.py", "rollout/judges/reward_model.py", "protocols/__init__.py", "common/tensors.py",
                      "deploy/placement.py", "driver/run.py", "learner/algorithms/mnpo.py"):
         assert expected in scanned
     # deferred imports inside functions are seen (learner/engine.py imports DeepSpeed in a method)
@@ -151,4 +153,10 @@ def test_import_direction_between_project_packages():
         for pkg, where, name in IMPORTS
         if name in LAYERS and name not in LAYERS[pkg]
     ]
-    assert offenders == [], "protocols <- rollout, learner <- actors <- driver; deploy uses protocols only"
+    assert offenders == [], "protocols, common <- rollout, learner <- actors <- driver; deploy uses protocols only"
+
+
+def test_common_imports_only_torch_and_the_standard_library():
+    allowed = {"torch", "common"} | set(sys.stdlib_module_names)
+    offenders = [f"{where} imports {name}" for pkg, where, name in IMPORTS if pkg == "common" and name not in allowed]
+    assert offenders == []

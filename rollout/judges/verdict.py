@@ -37,12 +37,11 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from common.tensors import DTYPES
 from rollout.chat import ChatMode, chat_text, uses_chat_template
 from rollout.judges.base import both_orders, fill_template
 
 logger = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def load_causal_lm(path: str, dtype: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
