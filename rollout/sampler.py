@@ -25,9 +25,9 @@ import torch
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
 
-from protocols import PromptBatch, Rollout, RolloutBatch, RolloutConfig, SyncProbe, SyncReport, WeightVersion
+from protocols import PromptBatch, Rollout, RolloutBatch, RolloutConfig, SyncReport, WeightVersion
 from rollout.chat import ChatMode, prompt_token_ids, uses_chat_template
-from rollout.sync import WeightSyncError, probe_gap
+from rollout.sync import WeightSyncError, load_verified
 
 logger = logging.getLogger(__name__)
 
@@ -113,24 +113,15 @@ class VLLMSampler:
         return result
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: WeightVersion) -> SyncReport:
-        """Replace the served weights in place, verify them against the learner's probe."""
-        if version.version <= self.policy_version:
-            raise WeightSyncError(f"{self.name}: got weight version {version.version}, already at {self.policy_version}")
-        start = time.perf_counter()
-        self.llm.collective_rpc(
-            "reload_weights", kwargs=dict(weights_iterator=list(weights), is_checkpoint_format=True)
-        )
-        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
-        gap = self.probe_gap(version.probe)
-        seconds = time.perf_counter() - start
-        if gap > self.cfg.sync_tolerance:
-            raise WeightSyncError(
-                f"{self.name}: served weights differ from learner version {version.version}: probe logprob "
-                f"gap {gap:.2e} > sync_tolerance {self.cfg.sync_tolerance:.0e}"
-            )
-        self.policy_version = version.version
-        return SyncReport(worker=self.name, version=version.version, seconds=seconds, max_abs_logprob_diff=gap)
+        """Replace the served weights in place, verify them against the learner's probe (rollout/sync.py)."""
 
-    def probe_gap(self, probe: SyncProbe) -> float:
-        """Largest |engine - learner| logprob over the probe tokens."""
-        return probe_gap(self.prompt_logprobs(probe.token_ids), probe)
+        def load() -> None:
+            self.llm.collective_rpc(
+                "reload_weights", kwargs=dict(weights_iterator=list(weights), is_checkpoint_format=True)
+            )
+            self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+
+        report = load_verified(version, self.policy_version, load, self.prompt_logprobs, self.cfg.sync_tolerance,
+                               who=self.name, worker=self.name)
+        self.policy_version = version.version
+        return report

@@ -7,9 +7,12 @@ trained, and `WeightSyncError` stops the run. No torch or vLLM here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
-from protocols import SyncProbe
+from protocols import SyncProbe, SyncReport, WeightVersion
+
+ServedLogprobs = Callable[[Sequence[Sequence[int]]], Sequence[Sequence[float]]]
 
 
 class WeightSyncError(RuntimeError):
@@ -21,3 +24,27 @@ def probe_gap(served: Sequence[Sequence[float]], probe: SyncProbe) -> float:
     if len(served) != len(probe.logprobs) or any(len(s) != len(p) for s, p in zip(served, probe.logprobs)):
         raise ValueError("served logprobs are not shaped like the probe's")
     return max(abs(a - b) for row_s, row_l in zip(served, probe.logprobs) for a, b in zip(row_s, row_l))
+
+
+def load_verified(
+    version: WeightVersion, current: int, load: Callable[[], object], served_logprobs: ServedLogprobs,
+    tolerance: float, *, who: str, worker: str,
+) -> SyncReport:
+    """Load a newer weight version with `load()` and prove it on the version's probe.
+
+    WeightSyncError, its message starting with `who`, if `version` is not newer than `current` or
+    `served_logprobs(probe sequences)` differs from the learner's by more than `tolerance`; the
+    weights are then not rolled back. Otherwise `worker`'s SyncReport (seconds: load and check).
+    """
+    if version.version <= current:
+        raise WeightSyncError(f"{who}: got weight version {version.version}, already at {current}")
+    start = time.perf_counter()
+    load()
+    gap = probe_gap(served_logprobs(version.probe.token_ids), version.probe)
+    seconds = time.perf_counter() - start
+    if gap > tolerance:
+        raise WeightSyncError(
+            f"{who}: loaded weights differ from learner version {version.version}: probe logprob gap "
+            f"{gap:.2e} > sync_tolerance {tolerance:.0e}"
+        )
+    return SyncReport(worker=worker, version=version.version, seconds=seconds, max_abs_logprob_diff=gap)

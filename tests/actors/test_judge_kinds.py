@@ -132,10 +132,10 @@ class StandInLearner:
 
 def modified_policy(path: str, scale: float) -> tuple[dict[str, torch.Tensor], list[list[int]], SyncProbe]:
     """The policy with one layer's weights scaled, some probe sequences, and its logprobs on them
-    computed like the learner's probe (learner/engine.py: gather_token_logprobs on float logits)."""
+    computed as the learner's probe is (common/tensors.py)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from learner.ops import gather_token_logprobs
+    from common.tensors import probe_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -143,12 +143,8 @@ def modified_policy(path: str, scale: float) -> tuple[dict[str, torch.Tensor], l
     model.load_state_dict(state)
     tokenizer = AutoTokenizer.from_pretrained(path)
     sequences = [tokenizer("list 3 fruits: apple pear plum")["input_ids"], tokenizer("name 2 animals: cat")["input_ids"]]
-    rows = []
-    with torch.no_grad():
-        for seq in sequences:
-            ids = torch.tensor([seq])
-            rows.append(tuple(gather_token_logprobs(model(input_ids=ids).logits[:, :-1].float(), ids[:, 1:])[0].tolist()))
-    probe = SyncProbe(token_ids=tuple(tuple(s) for s in sequences), logprobs=tuple(rows))
+    rows = probe_logprobs(model, sequences)
+    probe = SyncProbe(token_ids=tuple(tuple(s) for s in sequences), logprobs=tuple(tuple(r) for r in rows))
     return state, sequences, probe
 
 

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from protocols import Prompt, PromptBatch, RolloutConfig, SyncProbe, WeightVersion
 from rollout.chat import chat_text, prompt_token_ids, uses_chat_template
+from rollout.sync import probe_gap
 
 PROMPTS = ("What is 17 + 25?", "Name three fruits.", "Write one sentence about the sea in all lowercase.")
 
@@ -71,7 +72,7 @@ def test_weight_sync_probe_passes_and_catches_a_wrong_probe(sampler, hf):
         ids = torch.tensor([seq])
         logp = torch.log_softmax(edited(input_ids=ids).logits[0, :-1].float(), -1)
         row = tuple(logp[torch.arange(len(seq) - 1), ids[0, 1:]].tolist())
-    before = sampler.probe_gap(SyncProbe(token_ids=(tuple(seq),), logprobs=(row,)))
+    before = probe_gap(sampler.prompt_logprobs([seq]), SyncProbe(token_ids=(tuple(seq),), logprobs=(row,)))
     assert before > 1e-3  # the served (unedited) model differs from the edited one
     probe = SyncProbe(token_ids=(tuple(seq),), logprobs=(row,))
     report = sampler.load_weights(state.items(), WeightVersion(version=1, step=0, num_tensors=len(state), num_bytes=1, probe=probe))
