@@ -1,11 +1,11 @@
 """The judge interfaces and the helpers every judge kind shares.
 
 Two interfaces (typing.Protocol, no base class):
-- pointwise: `score(prompts, responses) -> list[float]`, one scalar per response, higher is better
-  (rule, reward_model).
-- pairwise: `compare(prompts, first, second) -> list[float]`, P(first preferred over second) per
-  triple; > 0.5 favours `first` (protocols/batches.py, PairPreference). Pairwise kinds (pairwise,
-  self, http) average both presentation orders to cancel position bias:
+- PointwiseJudge: `score(prompts, responses) -> list[float]`, one scalar per response, higher is
+  better (rule, reward_model).
+- PairwiseComparer: `compare(prompts, first, second) -> list[float]`, P(first preferred over
+  second) per triple; > 0.5 favours `first` (protocols/batches.py, PairPreference). Pairwise
+  kinds (pairwise, self, http) average both presentation orders to cancel position bias:
       P = 0.5 * [p(first, second) + 1 - p(second, first)]
 A judge may implement both. `judge_rollouts` turns either into a Judgement's rewards/preferences.
 """
@@ -22,6 +22,8 @@ from protocols.preference import bradley_terry  # noqa: F401  (re-exported by ro
 
 @runtime_checkable
 class PointwiseJudge(Protocol):
+    """Any judge that scores one response at a time (rule, reward_model)."""
+
     name: str
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
@@ -30,7 +32,9 @@ class PointwiseJudge(Protocol):
 
 
 @runtime_checkable
-class PairwiseJudge(Protocol):
+class PairwiseComparer(Protocol):
+    """Any judge that compares two responses to a prompt (pairwise, self, http, population)."""
+
     name: str
 
     def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
@@ -38,7 +42,7 @@ class PairwiseJudge(Protocol):
         ...
 
 
-Judge = PointwiseJudge | PairwiseJudge
+Judge = PointwiseJudge | PairwiseComparer
 
 _PLACEHOLDER = re.compile(r"\{(prompt|first|second)\}")
 
@@ -97,7 +101,7 @@ def judge_rollouts(
     responses = [r.response_text for r in batch.rollouts]
     rewards = judge.score(prompts, responses) if isinstance(judge, PointwiseJudge) else None
     preferences = None
-    if isinstance(judge, PairwiseJudge):
+    if isinstance(judge, PairwiseComparer):
         pairs = comparison_pairs(len(responses), batch.samples_per_prompt, comparisons)
         probabilities = judge.compare(
             [prompts[i] for i, _ in pairs], [responses[i] for i, _ in pairs], [responses[j] for _, j in pairs]

@@ -38,7 +38,7 @@ import random
 from collections.abc import Sequence
 
 from protocols import PopulationJudgeSpec
-from rollout.judges.base import Judge, PairwiseJudge, PointwiseJudge, bradley_terry
+from rollout.judges.base import Judge, PairwiseComparer, PointwiseJudge, bradley_terry
 
 
 class PopulationJudge:
@@ -89,7 +89,7 @@ class PopulationJudge:
     ) -> list[float]:
         """Member m's P(first > second) for every triple, in one call of the member."""
         judge, spec = self.judges[m], self.specs[m]
-        if isinstance(judge, PairwiseJudge):
+        if isinstance(judge, PairwiseComparer):
             probabilities = judge.compare(prompts, first, second)
         elif isinstance(judge, PointwiseJudge):
             keys = list(dict.fromkeys([*zip(prompts, first), *zip(prompts, second)]))  # distinct, in order
