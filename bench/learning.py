@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.cpu import CPUMeter  # noqa: E402
 
 # name -> (algo, --set overrides). Every run samples the same prompts x samples per step.
 SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
@@ -90,9 +95,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="steps per run (default 300; smollm2: 40)")
     parser.add_argument("--suite", choices=sorted([*SUITES, "nash"]), default="algorithms")
     parser.add_argument("--only", nargs="*", help="variants of the suite to run (default all)")
+    parser.add_argument("--out", type=Path, help="keep each run in OUT/VARIANT (default: a temporary directory)")
+    parser.add_argument("--reuse", action="store_true", help="with --out: keep variants that finished (bench.json)")
     args, extra = parser.parse_known_args()
     if args.suite == "nash":  # a fitted reward model, five runs and a round-robin tournament: bench/nash_lm.py
-        sys.path.insert(0, str(REPO))
         from bench import nash_lm
 
         nash_lm.main([*(["--steps", str(args.steps)] if args.steps else []),
@@ -106,20 +112,36 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variants {unknown} for suite {args.suite!r}; valid: {list(suite)}")
     rows = []
+    meter = CPUMeter()
+    meter.start()
     with tempfile.TemporaryDirectory() as tmp:
+        root = args.out.resolve() if args.out else Path(tmp)
         for name in names:
             algo, sets = suite[name]
             steps = args.steps or DEFAULT_STEPS.get(args.suite, 300)
-            rows.append(run_variant(name, algo, sets, steps, Path(tmp), SUITE_BASE.get(args.suite, [])))
-            sys.stderr.write(f"{name}: win rate {rows[-1]['win']:.3f}\n")
+            row_file = root / name / "bench.json"
+            if args.reuse and row_file.is_file():
+                rows.append(json.loads(row_file.read_text()))
+                sys.stderr.write(f"{name}: reusing {root / name}\n")
+                continue
+            if (root / name).exists():
+                shutil.rmtree(root / name)  # the driver never reuses a run directory
+            cpu0 = meter.seconds()
+            row = run_variant(name, algo, sets, steps, root, SUITE_BASE.get(args.suite, []))
+            rows.append({**row, "cpu": meter.seconds() - cpu0, "steps": steps})
+            row_file.write_text(json.dumps(rows[-1], indent=2))
+            sys.stderr.write(f"{name}: win rate {row['win']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}], "
+                             f"wall {row['wall']:.0f} s, CPU {rows[-1]['cpu']:.0f} s\n")
     out = [
-        "| variant | algo | overrides | win rate vs start [95% CI] | reward start -> end | KL at end | wall s | samples/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | algo | overrides | win rate vs start [95% CI] | reward start -> end | KL at end | wall s "
+        "| CPU min | samples/s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
             f"| {r['name']} | {r['algo']} | `{r['sets']}` | {r['win']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] | "
-            f"{r['r0']:.3f} -> {r['r1']:.3f} | {r['final_kl']:.2f} | {r['wall']:.0f} | {r['samples_per_s']:.0f} |"
+            f"{r['r0']:.3f} -> {r['r1']:.3f} | {r['final_kl']:.2f} | {r['wall']:.0f} | "
+            f"{r['cpu'] / 60:.1f} | {r['samples_per_s']:.0f} |"
         )
     sys.stdout.write("\n".join(out) + "\n")
 

@@ -41,6 +41,9 @@ sys.path.insert(0, str(REPO))
 import numpy as np
 import torch
 
+from learner.algorithms.dpo import DPOConfig
+from learner.algorithms.mnpo import MNPOConfig
+from learner.algorithms.sppo import SPPOConfig
 from learner.game import (
     GAMES,
     best_response_win,
@@ -52,7 +55,6 @@ from learner.game import (
     rotation_strengths,
 )
 from learner.game_play import Method, Trace, mnpo_population_step, run
-from protocols.config import DPOConfig, MNPOConfig, SPPOConfig
 
 TAU = 0.1
 STEPS, QUERIES = 300, 48

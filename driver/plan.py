@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from driver.builtin import check_model_path
-from learner.algorithms import get_algorithm
+from learner.algorithms import get_algorithm, resolved
 from protocols import (
     HttpJudgeSpec,
     JudgeManifest,
@@ -147,6 +147,7 @@ def resolve_plan(cfg: RunConfig, manifest: JudgeManifest | None, resume: bool = 
                  manifest_path: str | Path | None = None, task: Task | None = None) -> RunPlan:
     """Check everything; `manifest` None means the task's ground truth (`task_manifest`)."""
     get_algorithm(cfg.algo)  # raises, listing the valid names
+    cfg = resolved(cfg)  # the algorithm's section checked (and no other's), written out in full
     task = task or load_task(cfg.task)
     check_model_path(cfg.model.path, "model path")
     source = cfg.judges or f"the task {task.name!r}'s ground truth"

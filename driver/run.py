@@ -45,7 +45,8 @@ from driver.manifest_watch import ManifestChange, ManifestWatcher
 from driver.plan import RunPlan
 from driver.stats import rollout_stats, step_line
 from driver.tracking import MetricsWriter, WandbSettings, truncate_after
-from learner.algorithms import get_algorithm
+from learner.algorithms import algorithm_config, get_algorithm
+from learner.opponents import snapshot_due
 from protocols import EvalResult, Judgement, RolloutBatch
 from rollout.evaluation import win_rate_from_rewards
 from rollout.prompts import PromptStream
@@ -104,7 +105,7 @@ class Loop:
         self.heldout = list(plan.task.heldout[: self.cfg.eval.num_prompts])
         spec = get_algorithm(self.cfg.algo)
         self.uses_pool = spec.needs_opponents
-        self.snapshot_every = getattr(getattr(self.cfg, spec.config_section), "snapshot_every", 0)
+        self.snapshot_every = getattr(algorithm_config(self.cfg), "snapshot_every", 0)
         self.evals: dict[int, EvalSamples] = {}  # policy version -> held-out samples
         self.run_name = plan.output.resolve().name
         self.watcher = ManifestWatcher(plan.manifest_path, self.cfg.algo, plan.manifest) if plan.manifest_path else None
@@ -154,7 +155,7 @@ class Loop:
                     logger.info(step_line(record, cfg.steps, eta, final.vs_start.win_rate if final else None))
                 version = int(record["learner/policy_version"])
                 evaluating = done == cfg.steps or bool(cfg.eval.every and done % cfg.eval.every == 0)
-                if self.uses_pool and version % self.snapshot_every == 0 and not evaluating:
+                if self.uses_pool and snapshot_due(version, self.snapshot_every) and not evaluating:
                     self.eval_samples(version, step)  # the next snapshot's samples, while it is served
                 if evaluating:  # (also records this version's samples for the pool)
                     final = self.evaluate(version, step, state.start)

@@ -1,12 +1,11 @@
 """Advantage estimators of the sequence family (PPO, GRPO, RLOO): rewards in, advantages out.
 
-Where it sits: judged rollouts -> collate -> no-grad passes (old / reference logprobs, values) ->
-**advantages** -> algorithms/{ppo,grpo,rloo}.py losses. Which estimator a run uses is the
-algorithm's `AlgorithmSpec.advantage` ("gae", "group", "leave_one_out").
+The sequence step (learner/sequence_step.py) calls the estimator the algorithm names in
+`AlgorithmSpec.advantage`, looked up in `ESTIMATORS` at the end of this module: an estimator takes
+`AdvantageInputs` and the algorithm's config and returns advantages, returns (GAE only) and metrics.
 
-All functions are pure: no logging, no distributed calls, no device moves. Whitening across ranks
-is the caller's: it all-reduces `masked_moments` of every rank, turns them into `mean_var`, and
-passes mean/var to `whiten`.
+All functions are pure: no logging, no device moves, and no distributed calls of their own (GAE's
+whitening across ranks goes through the `all_reduce_sum` it is handed).
 
 Sources:
 - Per-token KL-penalised reward and GAE: Ziegler et al. 2019 (arXiv 1909.08593) as implemented
@@ -22,6 +21,9 @@ they are selected away with `torch.where` before any arithmetic.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -157,14 +159,12 @@ def whiten(x: Tensor, mask: Tensor, mean: float | None = None, var: float | None
     if (mean is None) != (var is None):
         raise ValueError("give both mean and var (e.g. all-reduced across ranks) or neither")
     x = torch.where(mask, x, 0.0)
-    if mean is None:
+    if mean is None or var is None:
         centre = masked_mean(x, mask)
-        scale = torch.rsqrt(masked_mean((x - centre) ** 2, mask) + eps)
-    else:
-        if not var >= 0:
-            raise ValueError(f"var must be >= 0, got {var}")
-        centre, scale = mean, 1.0 / math.sqrt(var + eps)
-    return torch.where(mask, (x - centre) * scale, 0.0)
+        return torch.where(mask, (x - centre) * torch.rsqrt(masked_mean((x - centre) ** 2, mask) + eps), 0.0)
+    if not var >= 0:
+        raise ValueError(f"var must be >= 0, got {var}")
+    return torch.where(mask, (x - mean) / math.sqrt(var + eps), 0.0)
 
 
 def _check_groups(rewards: Tensor) -> None:
@@ -200,3 +200,82 @@ def leave_one_out(rewards: Tensor) -> Tensor:
     _check_groups(rewards)
     k = rewards.shape[1]
     return rewards - (rewards.sum(dim=-1, keepdim=True) - rewards) / (k - 1)
+
+
+# --------------------------------------------------------------------------- the estimators
+
+
+@dataclass(frozen=True)
+class AdvantageInputs:
+    """What an estimator may use, for this rank's N sequences (G prompt groups of K, in order).
+
+    Attributes:
+        scores: [N] combined judged reward of each sequence.
+        old_logprobs: [N, T] logprobs under the policy that sampled (no grad).
+        ref_logprobs: [N, T] under pi_ref, or None when the algorithm declares no reference.
+        values: [N, T] critic values, or None without a critic.
+        mask: [N, T] bool response mask.
+        group_size: K.
+        all_reduce_sum: sums a list of floats over the learner ranks (identity on one rank).
+    """
+
+    scores: Tensor
+    old_logprobs: Tensor
+    ref_logprobs: Tensor | None
+    values: Tensor | None
+    mask: Tensor
+    group_size: int
+    all_reduce_sum: Callable[[list[float]], list[float]]
+
+
+Estimated = tuple[Tensor, Tensor | None, dict[str, float]]  # advantages [N, T], returns [N, T] | None, metrics
+Estimator = Callable[[AdvantageInputs, Any], Estimated]
+
+
+def _required(x: Tensor | None, what: str, estimator: str) -> Tensor:
+    if x is None:
+        raise ValueError(f"the {estimator!r} advantage estimator needs {what}; the algorithm's SPEC must declare it")
+    return x
+
+
+def gae_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
+    """PPO: k1-penalised per-token rewards, GAE on the critic's values, whitened over every rank's tokens.
+
+    cfg: kl_coef, reward_clip, gamma, gae_lambda, whiten_advantages."""
+    ref = _required(inputs.ref_logprobs, "reference logprobs", "gae")
+    values = _required(inputs.values, "critic values", "gae")
+    rewards = kl_penalised_rewards(inputs.scores, inputs.old_logprobs, ref, inputs.mask, cfg.kl_coef, cfg.reward_clip)
+    advantages, returns = gae(rewards, values, inputs.mask, cfg.gamma, cfg.gae_lambda)
+    metrics = {"learner/advantage_raw": float(masked_mean(advantages, inputs.mask))}
+    if cfg.whiten_advantages:
+        total, squares, count = inputs.all_reduce_sum(list(masked_moments(advantages, inputs.mask)))
+        mean, var = mean_var(total, squares, int(count))
+        advantages = whiten(advantages, inputs.mask, mean=mean, var=var)
+    return advantages, returns, metrics
+
+
+def _per_sequence(per_sample: Tensor, mask: Tensor) -> Estimated:
+    """A per-sequence advantage [N] broadcast over each sequence's response tokens."""
+    return per_sample[:, None] * mask.float(), None, {"learner/advantage_abs": float(per_sample.abs().mean())}
+
+
+def group_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
+    """GRPO: each reward normalised within its prompt's group. cfg: std_eps."""
+    k = inputs.group_size
+    return _per_sequence(group_normalised(inputs.scores.reshape(-1, k), cfg.std_eps).reshape(-1), inputs.mask)
+
+
+def leave_one_out_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
+    """RLOO: reward minus kl_coef * (sequence sum of k1), against the mean of the group's others. cfg: kl_coef."""
+    ref = _required(inputs.ref_logprobs, "reference logprobs", "leave_one_out")
+    sequence_kl = masked_sum(kl_k1(inputs.old_logprobs, ref), inputs.mask, dim=-1)
+    rewards = (inputs.scores - cfg.kl_coef * sequence_kl).reshape(-1, inputs.group_size)
+    return _per_sequence(leave_one_out(rewards).reshape(-1), inputs.mask)
+
+
+# name -> estimator; an algorithm names its own in `AlgorithmSpec.advantage` (None: no advantages).
+ESTIMATORS: dict[str, Estimator] = {
+    "gae": gae_estimator,
+    "group": group_estimator,
+    "leave_one_out": leave_one_out_estimator,
+}

@@ -1,8 +1,7 @@
 """The PPO critic: a value model trained alongside the policy on its own DeepSpeed engine.
 
-Where it sits: learner/engine.py's sequence step -> **Critic.values** (no-grad pass before the
-update, for GAE) -> advantages -> for each minibatch: **Critic.train_micro_batch** on the returns
-(value loss from learner/algorithms/ppo.py) -> **Critic.step**.
+The sequence step (learner/sequence_step.py) reads `values` in its no-grad pass (for GAE), then
+trains `engine` beside the policy on the algorithm's `critic_loss` (learner/algorithms/ppo.py).
 
 The value model is the policy's architecture with a scalar head per token (HF
 `AutoModelForTokenClassification`, num_labels=1): the backbone starts from the policy checkpoint
@@ -61,21 +60,6 @@ class Critic:
     def values(self, t: SequenceTensors) -> Tensor:
         self.engine.eval()
         return self.forward(t)
-
-    def backward(self, loss: Tensor, last: bool) -> None:
-        self.engine.train()
-        self.engine.set_gradient_accumulation_boundary(last)
-        self.engine.backward(loss)
-
-    def step(self) -> float:
-        """Apply the accumulated gradient; returns the global gradient norm (0 if unknown)."""
-        self.engine.step()
-        norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else 0.0
-
-    def zero_backward(self) -> None:
-        """A zero gradient, so that a rank with no rows stays in step with the others' collectives."""
-        self.backward(sum(p.sum() for p in self.engine.module.parameters()) * 0.0, last=True)
 
     def save_checkpoint(self, directory: str) -> None:
         self.engine.save_checkpoint(directory, tag=TAG)

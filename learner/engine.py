@@ -1,21 +1,11 @@
 """The learner: judged experience -> new policy weights, on a DeepSpeed ZeRO engine (no Ray here).
 
 Wrapped by actors/learner.py, one instance per rank. The algorithm (learner/algorithms/, chosen by
-`RunConfig.algo`) declares which forward passes it needs; the learner runs only those.
+`RunConfig.algo`) declares which models it needs; the learner builds only those, hands them to the
+family's step as one `Models` handle (learner/models.py) and owns what is around the step: the
+opponent snapshots' schedule, checkpoints and the weights that leave for the rollout workers.
 
-Pair family (DPO, IPO, rDPO, OSP, MNPO, INPO), one optimizer step per driver step:
-    pairs = pairing(judged)            # learner/pairing.py, rule from the algorithm's config
-    maybe push a snapshot              # opponent ring, every `snapshot_every` steps
-    for each micro-batch of pairs:     # gradients accumulated
-        ref / opponent logprobs        # no grad, only if declared
-        policy logprobs -> pair_loss   # a pure function of the algorithm
-        engine.backward(loss * share)
-    engine.step()
-
-Sequence family (PPO, GRPO, RLOO, SPPO): learner/sequence_step.py.
-
-Every rank builds the same pairs / groups from the JudgedBatch (deterministic), trains on its
-shard, and DeepSpeed averages the gradients.
+    train_step: maybe push a snapshot (MNPO)  ->  pair_step | sequence_step  ->  version += 1
 
 With `learner.lora.rank > 0` the engine trains LoRA adapters and the reference is the frozen base
 under them (learner/lora.py); weights leave the learner merged, under the base model's names.
@@ -29,22 +19,24 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from common.tensors import DTYPES, probe_logprobs
 from learner import distributed, lora
-from learner.algorithms import get_algorithm
-from learner.algorithms.base import PairInputs
-from learner.collate import PairTensors, SequenceTensors, collate_pairs, collate_sequences, split_micro_batches
-from learner.opponents import OpponentRing
-from learner.ops import gather_token_logprobs, kl_k1, masked_sum, sequence_logprobs
-from learner.pairing import get_pairing
+from learner.algorithms import algorithm_config, get_algorithm
+from learner.collate import collate_sequences
+from learner.models import Models
+from learner.opponents import OpponentRing, snapshot_due
+from learner.ops import kl_k1, masked_sum
+from learner.pair_step import pair_step
+from learner.sequence_step import sequence_step
 from protocols import JudgedBatch, LearnerConfig, LearnerStepResult, RolloutBatch, RunConfig, SyncProbe
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 OPPONENTS_FILE = "opponents.pt"
 
 
@@ -81,9 +73,7 @@ class PolicyLearner:
         cfg = run.learner
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.spec = get_algorithm(run.algo)
-        self.algo_cfg = getattr(run, self.spec.config_section)
-        self.pairing = get_pairing(self.algo_cfg.pairing) if self.spec.family == "pair" else None
-        self.seed = run.seed
+        self.algo_cfg: Any = algorithm_config(run)  # the algorithm's own config model (learner/algorithms/)
         self.version = 0
         torch.manual_seed(run.seed)
         distributed.init_distributed(rank, world_size, master_addr, master_port or distributed.free_port())
@@ -101,7 +91,7 @@ class PolicyLearner:
             snapshot_template = self.reference
         self.opponents = None
         if self.spec.needs_opponents:
-            self.snapshot_every = self.algo_cfg.snapshot_every
+            self.snapshot_every: int = self.algo_cfg.snapshot_every
             self.opponents = OpponentRing(snapshot_template.to(self.device),
                                           self.spec.fixed_opponents or self.algo_cfg.num_opponents)
         optimizer = torch.optim.AdamW(
@@ -121,6 +111,11 @@ class PolicyLearner:
             from learner.critic import Critic
 
             self.critic = Critic(model_path, cfg, self.algo_cfg.critic_lr, ds_config, torch_dtype, self.device)
+        self.models = Models(
+            policy=self.engine, reference=self.reference if self.spec.needs_reference else None,
+            opponents=self.opponents, critic=self.critic, device=self.device, pad_token_id=self.pad_token_id,
+            micro_batch_size=cfg.micro_batch_size, rank=rank, world_size=world_size, seed=run.seed,
+        )
         logger.info(
             "learner rank %d: %s, ZeRO-%d, %.2fM parameters (%.2fM trained%s), algo %s",
             rank, model_path, cfg.zero_stage, sum(p.numel() for p in model.parameters()) / 1e6,
@@ -142,90 +137,18 @@ class PolicyLearner:
         if len(versions) != 1:
             raise ValueError(f"a step must train on one policy version, got {sorted(versions)}")
         temperatures = dict(judge_temperatures or {})
+        if self.opponents is not None and snapshot_due(self.version, self.snapshot_every):
+            self.opponents.push(self.state_dict(), self.version)
         if self.spec.family == "pair":
-            metrics = self._train_pairs(judged, step, judge_weights, temperatures)
+            metrics = pair_step(self.models, self.spec, self.algo_cfg, judged, judge_weights, temperatures)
         else:
-            from learner.sequence_step import train_sequences
-
-            metrics = train_sequences(self, judged, step, judge_weights, temperatures)
+            metrics = sequence_step(self.models, self.spec, self.algo_cfg, judged, step, judge_weights, temperatures)
         self.version += 1
         metrics["learner/lr"] = float(self.scheduler.get_last_lr()[0])
         metrics["learner/seconds"] = time.perf_counter() - start
         return LearnerStepResult(
             step=step, policy_version=self.version, trained_on_version=versions.pop(), metrics=metrics
         )
-
-    def _train_pairs(self, judged: Sequence[JudgedBatch], step: int, judge_weights: Mapping[str, float],
-                     temperatures: Mapping[str, float]) -> dict[str, float]:
-        """One optimizer step on this rank's shard of the pairs built from `judged`."""
-        if self.opponents is not None and step > 0 and step % self.snapshot_every == 0:
-            self.opponents.push(self.state_dict(), self.version)
-        pairs = [pair for batch in judged for pair in self.pairing(batch, judge_weights, temperatures)]
-        groups = sum(len(batch.batch.groups()) for batch in judged)
-        shard = pairs[self.rank :: self.world_size]
-        self.engine.train()
-        sums: dict[str, float] = {}
-        chunks = split_micro_batches(shard, max(1, self.cfg.micro_batch_size // 2))  # a pair is two sequences
-        for index, chunk in enumerate(chunks):
-            tensors = collate_pairs(chunk, self.pad_token_id).to(self.device)
-            loss, metrics = self._pair_loss(tensors)
-            self.engine.set_gradient_accumulation_boundary(index == len(chunks) - 1)
-            self.engine.backward(loss.sum() / len(shard))
-            for key, value in metrics.items():
-                sums[key] = sums.get(key, 0.0) + value * len(chunk)
-        if not shard:  # keep the collective in step with the other ranks: a zero gradient
-            self.zero_backward()
-        self.engine.step()
-        metrics = {key: value / max(len(shard), 1) for key, value in sums.items()}
-        metrics.update({
-            "learner/pairs": float(len(pairs)),
-            "learner/tied_groups": float(max(groups - len(pairs), 0)),
-            "learner/grad_norm": self.grad_norm(),
-        })
-        return metrics
-
-    def zero_backward(self) -> None:
-        self.engine.set_gradient_accumulation_boundary(True)
-        self.engine.backward(sum(p.sum() for p in self.engine.module.parameters()) * 0.0)
-
-    def grad_norm(self) -> float:
-        norm = self.engine.get_global_grad_norm()
-        return float(norm) if norm is not None else 0.0
-
-    def _pair_loss(self, t: PairTensors) -> tuple[torch.Tensor, dict[str, float]]:
-        """Per-pair loss [P] of the algorithm and metrics for one micro-batch of P pairs (2P sequences)."""
-        n = t.input_ids.shape[0] // 2
-        reduction = self.algo_cfg.logprob_reduction
-        ref_tokens = ref = opp = None
-        with torch.no_grad():
-            if self.spec.needs_reference:
-                ref_tokens = self.token_logprobs(self.reference, t)
-                ref = sequence_logprobs(ref_tokens, t.response_mask, reduction)
-            if self.opponents is not None:
-                opp = torch.stack([sequence_logprobs(self.token_logprobs(m, t), t.response_mask, reduction)
-                                   for m in self.opponents.models])
-        policy_tokens = self.token_logprobs(self.engine, t)
-        policy = sequence_logprobs(policy_tokens, t.response_mask, reduction)
-        inputs = PairInputs(
-            policy_chosen=policy[:n], policy_rejected=policy[n:],
-            ref_chosen=None if ref is None else ref[:n], ref_rejected=None if ref is None else ref[n:],
-            opponent_chosen=None if opp is None else opp[:, :n], opponent_rejected=None if opp is None else opp[:, n:],
-            probability=t.probability.to(policy.dtype),
-        )
-        loss, metrics = self.spec.pair_loss(inputs, self.algo_cfg)
-        metrics["learner/loss"] = float(loss.detach().mean())
-        if ref_tokens is not None:
-            # KL(pi || ref) on the sampled responses: k1 estimator summed over each sequence's tokens.
-            kl = masked_sum(kl_k1(policy_tokens.detach(), ref_tokens), t.response_mask, dim=-1)
-            metrics["learner/kl_to_reference"] = float(kl.mean())
-        metrics["learner/response_tokens"] = float(t.response_mask.sum(-1).float().mean())
-        return loss, metrics
-
-    @staticmethod
-    def token_logprobs(model: torch.nn.Module, t: PairTensors | SequenceTensors) -> torch.Tensor:
-        """[2P, T-1] logprob of each next token (pad positions hold garbage; mask them)."""
-        logits = model(input_ids=t.input_ids, attention_mask=t.attention_mask).logits
-        return gather_token_logprobs(logits[:, :-1], t.input_ids[:, 1:])
 
     @torch.no_grad()
     def kl_to_reference(self, batches: Sequence[RolloutBatch]) -> float:
@@ -237,7 +160,7 @@ class PolicyLearner:
         with self._gathered():
             for lo in range(0, len(rollouts), micro):
                 t = collate_sequences(rollouts[lo : lo + micro], self.pad_token_id).to(self.device)
-                kl = kl_k1(self.token_logprobs(self.engine.module, t), self.token_logprobs(self.reference, t))
+                kl = kl_k1(Models.token_logprobs(self.engine.module, t), Models.token_logprobs(self.reference, t))
                 total += float(masked_sum(kl, t.response_mask, dim=-1).sum())
         return total / max(len(rollouts), 1)
 
@@ -295,14 +218,10 @@ class PolicyLearner:
     @torch.no_grad()
     def probe(self, sequences: Sequence[Sequence[int]]) -> SyncProbe:
         """The policy's logprob of each token after the first, for the rollout workers' check."""
-        rows = []
         with self._gathered():
             self.engine.module.eval()
-            for seq in sequences:
-                ids = torch.tensor([list(seq)], device=self.device)
-                logits = self.engine.module(input_ids=ids).logits.float()
-                rows.append(tuple(gather_token_logprobs(logits[:, :-1], ids[:, 1:])[0].tolist()))
-        return SyncProbe(token_ids=tuple(tuple(s) for s in sequences), logprobs=tuple(rows))
+            rows = probe_logprobs(self.engine.module, sequences)
+        return SyncProbe(token_ids=tuple(tuple(s) for s in sequences), logprobs=tuple(tuple(r) for r in rows))
 
     def save_pretrained(self, directory: str) -> None:
         """Write the policy as an HF checkpoint (rank 0 writes; collective under ZeRO-3)."""

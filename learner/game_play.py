@@ -39,7 +39,7 @@ from pydantic import BaseModel
 from learner.algorithms import get_algorithm
 from learner.algorithms.base import PairInputs, SequenceInputs
 from learner.game import Game, best_response_win, duality_gap, kl, softmax
-from protocols.config import LearnerConfig, RunConfig
+from protocols.config import LearnerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -257,10 +257,9 @@ def run(game: Game, method: Method, *, tau: float, steps: int, queries_per_step:
     if method.algo == "bt_rlhf":
         return _run_bt(game, method, tau, steps, queries_per_step, mode, rng, len(seeds), record_every)
     spec, cfg = get_algorithm(method.algo), method.config
-    expected = type(getattr(RunConfig(), spec.config_section))
-    if not isinstance(cfg, expected):
-        raise TypeError(f"{method.algo} reads the {spec.config_section!r} section ({expected.__name__}), "
-                         f"got {type(cfg).__name__}")
+    if not isinstance(cfg, spec.config):
+        raise TypeError(f"{method.algo} reads the {spec.config_section!r} section ({spec.config.__name__}), "
+                        f"got {type(cfg).__name__}")
     if spec.family == "sequence" and spec.name != "sppo":
         raise ValueError(f"{spec.name}: of the sequence family only SPPO trains on preferences")
     s = len(seeds)

@@ -13,6 +13,13 @@ from collections.abc import Mapping
 import torch
 
 
+def snapshot_due(version: int, every: int) -> bool:
+    """Whether policy version `version` is pushed into the ring (before the step that trains it
+    further): every `every` versions, never the starting policy (the ring starts full of it). The
+    learner pushes by it and the driver evaluates the coming snapshots by it: one schedule."""
+    return version > 0 and version % every == 0
+
+
 class OpponentRing:
     def __init__(self, template: torch.nn.Module, size: int):
         if size < 1:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 from learner.preferences import (
     Matrix,
-    bradley_terry,
     combined_rewards,
     has_rewards,
     judge_matrices,
@@ -38,6 +37,7 @@ from learner.preferences import (
     win_rates,
 )
 from protocols.batches import JudgedBatch, Rollout
+from protocols.preference import bradley_terry
 
 __all__ = [
     "PAIRINGS", "Pair", "PairingFn", "all_pairs", "best_vs_worst", "combined_rewards", "get_pairing",
@@ -185,7 +185,8 @@ def all_pairs(
                 if p is None or p == 0.5:
                     continue
                 chosen, rejected = (i, j) if p > 0.5 else (j, i)
-                pairs.append(_pair(group, chosen, rejected, values[g], m[chosen][rejected]))
+                q = p if chosen == i else m[j][i]
+                pairs.append(_pair(group, chosen, rejected, values[g], 1.0 - p if q is None else q))
     return pairs
 
 

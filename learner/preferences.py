@@ -74,7 +74,8 @@ def combined_rewards(judged: JudgedBatch, judge_weights: Mapping[str, float]) ->
     weights = [judge_weight(judge_weights, j) for j in rewarding]
     total = sum(weights)
     n = len(judged.batch.rollouts)
-    return [sum(w * j.rewards[i] for w, j in zip(weights, rewarding)) / total for i in range(n)]
+    rewards = [j.rewards for j in rewarding if j.rewards is not None]  # all of them: for the type checker
+    return [sum(w * r[i] for w, r in zip(weights, rewards)) / total for i in range(n)]
 
 
 def judge_matrices(judged: JudgedBatch, judgement: Judgement, temperature: float) -> list[Matrix]:
@@ -132,7 +133,7 @@ def preference_matrix(
         m: Matrix = [[None] * k for _ in range(k)]
         for a in range(k):
             for b in range(k):
-                said = [(w, per_group[g][a][b]) for w, per_group in weighted if per_group[g][a][b] is not None]
+                said = [(w, p) for w, per_group in weighted if (p := per_group[g][a][b]) is not None]
                 if said:
                     m[a][b] = sum(w * p for w, p in said) / sum(w for w, _ in said)
         out.append(m)

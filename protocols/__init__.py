@@ -13,19 +13,12 @@ from protocols.batches import (
 from protocols.config import (
     BUILTIN_MODEL,
     CheckpointConfig,
-    DPOConfig,
     EvalConfig,
-    GRPOConfig,
     LearnerConfig,
     LoraConfig,
-    MNPOConfig,
     ModelConfig,
-    OSPConfig,
-    PPOConfig,
-    RLOOConfig,
     RolloutConfig,
     RunConfig,
-    SPPOConfig,
     TaskConfig,
     TrackingConfig,
 )
@@ -42,9 +35,9 @@ from protocols.judges import (
 from protocols.messages import EvalResult, LearnerStepResult, SyncProbe, SyncReport, WeightVersion, WinRate
 
 __all__ = [
-    "BUILTIN_MODEL", "CheckpointConfig", "DPOConfig", "GRPOConfig", "OSPConfig", "PPOConfig",
-    "RLOOConfig", "SPPOConfig", "FROZEN", "EvalConfig", "EvalResult", "JudgeManifest", "JudgeSpec", "JudgedBatch",
-    "Judgement", "LearnerConfig", "LearnerStepResult", "LoraConfig", "MNPOConfig", "ModelConfig", "PairPreference",
+    "BUILTIN_MODEL", "CheckpointConfig",
+    "FROZEN", "EvalConfig", "EvalResult", "JudgeManifest", "JudgeSpec", "JudgedBatch",
+    "Judgement", "LearnerConfig", "LearnerStepResult", "LoraConfig", "ModelConfig", "PairPreference",
     "Prompt", "PromptBatch", "RewardModelJudgeSpec", "Rollout", "RolloutBatch", "RolloutConfig",
     "RuleJudgeSpec", "RunConfig", "HttpJudgeSpec", "PairwiseJudgeSpec", "PopulationJudgeSpec", "SelfJudgeSpec",
     "TaskConfig", "TrackingConfig", "SyncProbe", "SyncReport", "WeightVersion", "WinRate",

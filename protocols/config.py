@@ -6,8 +6,7 @@ has a description; `python -m driver --help` and docs/config.md are generated fr
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -105,115 +104,6 @@ class LearnerConfig(BaseModel):
         return self
 
 
-PAIRINGS = ("best_vs_worst", "ranked", "all_pairs", "sampled", "per_judge")
-Pairing = Literal["best_vs_worst", "ranked", "all_pairs", "sampled", "per_judge"]
-PAIRING_HELP = (
-    "How K judged samples become (chosen, rejected) pairs: best_vs_worst, ranked (1 vs K, 2 vs K-1, ...), "
-    "all_pairs, sampled (order drawn with P), per_judge (HT: each prompt labelled by one judge in turn)."
-)
-
-
-class MNPOConfig(BaseModel):
-    """TD-MNPO (Wu et al. 2025, arXiv 2509.23102, eq. 15/17); see learner/algorithms/mnpo.py."""
-
-    model_config = FROZEN
-    eta: float = Field(default=0.5, gt=0.0, description="Mirror-descent step; the target margin is 1/(2 eta).")
-    ratio: float = Field(default=1 / 3, ge=0.0, le=1.0, description="Reference share r of the opponent mix.")
-    num_opponents: int = Field(default=2, ge=1, description="Past-policy snapshots m played against.")
-    opponent_weights: tuple[float, ...] | None = Field(
-        default=None, description="Weights w_j of pi_{t-1}..pi_{t-m} (normalised; None = uniform)."
-    )
-    snapshot_every: int = Field(default=10, ge=1, description="Steps between pushes of the policy into the ring.")
-    logprob_reduction: Literal["sum", "mean"] = Field(
-        default="mean", description="Sequence logprob: 'sum' over tokens or per-token 'mean' (reference code)."
-    )
-    pairing: Pairing = Field(default="best_vs_worst", description=PAIRING_HELP)
-
-    @model_validator(mode="after")
-    def _weights(self) -> MNPOConfig:
-        w = self.opponent_weights
-        if w is not None:
-            if len(w) != self.num_opponents:
-                raise ValueError(f"opponent_weights has {len(w)} entries for num_opponents={self.num_opponents}")
-            if any(x < 0 or not math.isfinite(x) for x in w):
-                raise ValueError(f"opponent_weights must be finite and >= 0, got {w}")
-        return self
-
-    def normalised_weights(self) -> tuple[float, ...]:
-        """lambda_j = w_j / sum(w) (uniform when unset or all zero)."""
-        w = self.opponent_weights or (1.0,) * self.num_opponents
-        total = sum(w)
-        if total == 0:
-            return (1.0 / self.num_opponents,) * self.num_opponents
-        return tuple(x / total for x in w)
-
-
-class DPOConfig(BaseModel):
-    """Online DPO, IPO and rDPO on pairs of on-policy samples; see learner/algorithms/dpo.py."""
-
-    model_config = FROZEN
-    beta: float = Field(default=0.1, gt=0.0, description="KL strength beta; the margin is beta * (h_pi - h_ref).")
-    logprob_reduction: Literal["sum", "mean"] = Field(
-        default="sum", description="Sequence logprob: 'sum' over tokens (the papers) or per-token 'mean'."
-    )
-    flip_rate: float = Field(default=0.1, ge=0.0, lt=0.5, description="rDPO: assumed label flip rate eps < 0.5.")
-    pairing: Pairing = Field(default="best_vs_worst", description=PAIRING_HELP)
-
-
-class OSPConfig(BaseModel):
-    """Online Self-Preferring (Zhai et al. 2024): self-judged strengths, ranked pairs, SPCE loss."""
-
-    model_config = FROZEN
-    beta: float = Field(default=0.1, gt=0.0, description="KL strength beta of the SPCE margin.")
-    logprob_reduction: Literal["sum", "mean"] = Field(default="sum", description="Sequence logprob reduction.")
-    pairing: Pairing = Field(default="ranked", description=PAIRING_HELP)
-
-
-class SPPOConfig(BaseModel):
-    """Self-Play Preference Optimization (Wu et al. 2024); see learner/algorithms/sppo.py."""
-
-    model_config = FROZEN
-    eta: float = Field(default=2.0, gt=0.0, description="Step size: logp_pi - logp_t is pushed to eta (P - 1/2).")
-    logprob_reduction: Literal["sum", "mean"] = Field(default="sum", description="Sequence logprob reduction.")
-
-
-class PPOConfig(BaseModel):
-    """PPO for RLHF with a critic and GAE; see learner/algorithms/ppo.py."""
-
-    model_config = FROZEN
-    kl_coef: float = Field(default=0.05, ge=0.0, description="Per-token KL penalty (k1) in the reward.")
-    clip_eps: float = Field(default=0.2, gt=0.0, description="PPO ratio clip epsilon.")
-    value_clip: float = Field(default=0.2, gt=0.0, description="Value clip around the old values.")
-    gamma: float = Field(default=1.0, ge=0.0, le=1.0, description="Discount.")
-    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0, description="GAE lambda.")
-    epochs: int = Field(default=2, ge=1, description="Passes over each step's rollouts.")
-    minibatches: int = Field(default=2, ge=1, description="Optimizer steps per epoch (rollouts split evenly).")
-    reward_clip: float = Field(default=10.0, gt=0.0, description="Judge rewards are clipped to +-reward_clip.")
-    whiten_advantages: bool = Field(default=True, description="Normalise advantages over the step's tokens.")
-    critic_lr: float = Field(default=1e-3, gt=0.0, description="Critic AdamW learning rate.")
-
-
-class GRPOConfig(BaseModel):
-    """GRPO (Shao et al. 2024): group-normalised advantages, PPO-clip, k3 KL in the loss."""
-
-    model_config = FROZEN
-    kl_coef: float = Field(default=0.04, ge=0.0, description="Weight of the k3 KL to the reference in the loss.")
-    clip_eps: float = Field(default=0.2, gt=0.0, description="PPO ratio clip epsilon.")
-    epochs: int = Field(default=1, ge=1, description="Passes over each step's rollouts.")
-    minibatches: int = Field(default=1, ge=1, description="Optimizer steps per epoch.")
-    std_eps: float = Field(default=1e-4, gt=0.0, description="A = (r - mean) / (std + std_eps) within a group.")
-
-
-class RLOOConfig(BaseModel):
-    """RLOO (Ahmadian et al. 2024): leave-one-out baseline, sequence KL penalty in the reward."""
-
-    model_config = FROZEN
-    kl_coef: float = Field(default=0.05, ge=0.0, description="Sequence KL (sum of k1) subtracted from the reward.")
-    clip_eps: float = Field(default=0.2, gt=0.0, description="PPO ratio clip epsilon.")
-    epochs: int = Field(default=1, ge=1, description="Passes over each step's rollouts.")
-    minibatches: int = Field(default=1, ge=1, description="Optimizer steps per epoch.")
-
-
 class EvalConfig(BaseModel):
     """Held-out evaluation against the starting policy (and, for MNPO, the opponent pool)."""
 
@@ -242,9 +132,16 @@ class TrackingConfig(BaseModel):
 
 
 class RunConfig(BaseModel):
-    """Everything a run needs; saved resolved as OUTPUT/config.yaml."""
+    """Everything a run needs; saved resolved as OUTPUT/config.yaml.
 
-    model_config = FROZEN
+    Besides the sections below, a run config holds the section of its algorithm's hyperparameters
+    under the name the algorithm reads (`mnpo:`, `dpo:`, ...). Those sections are defined beside
+    their losses (learner/algorithms/) and checked there (`learner.algorithms.algorithm_config`,
+    which the driver calls before anything starts): protocols/ stays free of the learner. Here they
+    are only required to be mappings, reachable through `sections`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
     algo: str = Field(default="mnpo", description="Algorithm name (see --list-algos).")
     steps: int = Field(default=300, ge=1, description="Training steps (sample -> judge -> learn -> sync).")
     seed: int = Field(default=0, description="Seeds prompts, sampling and initialisation.")
@@ -258,13 +155,28 @@ class RunConfig(BaseModel):
     model: ModelConfig = ModelConfig()
     rollout: RolloutConfig = RolloutConfig()
     learner: LearnerConfig = LearnerConfig()
-    mnpo: MNPOConfig = MNPOConfig()
-    dpo: DPOConfig = DPOConfig()
-    osp: OSPConfig = OSPConfig()
-    sppo: SPPOConfig = SPPOConfig()
-    ppo: PPOConfig = PPOConfig()
-    grpo: GRPOConfig = GRPOConfig()
-    rloo: RLOOConfig = RLOOConfig()
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _section_models_as_mappings(cls, data: Any) -> Any:
+        """An algorithm section may be given as its config model (`mnpo=MNPOConfig(eta=1.0)`)."""
+        if isinstance(data, dict):
+            return {k: v.model_dump(mode="json") if isinstance(v, BaseModel) and k not in cls.model_fields else v
+                    for k, v in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _sections_are_mappings(self) -> RunConfig:
+        for name, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(f"unknown field {name!r} (got {value!r}); an algorithm's section is a mapping, "
+                                 "e.g. 'mnpo: {eta: 0.5}'")
+        return self
+
+    @property
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The algorithm sections this config holds, by name (validated by the algorithm)."""
+        return dict(self.model_extra or {})

@@ -1,32 +1,52 @@
 """What an algorithm declares about itself, and the tensors the learner hands its loss.
 
-Each module under learner/algorithms/ defines one `SPEC = AlgorithmSpec(...)`; the literal dict in
-learner/algorithms/__init__.py registers it by name. This is data only: no behaviour, no base class
-for losses to inherit from (composition over inheritance, docs/architecture.md).
+Each module under learner/algorithms/ defines its hyperparameters (a pydantic `Config`), its loss
+and one `SPEC = AlgorithmSpec(...)`; the literal dict in learner/algorithms/__init__.py registers
+it by name. The spec is data: no base class for losses to inherit from.
 
-Two families share the learner (learner/engine.py):
-- "pair": the judged samples become (chosen, rejected) pairs (learner/pairing.py, rule named by
-  the algorithm's config `pairing`); the learner computes sequence logprobs of both halves under
-  the policy (with grad) and, as declared, the reference and the opponent snapshots, then calls
+Two families share the learner:
+- "pair" (learner/pair_step.py): the judged samples become (chosen, rejected) pairs
+  (learner/pairing.py, rule named by the config's `pairing`); sequence logprobs of both halves
+  under the policy (with grad) and, as declared, the reference and the opponent snapshots go to
   `SPEC.pair_loss(PairInputs, cfg) -> (per-pair loss [B], metrics)`.
-- "sequence": every sample is trained on by itself with a per-sample scalar (the combined judged
-  reward, or its estimated win probability for SPPO). The learner runs a no-grad pass for old /
-  reference logprobs and values, computes advantages (learner/advantages.py, per `advantage`),
-  then for `epochs` x `minibatches` calls `SPEC.sequence_loss(SequenceInputs, cfg) -> (per-sequence
-  loss [N], metrics)`; a critic (PPO) is trained alongside on the returns.
+- "sequence" (learner/sequence_step.py): every sample is trained on by itself with a per-sample
+  scalar (the combined judged reward, or its win probability for SPPO); advantages come from the
+  estimator the spec names (learner/advantages.py `ESTIMATORS`), then for `epochs` x `minibatches`
+  `SPEC.sequence_loss(SequenceInputs, cfg) -> (per-sequence loss [N], metrics)`; with a
+  `critic_loss` a value model is trained alongside (PPO).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from pydantic import AfterValidator, BaseModel, Field
 from torch import Tensor
 
+from learner.advantages import ESTIMATORS
+from learner.pairing import PAIRINGS
+
 Family = Literal["pair", "sequence"]
-Advantage = Literal["gae", "group", "leave_one_out", "none"]
 Target = Literal["reward", "win_probability"]
+Reduction = Literal["sum", "mean"]
+C = TypeVar("C", bound=BaseModel)
+
+
+def _known_pairing(name: str) -> str:
+    if name not in PAIRINGS:
+        raise ValueError(f"unknown pairing {name!r}; valid: {', '.join(PAIRINGS)}")
+    return name
+
+
+# The `pairing` field of a pair-family config: a name registered in learner/pairing.py's PAIRINGS.
+PairingName = Annotated[str, AfterValidator(_known_pairing)]
+
+
+def pairing_field(default: str) -> Any:
+    return Field(default=default, description="How K judged samples become (chosen, rejected) pairs: "
+                 + "; ".join(f"{name}: {(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in PAIRINGS.items()))
 
 
 @dataclass(frozen=True)
@@ -80,39 +100,60 @@ class SequenceInputs:
 
 
 @dataclass(frozen=True)
-class AlgorithmSpec:
+class CriticInputs:
+    """Token-level tensors of one micro-batch for the critic's loss, aligned with `mask`.
+
+    Attributes:
+        values: [N, T] the critic's values (require grad).
+        old_values: [N, T] its values before this step's updates (no grad).
+        returns: [N, T] targets from the advantage estimator (no grad).
+        mask: [N, T] bool response mask.
+    """
+
+    values: Tensor
+    old_values: Tensor | None
+    returns: Tensor | None
+    mask: Tensor
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec(Generic[C]):
     """Declaration of one algorithm.
 
     Attributes:
         name: registry key, also `RunConfig.algo`.
         description: one line for `--list-algos`.
         family: "pair" or "sequence" (module docstring above).
-        config_section: attribute of `RunConfig` holding its hyperparameters (e.g. "dpo").
+        config: the pydantic model of its hyperparameters (frozen, no unknown fields).
+        config_section: the run-config section that holds them (e.g. "dpo"; IPO and rDPO read "dpo" too).
         needs_reference: a frozen pi_ref forward pass.
         needs_opponents: an opponent ring of frozen past-policy snapshots (pair family).
         needs_old_logprobs: logprobs of the policy before the step's updates (PPO ratio, SPPO pi_t).
-        needs_values: a critic trained alongside the policy (PPO).
         pair_loss: (PairInputs, cfg) -> (per-pair loss [B], metrics); pair family only.
         sequence_loss: (SequenceInputs, cfg) -> (per-sequence loss [N], metrics); sequence family.
-        advantage: advantage estimator of the sequence family (learner/advantages.py).
+        critic_loss: (CriticInputs, cfg) -> (per-sequence loss [N], metrics): a value model is
+            trained alongside the policy on its own engine (PPO); the config needs `critic_lr`.
+        advantage: name of the sequence family's estimator in learner/advantages.py ESTIMATORS
+            (None: the loss uses no advantages).
         target: what the per-sequence scalar is (sequence family).
         needs_rewards: the judges must give scalar rewards (pairwise-only judges are rejected).
         needs_self_judge: the manifest must contain a judge of kind "self" (OSP).
-        fixed_opponents: overrides `mnpo.num_opponents` (INPO plays exactly one snapshot).
+        fixed_opponents: overrides the config's `num_opponents` (INPO plays exactly one snapshot).
         default_judges: manifest used when the user gives none (None: the run config's default).
     """
 
     name: str
     description: str
     family: Family
+    config: type[C]
     config_section: str
     needs_reference: bool
     needs_opponents: bool = False
     needs_old_logprobs: bool = False
-    needs_values: bool = False
-    pair_loss: Callable[[PairInputs, Any], tuple[Tensor, dict[str, float]]] | None = None
-    sequence_loss: Callable[[SequenceInputs, Any], tuple[Tensor, dict[str, float]]] | None = None
-    advantage: Advantage = "none"
+    pair_loss: Callable[[PairInputs, C], tuple[Tensor, dict[str, float]]] | None = None
+    sequence_loss: Callable[[SequenceInputs, C], tuple[Tensor, dict[str, float]]] | None = None
+    critic_loss: Callable[[CriticInputs, C], tuple[Tensor, dict[str, float]]] | None = None
+    advantage: str | None = None
     target: Target = "reward"
     needs_rewards: bool = False
     needs_self_judge: bool = False
@@ -124,6 +165,16 @@ class AlgorithmSpec:
             raise ValueError(f"algorithm {self.name!r}: a pair-family spec needs pair_loss (and only those)")
         if (self.family == "sequence") != (self.sequence_loss is not None):
             raise ValueError(f"algorithm {self.name!r}: a sequence-family spec needs sequence_loss (and only those)")
+        if self.advantage is not None and self.advantage not in ESTIMATORS:
+            raise ValueError(f"algorithm {self.name!r}: unknown advantage estimator {self.advantage!r}; "
+                             f"valid: {', '.join(ESTIMATORS)}")
+        if self.family == "pair" and "pairing" not in self.config.model_fields:
+            raise ValueError(f"algorithm {self.name!r}: a pair-family config needs a `pairing` field")
+
+    @property
+    def needs_values(self) -> bool:
+        """A critic is trained alongside the policy."""
+        return self.critic_loss is not None
 
 
 def needed(value: Tensor | None, what: str, algo: str) -> Tensor:

@@ -29,10 +29,23 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, Field
 from torch import Tensor
 
-from learner.algorithms.base import AlgorithmSpec, PairInputs
-from protocols.config import DPOConfig
+from learner.algorithms.base import AlgorithmSpec, PairingName, PairInputs, Reduction, pairing_field
+from protocols.config import FROZEN
+
+
+class DPOConfig(BaseModel):
+    """Online DPO, IPO and rDPO on pairs of on-policy samples."""
+
+    model_config = FROZEN
+    beta: float = Field(default=0.1, gt=0.0, description="KL strength beta; the margin is beta * (h_pi - h_ref).")
+    logprob_reduction: Reduction = Field(
+        default="sum", description="Sequence logprob: 'sum' over tokens (the papers) or per-token 'mean'."
+    )
+    flip_rate: float = Field(default=0.1, ge=0.0, lt=0.5, description="rDPO: assumed label flip rate eps < 0.5.")
+    pairing: PairingName = pairing_field("best_vs_worst")
 
 
 def check_pair_shapes(policy_chosen: Tensor, **others: Tensor) -> int:
@@ -129,6 +142,7 @@ SPEC = AlgorithmSpec(
     name="dpo",
     description="Online DPO (Rafailov et al. 2023): -log sigma(beta * margin) on judged on-policy pairs.",
     family="pair",
+    config=DPOConfig,
     config_section="dpo",
     needs_reference=True,
     pair_loss=pair_loss,

@@ -22,12 +22,24 @@ Deliberate choices:
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, Field
 from torch import Tensor
 
-from learner.algorithms.base import AlgorithmSpec, SequenceInputs
-from learner.algorithms.ppo import check_token_shapes, clipped_policy_loss, policy_metrics, require
+from learner.algorithms.base import AlgorithmSpec, SequenceInputs, needed
+from learner.algorithms.ppo import check_token_shapes, clipped_policy_loss, policy_metrics
 from learner.ops import kl_k3, masked_mean
-from protocols.config import GRPOConfig
+from protocols.config import FROZEN
+
+
+class GRPOConfig(BaseModel):
+    """GRPO (Shao et al. 2024): group-normalised advantages, PPO-clip, k3 KL in the loss."""
+
+    model_config = FROZEN
+    kl_coef: float = Field(default=0.04, ge=0.0, description="Weight of the k3 KL to the reference in the loss.")
+    clip_eps: float = Field(default=0.2, gt=0.0, description="PPO ratio clip epsilon.")
+    epochs: int = Field(default=1, ge=1, description="Passes over each step's rollouts.")
+    minibatches: int = Field(default=1, ge=1, description="Optimizer steps per epoch.")
+    std_eps: float = Field(default=1e-4, gt=0.0, description="A = (r - mean) / (std + std_eps) within a group.")
 
 
 def grpo_token_loss(
@@ -68,8 +80,8 @@ def sequence_loss(inputs: SequenceInputs, cfg: GRPOConfig) -> tuple[Tensor, dict
 
     Metrics: `ppo.policy_metrics` keyed 'learner/grpo/...' plus kl (token mean of k3 to pi_ref).
     """
-    old = require(inputs, "old_logprobs", "grpo")
-    advantages = require(inputs, "advantages", "grpo")
+    old = needed(inputs.old_logprobs, "SequenceInputs.old_logprobs", "grpo")
+    advantages = needed(inputs.advantages, "SequenceInputs.advantages", "grpo")
     per_token, ratio, kl = grpo_token_loss(inputs.logprobs, old, inputs.ref_logprobs, advantages, inputs.mask,
                                            cfg.clip_eps, cfg.kl_coef)
     per_sequence = masked_mean(per_token, inputs.mask, dim=-1)
@@ -82,6 +94,7 @@ SPEC = AlgorithmSpec(
     name="grpo",
     description="GRPO (Shao et al. 2024): group-normalised rewards, PPO-clip, k3 KL to the reference in the loss.",
     family="sequence",
+    config=GRPOConfig,
     config_section="grpo",
     needs_reference=True,
     needs_old_logprobs=True,

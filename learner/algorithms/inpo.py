@@ -18,8 +18,7 @@ import torch
 from torch import Tensor
 
 from learner.algorithms.base import AlgorithmSpec, PairInputs, needed
-from learner.algorithms.mnpo import mnpo_loss
-from protocols.config import MNPOConfig
+from learner.algorithms.mnpo import MNPOConfig, mnpo_loss
 
 
 def pair_loss(inputs: PairInputs, cfg: MNPOConfig) -> tuple[Tensor, dict[str, float]]:
@@ -40,6 +39,7 @@ SPEC = AlgorithmSpec(
     name="inpo",
     description="INPO (Zhang et al. 2024): MNPO against one previous-iterate snapshot and the reference.",
     family="pair",
+    config=MNPOConfig,
     config_section="mnpo",
     needs_reference=True,
     needs_opponents=True,

@@ -24,8 +24,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from learner.algorithms.base import AlgorithmSpec, PairInputs
-from learner.algorithms.dpo import check_beta, pair_metrics, preference_margin, reference_pair
-from protocols.config import DPOConfig
+from learner.algorithms.dpo import DPOConfig, check_beta, pair_metrics, preference_margin, reference_pair
 
 
 def ipo_loss(
@@ -62,6 +61,7 @@ SPEC = AlgorithmSpec(
     name="ipo",
     description="Online IPO (Azar et al. 2023): squared loss pushing the log-ratio margin to 1/(2 beta).",
     family="pair",
+    config=DPOConfig,
     config_section="dpo",
     needs_reference=True,
     pair_loss=pair_loss,

@@ -34,13 +34,51 @@ plays only against past snapshots.
 
 from __future__ import annotations
 
+import math
+
 import torch
+from pydantic import BaseModel, Field, model_validator
 from torch import Tensor
 
-from learner.algorithms.base import AlgorithmSpec, PairInputs, needed
-from protocols.config import MNPOConfig
+from learner.algorithms.base import AlgorithmSpec, PairingName, PairInputs, Reduction, needed, pairing_field
+from protocols.config import FROZEN
 
 WEIGHT_TOLERANCE = 1e-4
+
+
+class MNPOConfig(BaseModel):
+    """TD-MNPO (Wu et al. 2025, arXiv 2509.23102, eq. 15/17)."""
+
+    model_config = FROZEN
+    eta: float = Field(default=0.5, gt=0.0, description="Mirror-descent step; the target margin is 1/(2 eta).")
+    ratio: float = Field(default=1 / 3, ge=0.0, le=1.0, description="Reference share r of the opponent mix.")
+    num_opponents: int = Field(default=2, ge=1, description="Past-policy snapshots m played against.")
+    opponent_weights: tuple[float, ...] | None = Field(
+        default=None, description="Weights w_j of pi_{t-1}..pi_{t-m} (normalised; None = uniform)."
+    )
+    snapshot_every: int = Field(default=10, ge=1, description="Steps between pushes of the policy into the ring.")
+    logprob_reduction: Reduction = Field(
+        default="mean", description="Sequence logprob: 'sum' over tokens or per-token 'mean' (reference code)."
+    )
+    pairing: PairingName = pairing_field("best_vs_worst")
+
+    @model_validator(mode="after")
+    def _weights(self) -> MNPOConfig:
+        w = self.opponent_weights
+        if w is not None:
+            if len(w) != self.num_opponents:
+                raise ValueError(f"opponent_weights has {len(w)} entries for num_opponents={self.num_opponents}")
+            if any(x < 0 or not math.isfinite(x) for x in w):
+                raise ValueError(f"opponent_weights must be finite and >= 0, got {w}")
+        return self
+
+    def normalised_weights(self) -> tuple[float, ...]:
+        """lambda_j = w_j / sum(w) (uniform when unset or all zero)."""
+        w = self.opponent_weights or (1.0,) * self.num_opponents
+        total = sum(w)
+        if total == 0:
+            return (1.0 / self.num_opponents,) * self.num_opponents
+        return tuple(x / total for x in w)
 
 
 def mnpo_loss(
@@ -163,6 +201,7 @@ SPEC = AlgorithmSpec(
     name="mnpo",
     description="TD-MNPO (Wu et al. 2025): squared loss against the reference and past-policy snapshots.",
     family="pair",
+    config=MNPOConfig,
     config_section="mnpo",
     needs_reference=True,
     needs_opponents=True,

@@ -28,11 +28,21 @@ reference without) -> ops.sequence_logprobs -> **spce_loss** -> caller reduces a
 from __future__ import annotations
 
 import torch.nn.functional as F
+from pydantic import BaseModel, Field
 from torch import Tensor
 
-from learner.algorithms.base import AlgorithmSpec, PairInputs
+from learner.algorithms.base import AlgorithmSpec, PairingName, PairInputs, Reduction, pairing_field
 from learner.algorithms.dpo import check_beta, check_pair_shapes, pair_metrics, preference_margin, reference_pair
-from protocols.config import OSPConfig
+from protocols.config import FROZEN
+
+
+class OSPConfig(BaseModel):
+    """Online Self-Preferring (Zhai et al. 2024): self-judged strengths, ranked pairs, SPCE loss."""
+
+    model_config = FROZEN
+    beta: float = Field(default=0.1, gt=0.0, description="KL strength beta of the SPCE margin.")
+    logprob_reduction: Reduction = Field(default="sum", description="Sequence logprob reduction.")
+    pairing: PairingName = pairing_field("ranked")
 
 
 def spce_loss(
@@ -71,6 +81,7 @@ SPEC = AlgorithmSpec(
     name="osp",
     description="Online Self-Preferring (Zhai et al. 2024): self-judged soft preferences, SPCE loss.",
     family="pair",
+    config=OSPConfig,
     config_section="osp",
     needs_reference=True,
     pair_loss=pair_loss,

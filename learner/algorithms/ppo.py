@@ -29,11 +29,28 @@ Deliberate choices:
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, Field
 from torch import Tensor
 
-from learner.algorithms.base import AlgorithmSpec, SequenceInputs
+from learner.algorithms.base import AlgorithmSpec, CriticInputs, SequenceInputs, needed
 from learner.ops import kl_k3, masked_mean
-from protocols.config import PPOConfig
+from protocols.config import FROZEN
+
+
+class PPOConfig(BaseModel):
+    """PPO for RLHF with a critic and GAE."""
+
+    model_config = FROZEN
+    kl_coef: float = Field(default=0.05, ge=0.0, description="Per-token KL penalty (k1) in the reward.")
+    clip_eps: float = Field(default=0.2, gt=0.0, description="PPO ratio clip epsilon.")
+    value_clip: float = Field(default=0.2, gt=0.0, description="Value clip around the old values.")
+    gamma: float = Field(default=1.0, ge=0.0, le=1.0, description="Discount.")
+    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0, description="GAE lambda.")
+    epochs: int = Field(default=2, ge=1, description="Passes over each step's rollouts.")
+    minibatches: int = Field(default=2, ge=1, description="Optimizer steps per epoch (rollouts split evenly).")
+    reward_clip: float = Field(default=10.0, gt=0.0, description="Judge rewards are clipped to +-reward_clip.")
+    whiten_advantages: bool = Field(default=True, description="Normalise advantages over the step's tokens.")
+    critic_lr: float = Field(default=1e-3, gt=0.0, description="Critic AdamW learning rate.")
 
 
 def check_token_shapes(mask: Tensor, **tensors: Tensor) -> None:
@@ -128,18 +145,10 @@ def policy_metrics(
     return {f"learner/{algo}/{k}": float(v) for k, v in zip(named, values)}
 
 
-def require(inputs: SequenceInputs, field: str, algo: str) -> Tensor:
-    """`getattr(inputs, field)`, or a ValueError naming what the learner forgot to provide."""
-    value: Tensor | None = getattr(inputs, field)
-    if value is None:
-        raise ValueError(f"{algo} needs SequenceInputs.{field}, got None")
-    return value
-
-
 def clipped_sequence_loss(inputs: SequenceInputs, clip_eps: float, algo: str) -> tuple[Tensor, dict[str, float]]:
     """Per-sequence PPO-clip loss [N] (token mean per sequence) and `policy_metrics`; PPO and RLOO."""
-    old = require(inputs, "old_logprobs", algo)
-    advantages = require(inputs, "advantages", algo)
+    old = needed(inputs.old_logprobs, "SequenceInputs.old_logprobs", algo)
+    advantages = needed(inputs.advantages, "SequenceInputs.advantages", algo)
     per_token, ratio = clipped_policy_loss(inputs.logprobs, old, advantages, inputs.mask, clip_eps)
     per_sequence = masked_mean(per_token, inputs.mask, dim=-1)
     return per_sequence, policy_metrics(algo, per_sequence, ratio, inputs.logprobs, old, advantages,
@@ -151,14 +160,23 @@ def sequence_loss(inputs: SequenceInputs, cfg: PPOConfig) -> tuple[Tensor, dict[
     return clipped_sequence_loss(inputs, cfg.clip_eps, "ppo")
 
 
+def critic_loss(inputs: CriticInputs, cfg: PPOConfig) -> tuple[Tensor, dict[str, float]]:
+    """The critic's entry point: `value_loss` (clip `cfg.value_clip`) averaged over each sequence's tokens."""
+    old = needed(inputs.old_values, "the critic's old values", "ppo")
+    returns = needed(inputs.returns, "GAE returns", "ppo")
+    per_sequence = masked_mean(value_loss(inputs.values, old, returns, inputs.mask, cfg.value_clip), inputs.mask, dim=-1)
+    return per_sequence, {"learner/ppo/value_loss": float(per_sequence.detach().mean())}
+
+
 SPEC = AlgorithmSpec(
     name="ppo",
     description="PPO (Schulman et al. 2017) for RLHF: critic, GAE, KL penalty in the reward, clipped ratio.",
     family="sequence",
+    config=PPOConfig,
     config_section="ppo",
     needs_reference=True,
     needs_old_logprobs=True,
-    needs_values=True,
+    critic_loss=critic_loss,
     sequence_loss=sequence_loss,
     advantage="gae",
     needs_rewards=True,

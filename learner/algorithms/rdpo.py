@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from learner.algorithms.base import AlgorithmSpec, PairInputs
-from learner.algorithms.dpo import check_beta, pair_metrics, preference_margin, reference_pair
-from protocols.config import DPOConfig
+from learner.algorithms.dpo import DPOConfig, check_beta, pair_metrics, preference_margin, reference_pair
 
 
 def rdpo_loss(
@@ -64,6 +63,7 @@ SPEC = AlgorithmSpec(
     name="rdpo",
     description="Robust DPO (Chowdhury et al. 2024): DPO de-biased for a known label flip rate.",
     family="pair",
+    config=DPOConfig,
     config_section="dpo",
     needs_reference=True,
     pair_loss=pair_loss,

@@ -24,11 +24,22 @@ Deliberate deviations:
 
 from __future__ import annotations
 
+from pydantic import BaseModel, Field
 from torch import Tensor
 
 from learner.algorithms.base import AlgorithmSpec, SequenceInputs
 from learner.algorithms.ppo import clipped_sequence_loss
-from protocols.config import RLOOConfig
+from protocols.config import FROZEN
+
+
+class RLOOConfig(BaseModel):
+    """RLOO (Ahmadian et al. 2024): leave-one-out baseline, sequence KL penalty in the reward."""
+
+    model_config = FROZEN
+    kl_coef: float = Field(default=0.05, ge=0.0, description="Sequence KL (sum of k1) subtracted from the reward.")
+    clip_eps: float = Field(default=0.2, gt=0.0, description="PPO ratio clip epsilon.")
+    epochs: int = Field(default=1, ge=1, description="Passes over each step's rollouts.")
+    minibatches: int = Field(default=1, ge=1, description="Optimizer steps per epoch.")
 
 
 def sequence_loss(inputs: SequenceInputs, cfg: RLOOConfig) -> tuple[Tensor, dict[str, float]]:
@@ -43,6 +54,7 @@ SPEC = AlgorithmSpec(
     name="rloo",
     description="RLOO (Ahmadian et al. 2024): leave-one-out baseline, KL in the reward, clipped ratio.",
     family="sequence",
+    config=RLOOConfig,
     config_section="rloo",
     needs_reference=True,
     needs_old_logprobs=True,

@@ -26,12 +26,21 @@ Deliberate choices:
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, Field
 from torch import Tensor
 
-from learner.algorithms.base import AlgorithmSpec, SequenceInputs
-from learner.algorithms.ppo import check_token_shapes, require
+from learner.algorithms.base import AlgorithmSpec, Reduction, SequenceInputs, needed
+from learner.algorithms.ppo import check_token_shapes
 from learner.ops import sequence_logprobs
-from protocols.config import SPPOConfig
+from protocols.config import FROZEN
+
+
+class SPPOConfig(BaseModel):
+    """Self-Play Preference Optimization (Wu et al. 2024)."""
+
+    model_config = FROZEN
+    eta: float = Field(default=2.0, gt=0.0, description="Step size: logp_pi - logp_t is pushed to eta (P - 1/2).")
+    logprob_reduction: Reduction = Field(default="sum", description="Sequence logprob reduction.")
 
 
 def sppo_loss(
@@ -72,7 +81,7 @@ def sppo_loss(
 
 def sequence_loss(inputs: SequenceInputs, cfg: SPPOConfig) -> tuple[Tensor, dict[str, float]]:
     """The learner's entry point: token logprobs -> sequence logprobs (configured reduction) -> `sppo_loss`."""
-    old = require(inputs, "old_logprobs", "sppo")
+    old = needed(inputs.old_logprobs, "SequenceInputs.old_logprobs", "sppo")
     check_token_shapes(inputs.mask, logprobs=inputs.logprobs, old_logprobs=old)
     policy = sequence_logprobs(inputs.logprobs, inputs.mask, cfg.logprob_reduction)
     old_sequence = sequence_logprobs(old, inputs.mask, cfg.logprob_reduction)
@@ -83,10 +92,10 @@ SPEC = AlgorithmSpec(
     name="sppo",
     description="SPPO (Wu et al. 2024): square loss pushing log(pi / pi_t) to eta (P(y > pi_t) - 1/2).",
     family="sequence",
+    config=SPPOConfig,
     config_section="sppo",
     needs_reference=False,
     needs_old_logprobs=True,
     sequence_loss=sequence_loss,
-    advantage="none",
     target="win_probability",
 )

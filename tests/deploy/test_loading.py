@@ -15,7 +15,9 @@ from deploy.loading import (
     parse_override,
     read_yaml,
 )
-from protocols import JudgeManifest, LearnerConfig, MNPOConfig, RolloutConfig, RunConfig
+from learner.algorithms import algorithm_config
+from learner.algorithms.mnpo import MNPOConfig
+from protocols import JudgeManifest, LearnerConfig, RolloutConfig, RunConfig
 
 
 def write(tmp_path, text: str, name: str = "run.yaml") -> str:
@@ -51,7 +53,7 @@ def test_later_set_wins_and_values_are_parsed_as_yaml():
     )
     assert cfg.learner.lr == 2e-5
     assert cfg.learner.betas == (0.8, 0.9)
-    assert cfg.mnpo.opponent_weights is None
+    assert algorithm_config(cfg).opponent_weights is None
     assert cfg.address == "ray://head:10001"  # '=' splits once; ':' in a value stays a string
 
 

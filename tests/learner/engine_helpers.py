@@ -6,7 +6,8 @@ import random
 
 import torch
 
-from protocols import JudgedBatch, Judgement, LearnerConfig, MNPOConfig, Rollout, RolloutBatch, RunConfig
+from learner.algorithms.mnpo import MNPOConfig
+from protocols import JudgedBatch, Judgement, LearnerConfig, Rollout, RolloutBatch, RunConfig
 
 
 def judged_batch(vocab: int, eos: int, seed: int = 0, prompts: int = 6, k: int = 4) -> JudgedBatch:
@@ -27,11 +28,12 @@ def judged_batch(vocab: int, eos: int, seed: int = 0, prompts: int = 6, k: int =
 
 
 def make_learner(path, algo: str = "mnpo", sections: dict | None = None, **learner_overrides):
+    from learner.algorithms import get_algorithm
     from learner.engine import PolicyLearner
 
+    defaults = {"mnpo": MNPOConfig(snapshot_every=2)} if get_algorithm(algo).config_section == "mnpo" else {}
     cfg = RunConfig(
-        algo=algo, learner=LearnerConfig(**{"warmup_steps": 0, **learner_overrides}),
-        mnpo=MNPOConfig(snapshot_every=2), **(sections or {}),
+        algo=algo, learner=LearnerConfig(**{"warmup_steps": 0, **learner_overrides}), **{**defaults, **(sections or {})},
     )
     return PolicyLearner(str(path), cfg)
 

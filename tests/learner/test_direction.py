@@ -51,7 +51,11 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from protocols import GRPOConfig, JudgedBatch, Judgement, PPOConfig, RLOOConfig, Rollout, RolloutBatch, SPPOConfig
+from learner.algorithms.grpo import GRPOConfig
+from learner.algorithms.ppo import PPOConfig
+from learner.algorithms.rloo import RLOOConfig
+from learner.algorithms.sppo import SPPOConfig
+from protocols import JudgedBatch, Judgement, Rollout, RolloutBatch
 from tests.learner.engine_helpers import make_learner
 
 LR = 2e-6  # small enough that the second-order term stays under ~1% of the first-order change

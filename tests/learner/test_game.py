@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from learner.algorithms import ALGORITHMS
+from learner.algorithms.dpo import DPOConfig
+from learner.algorithms.mnpo import MNPOConfig
+from learner.algorithms.sppo import SPPOConfig
 from learner.game import (
     GAMES,
     Game,
@@ -35,7 +38,6 @@ from learner.game_play import (
     run,
     sample_pairs,
 )
-from protocols.config import DPOConfig, MNPOConfig, SPPOConfig
 
 TWO = np.array([[0.5, 0.8], [0.2, 0.5]])  # response 0 beats response 1 with probability 0.8
 

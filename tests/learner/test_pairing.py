@@ -4,8 +4,9 @@ import dataclasses
 import math
 
 import pytest
+from pydantic import ValidationError
 
-import protocols.config
+from learner.algorithms.dpo import DPOConfig
 from learner.pairing import (
     PAIRINGS,
     Pair,
@@ -252,10 +253,13 @@ def test_rules_skip_groups_without_signal():
 
 
 def test_registry():
-    assert set(PAIRINGS) == set(protocols.config.PAIRINGS)
     assert PAIRINGS == {"best_vs_worst": best_vs_worst, "ranked": ranked, "all_pairs": all_pairs,
                         "sampled": sampled, "per_judge": per_judge}
     assert get_pairing("ranked") is ranked
     with pytest.raises(ValueError, match=r"unknown pairing 'nope'; valid: all_pairs, best_vs_worst, per_judge, "
                                          r"ranked, sampled"):
         get_pairing("nope")
+    # the pairing names exist once: the config field accepts exactly the registered ones
+    assert DPOConfig(pairing="per_judge").pairing == "per_judge"
+    with pytest.raises(ValidationError, match=r"unknown pairing 'nope'; valid: best_vs_worst, ranked, all_pairs"):
+        DPOConfig(pairing="nope")

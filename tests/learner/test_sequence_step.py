@@ -10,7 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from protocols import GRPOConfig, JudgedBatch, Judgement, PairPreference, PPOConfig, RLOOConfig
+from learner.algorithms.grpo import GRPOConfig
+from learner.algorithms.ppo import PPOConfig
+from learner.algorithms.rloo import RLOOConfig
+from protocols import JudgedBatch, Judgement, PairPreference
 from tests.learner.engine_helpers import judged_batch, make_learner
 
 
@@ -156,9 +159,9 @@ def test_a_rank_without_a_prompt_group_is_refused(builtin_models, batch):
     one = batch.batch.model_copy(update={"rollouts": batch.batch.rollouts[:k]})
     judged = JudgedBatch(batch=one, judgements=(Judgement(judge="gt", rewards=batch.judgements[0].rewards[:k]),))
     learner = make_learner(builtin_models.policy, "grpo")
-    learner.rank, learner.world_size = 1, 2  # what rank 1 of 2 sees; the check comes before any collective
+    learner.models.rank, learner.models.world_size = 1, 2  # what rank 1 of 2 sees; the check comes before any collective
     with pytest.raises(ValueError, match=r"rank 1 got no prompt group \(1 groups for 2 ranks\); use fewer learner "
                                          r"ranks or more prompts per step"):
         learner.train_step([judged], 0, {"gt": 1.0})
-    learner.rank = 0  # rank 0 of 2 takes group 0
+    learner.models.rank = 0  # rank 0 of 2 takes group 0
     assert learner.train_step([judged], 0, {"gt": 1.0}).metrics["learner/sequences"] == float(k)

@@ -5,10 +5,12 @@ import math
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from protocols.config import BUILTIN_MODEL, EvalConfig, LearnerConfig, MNPOConfig, ModelConfig, RolloutConfig, RunConfig
+from learner.algorithms import AlgorithmConfigError, algorithm_config
+from learner.algorithms.mnpo import MNPOConfig
+from protocols.config import BUILTIN_MODEL, EvalConfig, LearnerConfig, ModelConfig, RolloutConfig, RunConfig
 from tests.protocols.protocol_checks import assert_frozen_round_trip_forbids_extras, only_error
 
-SECTIONS = [ModelConfig, RolloutConfig, LearnerConfig, MNPOConfig, EvalConfig, RunConfig]
+SECTIONS = [ModelConfig, RolloutConfig, LearnerConfig, MNPOConfig, EvalConfig]
 
 
 
@@ -17,7 +19,19 @@ def test_defaults_are_valid_frozen_and_forbid_extras(section: type[BaseModel]):
     assert_frozen_round_trip_forbids_extras(section, {})
 
 
-@pytest.mark.parametrize("section", SECTIONS, ids=lambda s: s.__name__)
+def test_run_config_is_frozen_and_takes_only_mappings_beyond_its_fields():
+    config = RunConfig()
+    assert RunConfig.model_validate(config.model_dump()) == config
+    with pytest.raises(ValidationError) as excinfo:
+        config.steps = 3
+    assert only_error(excinfo)["type"] == "frozen_instance"
+    with pytest.raises(ValidationError, match=r"unknown field 'surprise' \(got 1\)"):
+        RunConfig(surprise=1)
+    # a mapping is an algorithm section, checked by that algorithm (learner.algorithms.algorithm_config)
+    assert RunConfig(surprise={"a": 1}).sections == {"surprise": {"a": 1}}
+
+
+@pytest.mark.parametrize("section", [*SECTIONS, RunConfig], ids=lambda s: s.__name__)
 def test_every_setting_has_a_description(section: type[BaseModel]):
     # leaf settings only: nested sections are documented by their own fields
     undocumented = [
@@ -70,7 +84,6 @@ def test_every_setting_has_a_description(section: type[BaseModel]):
         (RunConfig, dict(steps=0), ("steps",), "greater_than_equal"),
         (RunConfig, dict(log_every=0), ("log_every",), "greater_than_equal"),
         (RunConfig, dict(seed="zero"), ("seed",), "int_parsing"),
-        (RunConfig, dict(mnpo=dict(eta=-1.0)), ("mnpo", "eta"), "greater_than"),
         (RunConfig, dict(rollout=dict(samples_per_prompt=1)), ("rollout", "samples_per_prompt"), "greater_than_equal"),
         (RunConfig, dict(learner=dict(zero_stage=4)), ("learner", "zero_stage"), "literal_error"),
         (RunConfig, dict(model=dict(dtype="int8")), ("model", "dtype"), "literal_error"),
@@ -120,21 +133,19 @@ def test_run_config_defaults_and_yaml_shaped_input():
         "mnpo": {"eta": 0.005, "ratio": 0.85, "num_opponents": 2, "opponent_weights": [0.25, 0.75]},
     })
     assert loaded.rollout.samples_per_prompt == 5 and loaded.rollout.prompts_per_step == RolloutConfig().prompts_per_step
-    assert loaded.learner.betas == (0.9, 0.99) and loaded.mnpo.opponent_weights == (0.25, 0.75)
+    assert loaded.learner.betas == (0.9, 0.99) and algorithm_config(loaded).opponent_weights == (0.25, 0.75)
     assert RunConfig.model_validate(loaded.model_dump()) == loaded
-    # a bad value deep in the tree names the whole path
-    with pytest.raises(ValidationError) as excinfo:
-        RunConfig.model_validate({"mnpo": {"num_opponents": 2, "opponent_weights": [1.0]}})
-    error = only_error(excinfo)
-    assert error["loc"] == ("mnpo",) and "opponent_weights has 1 entries for num_opponents=2" in error["msg"]
+    # a bad value deep in the algorithm's section names the whole path
+    with pytest.raises(AlgorithmConfigError, match=r"field 'mnpo': .*opponent_weights has 1 entries for num_opponents=2"):
+        algorithm_config(RunConfig.model_validate({"mnpo": {"num_opponents": 2, "opponent_weights": [1.0]}}))
 
 
 def test_sections_are_frozen_inside_run_config():
     config = RunConfig()
     with pytest.raises(ValidationError):
-        config.mnpo.eta = 1.0
-    updated = config.model_copy(update={"mnpo": MNPOConfig(eta=1.0)})
-    assert updated.mnpo.eta == 1.0 and config.mnpo.eta == MNPOConfig().eta
+        config.rollout.temperature = 0.5
+    updated = config.model_copy(update={"rollout": RolloutConfig(temperature=0.5)})
+    assert updated.rollout.temperature == 0.5 and config.rollout.temperature == RolloutConfig().temperature
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from learner.algorithms.base import PairInputs
-from learner.algorithms.dpo import SPEC, dpo_loss, pair_loss, preference_margin
-from protocols import DPOConfig
+from learner.algorithms.dpo import SPEC, DPOConfig, dpo_loss, pair_loss, preference_margin
 
 LN3 = math.log(3.0)
 

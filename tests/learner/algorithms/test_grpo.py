@@ -7,9 +7,8 @@ import torch
 
 from learner.advantages import group_normalised
 from learner.algorithms.base import SequenceInputs
-from learner.algorithms.grpo import SPEC, grpo_token_loss, sequence_loss
+from learner.algorithms.grpo import SPEC, GRPOConfig, grpo_token_loss, sequence_loss
 from learner.algorithms.ppo import clipped_policy_loss
-from protocols import GRPOConfig
 
 NAN = float("nan")
 

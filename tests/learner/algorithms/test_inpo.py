@@ -5,7 +5,7 @@ import torch
 
 from learner.algorithms import inpo, mnpo
 from learner.algorithms.base import PairInputs
-from protocols import MNPOConfig
+from learner.algorithms.mnpo import MNPOConfig
 
 
 def random_pair_inputs(b, m, seed):

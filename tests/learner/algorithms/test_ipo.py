@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from learner.algorithms.base import PairInputs
+from learner.algorithms.dpo import DPOConfig
 from learner.algorithms.ipo import SPEC, ipo_loss, pair_loss
 from learner.algorithms.mnpo import mnpo_loss
-from protocols import DPOConfig
 
 
 def two_pairs():

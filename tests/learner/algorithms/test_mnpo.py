@@ -5,9 +5,8 @@ import torch
 
 from learner.algorithms import AlgorithmSpec
 from learner.algorithms.base import PairInputs
-from learner.algorithms.mnpo import SPEC, mnpo_loss, pair_loss
+from learner.algorithms.mnpo import SPEC, MNPOConfig, mnpo_loss, pair_loss
 from learner.pairing import PAIRINGS
-from protocols import MNPOConfig
 
 
 def naive_mnpo(pc, pr, rc, rr, oc, orj, weights, ratio, eta):

@@ -7,8 +7,7 @@ import torch
 
 from learner.algorithms.base import PairInputs
 from learner.algorithms.dpo import dpo_loss
-from learner.algorithms.osp import SPEC, pair_loss, spce_loss
-from protocols import OSPConfig
+from learner.algorithms.osp import SPEC, OSPConfig, pair_loss, spce_loss
 
 LN3 = math.log(3.0)
 

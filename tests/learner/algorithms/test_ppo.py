@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from learner.algorithms.base import SequenceInputs
-from learner.algorithms.ppo import SPEC, clipped_policy_loss, sequence_loss, value_loss
-from protocols import PPOConfig
+from learner.algorithms.ppo import SPEC, PPOConfig, clipped_policy_loss, sequence_loss, value_loss
 from tests.learner.engine_helpers import ragged_mask
 
 NAN = float("nan")

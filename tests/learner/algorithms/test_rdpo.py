@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from learner.algorithms.base import PairInputs
-from learner.algorithms.dpo import dpo_loss
+from learner.algorithms.dpo import DPOConfig, dpo_loss
 from learner.algorithms.rdpo import SPEC, pair_loss, rdpo_loss
-from protocols import DPOConfig
 
 LN3 = math.log(3.0)
 

@@ -8,8 +8,7 @@ import torch
 from learner.advantages import leave_one_out
 from learner.algorithms.base import SequenceInputs
 from learner.algorithms.ppo import clipped_sequence_loss
-from learner.algorithms.rloo import SPEC, sequence_loss
-from protocols import RLOOConfig
+from learner.algorithms.rloo import SPEC, RLOOConfig, sequence_loss
 
 
 def test_on_policy_step_is_reinforce_with_leave_one_out_baseline():

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from learner.algorithms.base import SequenceInputs
-from learner.algorithms.sppo import SPEC, sequence_loss, sppo_loss
-from protocols import SPPOConfig
+from learner.algorithms.sppo import SPEC, SPPOConfig, sequence_loss, sppo_loss
 
 NAN = float("nan")
 
@@ -81,5 +80,5 @@ def test_adapter_needs_old_logprobs_and_spec():
     with pytest.raises(ValueError, match=r"sppo needs SequenceInputs.old_logprobs"):
         sequence_loss(SequenceInputs(torch.zeros(2, 3), None, None, None, torch.ones(2), mask), SPPOConfig())
     assert (SPEC.name, SPEC.family, SPEC.config_section) == ("sppo", "sequence", "sppo")
-    assert (SPEC.advantage, SPEC.target) == ("none", "win_probability")
+    assert (SPEC.advantage, SPEC.target) == (None, "win_probability")
     assert not SPEC.needs_reference and SPEC.needs_old_logprobs and not SPEC.needs_values
