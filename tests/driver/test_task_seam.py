@@ -11,7 +11,6 @@ from driver.plan import resolve_plan, task_manifest
 from protocols import JudgeManifest, RuleJudgeSpec, RunConfig, TaskConfig
 from rollout.judges.rule import RuleJudge
 from rollout.tasks import TASKS, load_task
-from rollout.tasks.jsonl import matches
 from tests.driver.test_cli_errors import assert_one_line_error, run_driver
 
 
@@ -42,43 +41,6 @@ def test_the_plan_takes_prompts_and_judges_from_the_task(tmp_path):
     manifest = JudgeManifest(judges=(RuleJudgeSpec(name="mine", kind="rule", function="rollout.tasks.instruct:form"),))
     plan = resolve_plan(RunConfig(task=TaskConfig(name="instruct"), output=str(tmp_path / "run2")), manifest)
     assert plan.eval_judge.function == "rollout.tasks.instruct:ground_truth"
-
-
-def test_jsonl_task_with_answers_judges_by_reference(tmp_path):
-    rows = [{"prompt": f"What is {i} + {i}?", "answer": 2 * i} for i in range(1, 41)]
-    path = write_jsonl(tmp_path / "p.jsonl", rows)
-    task = load_task(TaskConfig(name="jsonl", path=path, heldout_percent=25))
-    assert len(task.train) + len(task.heldout) == 40 and task.heldout and task.train
-    assert task.train[0].prompt_id.startswith("line-")
-    judge = RuleJudge(RuleJudgeSpec(name="gt", kind="rule", function=task.ground_truth, args=task.ground_truth_args))
-    assert judge.score(["What is 3 + 3?"] * 4, ["6", "It is 6.", "66", "5"]) == [1.0, 1.0, 0.0, 0.0]
-    assert matches("Lima", "The capital is Lima.") and not matches("Lima", "Limassol") and not matches("3", "3.5")
-    # An explicit split is honoured.
-    rows = [{"prompt": "a", "split": "heldout"}, {"prompt": "b", "split": "train"}, {"prompt": "c", "split": "train"}]
-    task = load_task(TaskConfig(name="jsonl", path=write_jsonl(tmp_path / "s.jsonl", rows)))
-    assert [p.text for p in task.heldout] == ["a"] and [p.text for p in task.train] == ["b", "c"]
-    assert task.ground_truth is None
-
-
-@pytest.mark.parametrize(
-    ("rows", "fragments"),
-    [
-        (['{"prompt": "a"}', "{not json"], [":2:", "not valid JSON"]),
-        (['{"prompt": "a"}', '{"prompt": ""}'], [":2:", "field 'prompt' must be non-empty text"]),
-        (['{"prompt": "a", "colour": 1}'], [":1:", "unknown field(s) ['colour']"]),
-        (['{"prompt": "a", "id": "x"}', '{"prompt": "b", "id": "x"}'], [":2:", "id 'x' repeats line 1"]),
-        (['{"prompt": "a", "split": "test"}'], [":1:", "field 'split' must be 'train' or 'heldout'"]),
-        (['["a"]'], [":1:", "expected a JSON object, got list"]),
-        (['{"prompt": "a", "answer": "1", "split": "train"}', '{"prompt": "b", "split": "heldout"}'],
-         ["1 of 2 prompts have an 'answer'", "'line-2' has none"]),
-    ],
-)
-def test_bad_jsonl_lines_are_named(tmp_path, rows, fragments):
-    path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    with pytest.raises(ValueError) as err:
-        load_task(TaskConfig(name="jsonl", path=path))
-    for fragment in fragments:
-        assert fragment in str(err.value)
 
 
 def test_task_without_ground_truth_needs_judges_and_an_eval_judge(tmp_path):
@@ -135,3 +97,10 @@ def test_infinite_or_nan_config_values_are_refused_up_front():
 def test_sequence_algorithms_need_a_prompt_group_per_learner_rank():
     assert_one_line_error(run_driver("--algo", "grpo", "--set", "learner.num_workers=3", "--set", "rollout.prompts_per_step=2"),
                           "rollout.prompts_per_step=2 is smaller than learner.num_workers=3", "grpo gives each learner rank")
+
+
+def test_another_algorithms_section_is_refused_up_front():
+    assert_one_line_error(run_driver("--algo", "dpo", "--set", "mnpo.eta=0.9"),
+                          "sets section(s) 'mnpo', which algorithm 'dpo' does not read", "dpo reads 'dpo'")
+    assert_one_line_error(run_driver("--algo", "grpo", "--set", "grpo.kl_coef=-1"),
+                          "run config field 'grpo.kl_coef'", "greater than or equal to 0")
