@@ -1,8 +1,9 @@
 """What an algorithm declares about itself, and the tensors the learner hands its loss.
 
-Each module under learner/algorithms/ defines its hyperparameters (a pydantic `Config`), its loss
-and one `SPEC = AlgorithmSpec(...)`; the literal dict in learner/algorithms/__init__.py registers
-it by name. The spec is data: no base class for losses to inherit from.
+Each module under learner/algorithms/ defines its hyperparameters (a pydantic model, e.g.
+`DPOConfig`; ipo/rdpo reuse it, inpo reuses `MNPOConfig`), its loss and one
+`SPEC = AlgorithmSpec(...)`; the literal dict in learner/algorithms/__init__.py registers it by
+name. The spec is data: no base class for losses to inherit from.
 
 Two families share the learner:
 - "pair" (learner/pair_step.py): the judged samples become (chosen, rejected) pairs

@@ -8,21 +8,17 @@ Source: Rafailov et al. 2023, "Direct Preference Optimization", arXiv 2305.18290
 Online: the pairs are on-policy samples of the current policy ordered by the judges (pairing rule
 `DPOConfig.pairing`), not a fixed offline dataset (Guo et al. 2024, arXiv 2402.04792).
 
-Where it sits: pairing -> collate -> forward passes (policy with grad, reference without) ->
-ops.sequence_logprobs (`DPOConfig.logprob_reduction`) -> **dpo_loss** -> caller reduces and steps.
-
-Shared pieces (imported by ipo.py, rdpo.py, osp.py; never recomputed there):
-- `preference_margin`: h_pi - h_ref with the reference detached (multiply by beta for Delta).
-- `pair_metrics`: the family's logged metrics.
-- `reference_pair`: the adapters' unpacking of `PairInputs`, loud when the reference is missing.
+Shared with ipo.py, rdpo.py and osp.py: `preference_margin` (h_pi - h_ref, reference detached;
+times beta is Delta), `pair_metrics` and `reference_pair` (unpacks `PairInputs`, loud when the
+reference is missing).
 
 Deliberate choices:
-1. Sequence logprob reduction is the caller's (default "sum", the paper's log p(y)).
+1. Sequence logprob reduction is a config choice (default "sum", the paper's log p(y)).
 2. The reference logprobs are detached here, so only the policy gets gradient.
 3. -log sigma is computed as -F.logsigmoid (stable for large |Delta|).
 4. `PairInputs.probability` is ignored: DPO trains on hard labels (OSP uses it, see osp.py).
-5. Empty responses are the caller's: their sequence logprob is 0, so a pair of two empty
-   responses has Delta = 0 and loss log 2 with zero gradient from the reference.
+5. An empty response has sequence logprob 0, so a pair of two empty responses has Delta = 0
+   and loss log 2.
 """
 
 from __future__ import annotations

@@ -7,15 +7,11 @@ KL estimator); outcome supervision, Section 4.1.2 (advantages.group_normalised):
     per token: max(-A r_t, -A clip(r_t, 1 - eps, 1 + eps)) + kl_coef * k3_t,
                k3_t = exp(d) - d - 1, d = logp_ref - logp_pi
 
-Where it sits: judged rollouts (K samples per prompt) -> collate -> no-grad passes (old and
-reference logprobs) -> advantages.group_normalised (broadcast over tokens) -> for epochs x
-minibatches: **sequence_loss** -> caller reduces and steps.
-
 Deliberate choices:
 1. The clipped term is `ppo.clipped_policy_loss` and the KL is `ops.kl_k3` (no duplicated math).
-2. Reduction: token mean within each sequence (the paper's 1/|o_i|), the caller averages sequences.
+2. Reduction: token mean within each sequence (the paper's 1/|o_i|), then the mean over sequences.
 3. With kl_coef = 0 the reference is not read (ref_logprobs may be None); the spec still declares
-   needs_reference so that the learner keeps one for the KL metric and the default kl_coef > 0.
+   needs_reference for the default kl_coef > 0 and the learner's KL metric.
 4. Positions outside the mask may hold garbage: zeroed before the KL (and inside the clip loss).
 """
 

@@ -6,15 +6,12 @@ Preferences", arXiv 2310.12036, eq. 17 (the sampled IPO loss), with tau = beta:
     h     = (logp_pi(y_w) - logp_pi(y_l)) - (logp_ref(y_w) - logp_ref(y_l))
     loss  = (h - 1 / (2 beta))^2                                          (per pair)
 
-Where it sits: pairing -> collate -> forward passes (policy with grad, reference without) ->
-ops.sequence_logprobs (`DPOConfig.logprob_reduction`) -> **ipo_loss** -> caller reduces and steps.
 It reads the `dpo` config section (beta, logprob_reduction, pairing).
 
 Deliberate choices:
-1. The log-ratios use the configured reduction, applied by the learner before this loss. The
-   paper uses summed logprobs ("sum", our default); TRL length-normalises them, i.e. our "mean",
-   which makes 1/(2 beta) a per-token margin: set `logprob_reduction: mean` to match TRL.
-2. The margin h is `dpo.preference_margin` (reference detached); no duplicated math.
+1. The paper sums token logprobs ("sum", our default); TRL length-normalises them (our "mean"),
+   which makes 1/(2 beta) a per-token margin: `logprob_reduction: mean` matches TRL.
+2. The margin h is `dpo.preference_margin` (reference detached).
 3. Online: pairs come from the current policy (MNPO with r = 1 is the same loss, eta = beta).
 4. `PairInputs.probability` is ignored (hard labels).
 """

@@ -9,24 +9,19 @@ With h_X = logp_X(y_w) - logp_X(y_l) for a pair (y_w chosen, y_l rejected):
     logits = h_pi - r * h_ref - (1 - r) * sum_j lambda_j * h_{pi_{t-j}}
     loss   = (logits - 1 / (2 eta))^2                                   (per pair)
 
-Where it sits: pairing (best vs worst) -> collate -> forward passes (policy with grad; reference and
-opponent snapshots without) -> ops.sequence_logprobs -> **mnpo_loss** -> caller reduces and steps.
-
 Deliberate choices (docs/algorithms.md, MNPO, lists the pitfalls of the reference code):
-1. Sequence logprob reduction is the caller's, a config choice (`MNPOConfig.logprob_reduction`,
-   applied once by `ops.sequence_logprobs`). The reference code length-averages ("mean"), so its
-   target 1/(2 eta) is a per-token margin; with "sum" (the paper's logp) eta must be re-tuned.
-2. Opponent weights arrive already normalised (lambda, `MNPOConfig.normalised_weights`) and are
-   used as given; the reference code silently ignored configured history weights.
+1. Sequence logprob reduction is a config choice (`MNPOConfig.logprob_reduction`, applied once by
+   `ops.sequence_logprobs`). The reference code length-averages ("mean"), so its target
+   1/(2 eta) is a per-token margin; with "sum" (the paper's logp) eta must be re-tuned.
+2. Opponent weights are used as configured (normalised, `MNPOConfig.normalised_weights`); the
+   reference code silently ignored configured history weights.
 3. The reference code silently drops the opponent term when no snapshot exists yet; here an empty
-   opponent set is an error unless r = 1 (the caller seeds the ring, e.g. with pi_0 = pi_ref).
-4. Reference and opponent logprobs are constants: they are detached here, so only the policy
-   receives gradient even if a caller forgets `torch.no_grad()`.
+   opponent set is an error unless r = 1 (the ring starts full of pi_0 = pi_ref).
+4. Reference and opponent logprobs are detached here: only the policy receives gradient.
 5. No beta: in the reference code beta only scales logged implicit rewards; we log raw margins.
-6. No preference probability enters the loss (as in the paper); the pair order comes from the
-   pairing rule (best vs worst by judged reward, as the reference code does).
-7. The loss is returned per pair, unreduced; the caller takes the mean over all pairs of the step
-   (sum over micro-batches divided by the total pair count keeps grad accumulation exact).
+6. No preference probability enters the loss; the pair order comes from the pairing rule
+   (default best vs worst, as the reference code; `sampled` draws the order as the paper does).
+7. The loss is returned per pair, unreduced (the learner takes the mean over the step's pairs).
 
 Special cases: m = 1 is INPO with r = tau / eta; r = 1 is online IPO with beta = eta; r = 0
 plays only against past snapshots.

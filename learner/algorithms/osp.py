@@ -1,28 +1,23 @@
 """OSP: Online Self-Preferring, trained with the soft-preference cross-entropy (SPCE) loss.
 
-Source: Zhai et al. 2024, "Online Self-Preferring Language Models", arXiv 2405.14103. Published:
-the policy samples K responses per prompt, judges them itself, a ranked pairing turns them into
-pairs each carrying a preference strength p, and the SPCE loss trains on them:
+Source: Zhai et al. 2024, "Online Self-Preferring Language Models", arXiv 2405.14103: the policy
+judges its own K samples per prompt, a ranked pairing gives pairs with a preference strength p,
+and SPCE trains on them:
 
     Delta = beta * [h_pi(y_w, y_l) - h_ref(y_w, y_l)]          (the DPO margin, dpo.py)
     loss  = -[p log sigma(Delta) + (1 - p) log sigma(-Delta)]   (per pair)
 
-i.e. the cross-entropy between the judged strength p and the Bradley-Terry probability of the
-implicit reward model. p = 1 is DPO exactly.
+the cross-entropy between p and the implicit reward model's Bradley-Terry probability; p = 1 is DPO.
 
-OUR SPECIFICATION (the paper's exact template and pairing rule were not available; see
-docs/algorithms.md, OSP). None of this is claimed to be the paper's:
-1. Self-judgement (rollout/judges/self_judge.py, judge kind "self", manifest
-   deploy/judges/self.yaml): the current policy weights answer a fixed judge template
-   ("... Which response is better? Answer A or B"); p(A > B) = P("A") / (P("A") + P("B")) at the verdict
-   position, averaged over both orders to cancel position bias: p = 0.5 * [p_AB(A) + 1 - p_BA(A)].
-2. Ranked pairing (learner/pairing.py, `OSPConfig.pairing = "ranked"`): responses scored by mean
-   self-judged win probability, sorted, rank 1 paired with rank K, 2 with K - 1, ...; each pair
-   keeps its judged p, which arrives here as `PairInputs.probability` (p > 0.5 favours chosen).
+OUR SPECIFICATION where the paper's template and pairing rule were not available to us
+(docs/algorithms.md, OSP); none of it is claimed to be the paper's:
+1. Self-judgement (rollout/judges/self_judge.py, deploy/judges/self.yaml): the current policy
+   answers a fixed judge template; p(A > B) = P("A") / (P("A") + P("B")) at the verdict position,
+   averaged over both orders: p = 0.5 * [p_AB(A) + 1 - p_BA(A)].
+2. Ranked pairing (`OSPConfig.pairing = "ranked"`): samples sorted by mean self-judged win
+   probability, rank 1 paired with rank K, 2 with K - 1, ...; each pair keeps its judged p
+   (`PairInputs.probability`).
 3. The loss above, with the configured sequence logprob reduction (default "sum").
-
-Where it sits: self-judge -> ranked pairing -> collate -> forward passes (policy with grad,
-reference without) -> ops.sequence_logprobs -> **spce_loss** -> caller reduces and steps.
 """
 
 from __future__ import annotations

@@ -8,17 +8,13 @@ Source: Schulman et al. 2017, "Proximal Policy Optimization Algorithms", arXiv 1
     value   = 0.5 * max((V_t - R_t)^2, (V_clipped_t - R_t)^2),
               V_clipped = V_old + clamp(V - V_old, -value_clip, value_clip)      (per token)
 
-Where it sits: judged rollouts -> collate -> no-grad passes (old / reference logprobs, old values)
--> advantages.kl_penalised_rewards -> advantages.gae (-> whiten) -> for epochs x minibatches:
-**sequence_loss** (policy) and **value_loss** (critic, called by the learner: SequenceInputs
-carries no values) -> caller reduces and steps.
-
-`clipped_policy_loss`, `policy_metrics` and `clipped_sequence_loss` are shared with grpo.py and
-rloo.py (no duplicated math).
+The policy trains on `sequence_loss` (GAE advantages: learner/advantages.py `gae_estimator`), the
+critic on `critic_loss` (`SPEC.critic_loss`, over `CriticInputs`). `clipped_policy_loss`,
+`policy_metrics` and `clipped_sequence_loss` are shared with grpo.py and rloo.py.
 
 Deliberate choices:
 1. Reduction: per-token losses are averaged over each sequence's response tokens
-   (ops.masked_mean, dim=-1) and the caller averages sequences (as GRPO's 1/|o_i|); TRL and
+   (ops.masked_mean, dim=-1), then over sequences (as GRPO's 1/|o_i|); TRL and
    OpenRLHF average all tokens of a batch instead, which weights long responses more.
 2. The KL penalty lives in the reward (advantages.kl_penalised_rewards), not in this loss.
 3. Positions outside the mask may hold garbage (NaN): inputs are zeroed there before any
@@ -156,7 +152,7 @@ def clipped_sequence_loss(inputs: SequenceInputs, clip_eps: float, algo: str) ->
 
 
 def sequence_loss(inputs: SequenceInputs, cfg: PPOConfig) -> tuple[Tensor, dict[str, float]]:
-    """The learner's policy entry point (GAE advantages, `cfg.clip_eps`); the critic uses `value_loss`."""
+    """The learner's policy entry point (GAE advantages, `cfg.clip_eps`); the critic's is `critic_loss`."""
     return clipped_sequence_loss(inputs, cfg.clip_eps, "ppo")
 
 

@@ -8,13 +8,12 @@ Feedback", arXiv 2403.00409, eq. 9. With Delta the DPO margin (dpo.py) and eps t
 i.e. [(1 - eps) l(y_w, y_l) - eps l(y_l, y_w)] / (1 - 2 eps) with l the DPO loss: its expectation
 under labels flipped with probability eps equals the DPO loss on the clean labels. eps = 0 is DPO.
 
-Where it sits: pairing -> collate -> forward passes -> ops.sequence_logprobs -> **rdpo_loss** ->
-caller reduces and steps. It reads the `dpo` config section; eps = `DPOConfig.flip_rate` (< 0.5).
+It reads the `dpo` config section; eps = `DPOConfig.flip_rate` (< 0.5).
 
 Deliberate choices:
-1. The margin is `dpo.preference_margin` (reference detached); no duplicated math.
-2. eps is a fixed configured rate (the paper assumes it known); it is not estimated online.
-3. The per-pair loss can be negative (the eps log sigma(-Delta) term is unbounded below as
+1. The margin is `dpo.preference_margin` (reference detached).
+2. eps is a fixed configured rate (the paper assumes it known), not estimated online.
+3. The per-pair loss can be negative (eps log sigma(-Delta) is unbounded below as
    Delta -> -inf); only its expectation is a proper loss. We log it as is.
 4. `PairInputs.probability` is ignored (hard labels, noisy at rate eps by assumption).
 """

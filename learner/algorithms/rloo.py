@@ -4,22 +4,16 @@ Source: Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimi
 Learning from Human Feedback in LLMs", arXiv 2402.14740, Section 3 (the RLOO estimator, after
 Kool et al. 2019), with the sequence-level KL penalty in the reward:
 
-    R_i = r_i - kl_coef * sum_t (logp_pi - logp_ref)_t          (the learner, before advantages)
-    A_i = R_i - (1 / (K - 1)) sum_{j != i} R_j                   (advantages.leave_one_out)
+    R_i = r_i - kl_coef * sum_t (logp_pi - logp_ref)_t
+    A_i = R_i - (1 / (K - 1)) sum_{j != i} R_j                   (advantages.leave_one_out_estimator)
     per token: max(-A_i r_t, -A_i clip(r_t, 1 - eps, 1 + eps))   (ppo.clipped_policy_loss)
 
-Where it sits: judged rollouts (K samples per prompt) -> collate -> no-grad passes (old and
-reference logprobs) -> KL-penalised sequence rewards -> advantages.leave_one_out (broadcast over
-tokens) -> for epochs x minibatches: **sequence_loss** -> caller reduces and steps.
-
 Deliberate deviations:
-1. The paper's RLOO is plain REINFORCE on full sequences (one update per batch). We use the
-   PPO-clip surrogate (as TRL's RLOOTrainer does) so that `epochs` / `minibatches` > 1 stay
-   proximal; with one epoch and one minibatch the ratio is 1 and the gradient is REINFORCE's.
-2. Reduction: token mean within each sequence, the caller averages sequences (the paper sums
-   token logprobs into a sequence logprob; this rescales each sequence's gradient by 1/|y|).
-3. The KL penalty is the learner's (it needs sequence rewards before the baseline); this module
-   only sees the resulting advantages.
+1. The paper's RLOO is plain REINFORCE (one update per batch). We use the PPO-clip surrogate (as
+   TRL's RLOOTrainer) so that `epochs` / `minibatches` > 1 stay proximal; with one epoch and one
+   minibatch the ratio is 1 and the gradient is REINFORCE's.
+2. Reduction: token mean within each sequence, then over sequences (the paper sums token
+   logprobs; this rescales each sequence's gradient by 1/|y|).
 """
 
 from __future__ import annotations

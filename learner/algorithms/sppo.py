@@ -9,16 +9,12 @@ P(y > pi_t) is the estimated probability that y beats a fresh sample of pi_t: th
 the mean judged win probability of y against the other K - 1 samples of its prompt and passes it
 as `SequenceInputs.targets` (`target = "win_probability"`).
 
-Where it sits: rollouts (K per prompt) -> pairwise judging -> win-probability targets -> collate
--> no-grad pass (old logprobs) -> ops.sequence_logprobs (`SPPOConfig.logprob_reduction`) ->
-**sppo_loss** -> caller reduces and steps.
-
 Deliberate choices:
 1. pi_t is the policy before this learner step (`SequenceInputs.old_logprobs`): every online
    step is one SPPO iteration; the paper's iteration is a full pass over a dataset sampled from
    pi_t. With several epochs per step, the first sees log-ratio 0.
-2. Every sample is trained on, as docs/algorithms.md specifies (the paper's experiments train on the
-   best and worst sample of each prompt). No reference model enters the loss.
+2. Every sample is trained on (the paper's experiments train on the best and worst sample of each
+   prompt). No reference model enters the loss.
 3. Sequence logprob reduction is a config choice (default "sum", the paper's log pi(y)).
 4. old_logprobs and the targets are constants: detached here.
 """
