@@ -180,7 +180,7 @@ def group_normalised(rewards: Tensor, eps: float) -> Tensor:
         eps: added to the std (a group of equal rewards gets advantage 0).
 
     Returns:
-        [G, K] advantages (the learner broadcasts each over its sequence's tokens).
+        [G, K] advantages (`group_estimator` broadcasts each over its sequence's tokens).
     """
     _check_groups(rewards)
     mean = rewards.mean(dim=-1, keepdim=True)
@@ -192,7 +192,7 @@ def leave_one_out(rewards: Tensor) -> Tensor:
     """RLOO advantages r_i - (sum_j r_j - r_i) / (K - 1): each sample against the mean of the others.
 
     Args:
-        rewards: [G, K] sequence rewards (the learner has already subtracted kl_coef * sum_t k1).
+        rewards: [G, K] sequence rewards (`leave_one_out_estimator` has subtracted kl_coef * sum_t k1).
 
     Returns:
         [G, K] advantages; each row sums to 0.

@@ -1,7 +1,4 @@
-"""Pairs of token lists -> right-padded tensors for one forward pass over chosen and rejected.
-
-Where it sits: pairing (`Pair`s) -> **collate** -> forward passes (policy, reference, opponents) ->
-`ops.gather_token_logprobs` -> `ops.sequence_logprobs` -> loss.
+"""Token lists -> right-padded tensors: pairs (chosen and rejected in one forward pass) or rollouts.
 
 Layout (B pairs, T = longest prompt + response):
     row i        (0 <= i < B): prompt_i + chosen_i

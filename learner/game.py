@@ -1,9 +1,7 @@
 """Exact preference games: a tabular "language model" over N responses, and exact Nash measures.
 
-Where it sits: beside the learner, not inside the online loop. learner/game_play.py trains a
-tabular policy pi = softmax(theta) on these games with the registered losses
-(learner/algorithms/); bench/nash.py compares the algorithms; docs/nash.md explains how to read
-the numbers. Pure numpy (float64); no Ray, vLLM or DeepSpeed.
+Not part of the online loop: learner/game_play.py trains tabular policies on these games with the
+registered losses, bench/nash.py compares the algorithms (docs/nash.md). Pure numpy (float64).
 
 A game is a preference matrix P with P[i, j] = P(response i is preferred over response j)
 (project sign convention: > 0.5 favours i), P + P^T = 1 and diag(P) = 1/2, and a reference policy

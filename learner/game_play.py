@@ -1,15 +1,12 @@
 """Training a tabular policy on an exact preference game with the project's registered losses.
 
-Where it sits: learner/game.py (games, exact measures) -> **game_play** (adapter, on-policy data,
-training runs) -> bench/nash.py (the comparison grid). No Ray, vLLM or DeepSpeed.
-
 The "language model" is pi = softmax(theta) over the game's N responses (one prompt, one-token
 responses), started at pi_ref. The adapter hands the learner's loss functions exactly what the
 learner would: the sequence logprob of a response is log pi(response), so a pair algorithm gets
 `PairInputs` with policy / reference / opponent-snapshot logprobs of the chosen and rejected
 responses, and SPPO gets `SequenceInputs` with one-token sequences. The loss is looked up by name
-in `learner.algorithms.ALGORITHMS` and called with the algorithm's own config section
-(protocols/config.py), as learner/engine.py does.
+in `learner.algorithms.ALGORITHMS` and called with the algorithm's own config model (its
+`SPEC.config`), as learner/pair_step.py and learner/sequence_step.py do.
 
 One training step mirrors one step of the online loop:
     pi_t = current policy;  maybe push pi_t into the opponent ring (every `snapshot_every` steps)

@@ -1,6 +1,6 @@
 """LoRA on the learner (Hu et al. 2021, arXiv 2106.09685): W = W0 + (alpha / r) B A, only A and B train.
 
-Where it sits: used by learner/engine.py when `learner.lora.rank > 0`. The policy engine trains the
+Used by learner/engine.py when `learner.lora.rank > 0`. The policy engine trains the
 adapters (peft) on top of frozen base weights; everything that leaves the learner is a plain model:
     - the rollout workers and self judges receive merged weights under the base model's HF names
       (`merged_state_dict`), so vLLM needs no LoRA support and the probe check applies unchanged;

@@ -26,7 +26,7 @@ class OpponentRing:
             raise ValueError(f"an opponent ring needs size >= 1, got {size}")
         frozen = copy.deepcopy(template).eval().requires_grad_(False)
         # One module per slot; slots start identical. Models are tiny next to activations here;
-        # large models should keep snapshots as state dicts on CPU and swap them in (see docs).
+        # large models should keep snapshots as state dicts on CPU and swap them in.
         self.models: list[torch.nn.Module] = [frozen] + [copy.deepcopy(frozen) for _ in range(size - 1)]
         self.versions: list[int] = [0] * size
 

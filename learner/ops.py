@@ -1,6 +1,5 @@
 """Shared tensor math of the learner: logprob gathering, masked reductions, KL estimators.
 
-Where it sits: collate (padded tensors) -> forward pass (logits) -> **ops** -> algorithms/ (losses).
 Every piece of math that more than one loss or metric needs lives here exactly once, with tests in
 tests/learner/test_ops.py; `gather_token_logprobs` is common/tensors.py's (rollout/ needs it too),
 re-exported. All functions are pure: no logging, no device moves, no distributed calls.

@@ -1,10 +1,9 @@
 """Turn a judged batch into (chosen, rejected) pairs for the preference losses.
 
-Where it sits: rollout workers + judges -> `protocols.JudgedBatch` -> preferences
-(learner/preferences.py: rewards, preference matrices, win probabilities) -> **pairing** ->
-collate -> forward passes -> loss. A pairing rule is a function
-`(judged, judge_weights, judge_temperatures) -> list[Pair]`, registered by name in `PAIRINGS`
-(the names of `protocols.config.PAIRINGS`); algorithms name theirs in `AlgorithmSpec.pairing`.
+A pairing rule is a function `(judged, judge_weights, judge_temperatures) -> list[Pair]`,
+registered by name in `PAIRINGS`; a pair-family algorithm's config names its rule in its `pairing`
+field (learner/algorithms/base.py `pairing_field`). Rewards, preference matrices and win
+probabilities come from learner/preferences.py.
 
 Groups are the K contiguous rollouts of a prompt; every rule works group by group, skips a group
 that carries no signal (so the result may be shorter than the number of prompts, or empty), and

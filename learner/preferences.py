@@ -1,7 +1,7 @@
 """What the judges said about a batch, as per-rollout rewards and per-group preference matrices.
 
-Where it sits: rollout workers + judges -> `protocols.JudgedBatch` -> **preferences** -> pairing
-(learner/pairing.py) -> collate -> loss. Pure functions of plain Python data; no torch.
+Used by the pairing rules (learner/pairing.py) and the sequence step's per-sample scores
+(learner/sequence_step.py). Pure functions of plain Python data; no torch.
 
 Conventions (protocols/batches.py): rewards are "higher is better"; P(i > j) in [0, 1] is the
 probability that rollout i is preferred over rollout j, > 0.5 favours i.

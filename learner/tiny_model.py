@@ -1,9 +1,8 @@
 """Builders for the built-in tiny model: a byte-level BPE tokenizer, a ~1M-parameter Llama policy
 warm-started by supervised fine-tuning, and a Bradley-Terry reward model.
 
-Where it sits: `driver/builtin.py` calls these once (then caches the result on disk) when a run
-uses `model.path: builtin`; the saved directories are ordinary HF checkpoints that vLLM, the
-learner and the reward-model judge load like any other. This module knows nothing about the task:
+`driver/builtin.py` calls these once (then caches the result on disk) for `model.path: builtin`;
+the saved directories are ordinary HF checkpoints. This module knows nothing about the task:
 data arrives as (prompt, response) pairs and (prompt, chosen, rejected) triples.
 
 Token layout (the contract every consumer relies on):
