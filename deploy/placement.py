@@ -3,7 +3,7 @@
 Rollout workers and learner ranks get one placement-group bundle each (so a multi-node cluster
 packs or spreads them as configured, and a run that does not fit fails before any model loads);
 judge replicas ask for their own resources from the manifest. Actor names follow the dashboard
-convention `rollout-<i>`, `learner-<rank>`, `judge-<name>-<i>`.
+convention `rollout-<i>`, `learner-<rank>`, `judge-<name>-<i>` (`eval-judge-<name>-<i>`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     OUTPUT/checkpoints/step-000050/
         learner/ ...        DeepSpeed: policy, optimizer, LR scheduler, torch RNG (every rank)
+        critic/ ...         DeepSpeed: PPO's value model and its optimizer
         opponents.pt        MNPO's frozen snapshots and their versions
         driver.json         DriverState below (step counter, data-stream position, eval baselines)
         config.yaml         the resolved run config

@@ -1,6 +1,6 @@
 """Watch the judge manifest of a running job; hand the loop a new, fully checked manifest.
 
-Where it sits: driver/run.py calls `poll()` at every step boundary (cheap: one stat of the file).
+driver/run.py calls `poll()` at every step boundary (cheap: one stat of the file).
 When the file's content changes, the new manifest goes through the same checks as at start-up
 (schema, import paths, model paths, API key variables, the algorithm's needs). A good manifest is
 returned for the loop to swap the judge actors; a bad one is logged with its reason and recorded,

@@ -1,7 +1,7 @@
 """Prompts through a chat model's template: the one place where raw prompt text becomes token ids.
 
-Where it sits: used by the sampler (rollout/sampler.py) for the policy's prompts and by the
-causal-LM judges (rollout/judges/verdict.py) for judge prompts. Tasks and judges see the raw text
+Used by the sampler (rollout/sampler.py) for the policy's prompts and by the causal-LM judges
+(rollout/judges/verdict.py) for judge prompts. Tasks and judges see the raw text
 (`Prompt.text`, `Rollout.prompt_text`); only the models see the template. Rollouts keep the token
 ids that were actually fed to the engine (`Rollout.prompt_token_ids`), so the learner scores
 exactly what was sampled.

@@ -1,7 +1,6 @@
 """Round-robin tournament of policies under a preference judge (pure Python, no torch).
 
-Where it sits: bench/nash_lm.py samples every entrant's responses to the held-out prompts and
-calls these; docs/nash.md ("Tournament") says how to read the numbers. With non-transitive
+Used by bench/nash_lm.py; docs/nash.md ("Tournament") says how to read the numbers. With non-transitive
 preferences a win rate against the starting policy says little (A beats the start, B beats the
 start, and B may still lose to A, which loses to C); what a Nash method promises is a policy that
 no other policy beats by much, so the tournament measures every policy against every other.

@@ -1,9 +1,6 @@
 """HTTP judge: an LLM behind an OpenAI-compatible `/v1/completions` endpoint (vLLM, hosted APIs).
 
-Where it sits: a manifest entry of kind `http` (protocols/judges.py, HttpJudgeSpec) is built by
-`rollout.judges.build_judge` inside a JudgeActor (actors/judge.py); `judge_rollouts` (base.py)
-calls `compare` on the within-group pairs of a RolloutBatch, and the probabilities become the
-Judgement's PairPreferences that the learner trains on. No Ray, no vLLM here: only the stdlib.
+Built from an `HttpJudgeSpec` (protocols/judges.py). No Ray, no vLLM here: only the stdlib.
 
 Verdict of one request. The judge prompt is `spec.template` with {prompt}, {first}, {second}
 filled in (base.fill_template); it is sent with max_tokens=1, temperature=0, logprobs=`top_logprobs` (20). Then

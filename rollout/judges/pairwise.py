@@ -1,7 +1,6 @@
 """Pairwise judge: a fixed causal LM comparing two responses by the probability of its verdict tokens.
 
-Where it sits: built by `build_judge` for `kind: pairwise` specs, wrapped by actors/judge.py; the
-judge prompt, verdict tokens and both-orders averaging are rollout/judges/verdict.py's.
+The judge prompt, verdict tokens and both-orders averaging are rollout/judges/verdict.py's.
 `path: builtin:policy` (resolved by the driver) is the task's starting policy: a weak judge, but
 one that runs anywhere; point `path` at an instruction-tuned checkpoint for a real one.
 """

@@ -1,8 +1,7 @@
 """Population judge: heterogeneous annotators behind one judge.
 
-Where it sits: built by `build_judge` for `kind: population` specs (which builds each member with
-`build_judge` too), wrapped by actors/judge.py like any pairwise judge. It implements `compare`
-only, so it labels preferences, never rewards.
+Each member is built with `build_judge` too. It implements `compare` only, so it labels
+preferences, never rewards.
 
 Each member gives P(first > second) for a triple: pairwise members (pairwise, http) through their
 `compare`, pointwise members (rule, reward_model) through `bradley_terry` of their own two scores

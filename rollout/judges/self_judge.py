@@ -1,13 +1,10 @@
 """Self judge: the policy judging its own samples with its current weights.
 
-Where it sits: built by `build_judge` for `kind: self` specs from the run's policy path (the same
-starting checkpoint as the rollout workers and the learner), wrapped by actors/judge.py. After
-every learner update the driver's `publish_weights` (driver/cluster.py) sends it the same HF-named
-state dict the rollout workers get; `load_weights` loads it with `strict=True` and, like
-rollout/sampler.py (both through rollout/sync.py), proves it now computes the learner's probe
-logprobs (common/tensors.py) within `sync_tolerance`, otherwise WeightSyncError stops the run.
-After a failed check the loaded weights are not rolled back (the run stops anyway). The verdict
-itself is rollout/judges/verdict.py's.
+Built from the run's starting policy checkpoint. After every learner update the driver's
+`publish_weights` (driver/cluster.py) sends it the state dict the rollout workers get;
+`load_weights` loads it with `strict=True` and checks the learner's probe within `sync_tolerance`
+(rollout/sync.py), otherwise WeightSyncError stops the run (the weights are not rolled back).
+The verdict itself is rollout/judges/verdict.py's.
 
 Online Self-Preferring (OSP) uses this judge by default: deploy/judges/self.yaml.
 """

@@ -1,6 +1,6 @@
 """Causal-LM verdicts: P(first preferred) read off the next-token distribution of a judge prompt.
 
-Where it sits: the scorer shared by the `pairwise` judge (a fixed model, rollout/judges/pairwise.py)
+The scorer shared by the `pairwise` judge (a fixed model, rollout/judges/pairwise.py)
 and the `self` judge (the policy, rollout/judges/self_judge.py). Pure torch/transformers, no Ray.
 
 For each (prompt, first, second) the spec's template is filled (base.fill_template) and run through

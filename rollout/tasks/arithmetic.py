@@ -7,8 +7,8 @@ A built-in task for a small pretrained chat model such as SmolLM2-135M-Instruct,
     How many minutes are in 3 hours?                          -> 180
 
 The prompt is the user's message (the runtime applies the chat template); responses are free text
-of up to ~64 tokens. Where it sits: loaded by `rollout.tasks.load_task` (`task: {name: arithmetic}`);
-rule judges and populations import the functions below by path. Nothing here imports torch.
+of up to ~64 tokens. Loaded by `rollout.tasks.load_task` (`task: {name: arithmetic}`); rule
+judges and populations import the functions below by path. Nothing here imports torch.
 
 Prompt grammar: `<question>[ <instruction>]`; half the prompts end with one of `INSTRUCTIONS`.
 The question (its kind drawn uniformly from `KINDS`) is one of

@@ -1,8 +1,7 @@
 """What a task supplies to a run, and the helpers every task shares.
 
-Where it sits: at the top of the data flow, beside rollout/prompts.py. The driver knows tasks only
-through `Task` (built by `rollout.tasks.load_task` from the run config's `task:` section); a task
-module never imports torch, Ray or vLLM.
+A run sees its task only as a `Task` (built by `rollout.tasks.load_task` from the run config's
+`task:` section); a task module never imports torch, Ray or vLLM.
 
 A task is:
     train / heldout      prompts (raw user text; a chat model gets them through its chat template)

@@ -6,7 +6,7 @@ writing request plus one to three constraints that a rule can check, e.g.
     Describe the ocean. Answer in exactly 6 words. Do not use any commas. Include the word "blue".
 
 The prompt is the user's message (the runtime applies the chat template); responses are free text
-of up to ~64 tokens, so every constraint is satisfiable in a few words. Where it sits: loaded by
+of up to ~64 tokens, so every constraint is satisfiable in a few words. Loaded by
 `rollout.tasks.load_task` (`task: {name: instruct}`); rule judges and populations import the
 functions below by path. Nothing here imports torch.
 
