@@ -28,7 +28,7 @@ from common.tensors import DTYPES, probe_logprobs
 from learner import distributed, lora
 from learner.algorithms import algorithm_config, get_algorithm
 from learner.collate import collate_sequences
-from learner.models import Models
+from learner.models import Models, takes_logits_to_keep
 from learner.opponents import OpponentRing, snapshot_due
 from learner.ops import kl_k1, masked_sum
 from learner.pair_step import pair_step
@@ -81,6 +81,7 @@ class PolicyLearner:
         torch_dtype = DTYPES[run.model.dtype]
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
         self.pad_token_id = _pad_token_id(model)
+        base_model = model  # the HF class, before any LoRA wrapping
         self.lora = cfg.lora.rank > 0
         if self.lora:  # the reference is the frozen base under the adapters: no copy (learner/lora.py)
             snapshot_template = copy.deepcopy(model) if self.spec.needs_opponents else None
@@ -115,6 +116,7 @@ class PolicyLearner:
             policy=self.engine, reference=self.reference if self.spec.needs_reference else None,
             opponents=self.opponents, critic=self.critic, device=self.device, pad_token_id=self.pad_token_id,
             micro_batch_size=cfg.micro_batch_size, rank=rank, world_size=world_size, seed=run.seed,
+            logits_to_keep=takes_logits_to_keep(base_model),
         )
         logger.info(
             "learner rank %d: %s, ZeRO-%d, %.2fM parameters (%.2fM trained%s), algo %s",
@@ -160,7 +162,7 @@ class PolicyLearner:
         with self._gathered():
             for lo in range(0, len(rollouts), micro):
                 t = collate_sequences(rollouts[lo : lo + micro], self.pad_token_id).to(self.device)
-                kl = kl_k1(Models.token_logprobs(self.engine.module, t), Models.token_logprobs(self.reference, t))
+                kl = kl_k1(self.models.token_logprobs(self.engine.module, t), self.models.token_logprobs(self.reference, t))
                 total += float(masked_sum(kl, t.response_mask, dim=-1).sum())
         return total / max(len(rollouts), 1)
 

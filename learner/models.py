@@ -7,6 +7,7 @@ weight export.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,16 +47,37 @@ class Models:
     rank: int = 0
     world_size: int = 1
     seed: int = 0
+    logits_to_keep: bool = False  # the model class takes HF's `logits_to_keep` (see token_logprobs)
 
-    @staticmethod
-    def token_logprobs(model: torch.nn.Module, t: PairTensors | SequenceTensors) -> Tensor:
-        """[rows, T-1] logprob of each next token (positions outside the response mask hold garbage)."""
-        logits = model(input_ids=t.input_ids, attention_mask=t.attention_mask).logits
-        return gather_token_logprobs(logits[:, :-1], t.input_ids[:, 1:])
+    def token_logprobs(self, model: torch.nn.Module, t: PairTensors | SequenceTensors) -> Tensor:
+        """[rows, T-1] logprob of each next token (positions outside the response mask hold garbage).
+
+        Only positions from the earliest response token on get logits: the prompts' vocabulary
+        projections and log-softmaxes (most of a [rows, T, vocab] tensor for a chat model's
+        templated prompts) are never computed. Positions before it hold 0."""
+        start = first_response_position(t.response_mask) if self.logits_to_keep else 0
+        width = t.input_ids.shape[1]
+        if start <= 0:
+            logits = model(input_ids=t.input_ids, attention_mask=t.attention_mask).logits
+            return gather_token_logprobs(logits[:, :-1], t.input_ids[:, 1:])
+        logits = model(input_ids=t.input_ids, attention_mask=t.attention_mask, logits_to_keep=width - start).logits
+        kept = gather_token_logprobs(logits[:, :-1], t.input_ids[:, start + 1 :])  # positions start .. T-2
+        return torch.cat([kept.new_zeros(kept.shape[0], start), kept], dim=1)
 
     def engines(self) -> list[Any]:
         """The engines one optimizer step updates: the policy, then the critic if there is one."""
         return [self.policy] + ([self.critic.engine] if self.critic is not None else [])
+
+
+def first_response_position(response_mask: Tensor) -> int:
+    """The first position (column of the [rows, T-1] mask) holding a response token of any row; 0 if none."""
+    columns = response_mask.any(dim=0).nonzero()
+    return int(columns[0]) if len(columns) else 0
+
+
+def takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether an HF model's forward computes logits for the last positions only (`logits_to_keep`)."""
+    return "logits_to_keep" in inspect.signature(type(model).forward).parameters
 
 
 def grad_norm(engine: Any) -> float:

@@ -107,3 +107,27 @@ def test_export_probe_and_opponent_ring(builtin_models, batch):
     with pytest.raises(ValueError, match="one policy version"):
         other = batch.model_copy(update={"batch": batch.batch.model_copy(update={"policy_version": 1})})
         learner.train_step([batch, other], 3, {"gt": 1.0})
+
+
+def test_logits_only_from_the_first_response_position_give_the_same_logprobs(builtin_models, batch):
+    """`Models.token_logprobs` projects only positions from the earliest response token on
+    (`logits_to_keep`); on every response position it equals the full forward pass."""
+    from dataclasses import replace
+
+    from learner.collate import collate_sequences
+    from learner.models import first_response_position
+
+    learner = make_learner(builtin_models.policy, "grpo")
+    assert learner.models.logits_to_keep  # a Llama model takes it
+    rollouts = batch.batch.rollouts[:8]
+    t = collate_sequences(rollouts, learner.pad_token_id)
+    start = first_response_position(t.response_mask)
+    assert start == min(len(r.prompt_token_ids) for r in rollouts) - 1 > 0
+    model = learner.engine.module.eval()
+    with torch.no_grad():
+        trimmed = learner.models.token_logprobs(model, t)
+        full = replace(learner.models, logits_to_keep=False).token_logprobs(model, t)
+    assert trimmed.shape == full.shape == t.response_mask.shape
+    mask = t.response_mask
+    assert torch.allclose(trimmed[mask], full[mask], atol=1e-5)
+    assert (trimmed[:, :start] == 0).all() and not torch.allclose(full[:, :start], torch.zeros_like(full[:, :start]))
