@@ -211,7 +211,8 @@ class AdvantageInputs:
 
     Attributes:
         scores: [N] combined judged reward of each sequence.
-        old_logprobs: [N, T] logprobs under the policy that sampled (no grad).
+        old_logprobs: [N, T] logprobs under the policy that sampled (no grad); None when the
+            estimator does not read them (`Estimator.reads_old_logprobs`).
         ref_logprobs: [N, T] under pi_ref, or None when the algorithm declares no reference.
         values: [N, T] critic values, or None without a critic.
         mask: [N, T] bool response mask.
@@ -220,7 +221,7 @@ class AdvantageInputs:
     """
 
     scores: Tensor
-    old_logprobs: Tensor
+    old_logprobs: Tensor | None
     ref_logprobs: Tensor | None
     values: Tensor | None
     mask: Tensor
@@ -229,7 +230,19 @@ class AdvantageInputs:
 
 
 Estimated = tuple[Tensor, Tensor | None, dict[str, float]]  # advantages [N, T], returns [N, T] | None, metrics
-Estimator = Callable[[AdvantageInputs, Any], Estimated]
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """An estimator and whether it reads `AdvantageInputs.old_logprobs`: one that does not lets a
+    single-update step skip the no-grad policy pass (the old logprobs are then the update's own,
+    detached: the policy has not moved yet)."""
+
+    fn: Callable[[AdvantageInputs, Any], Estimated]
+    reads_old_logprobs: bool
+
+    def __call__(self, inputs: AdvantageInputs, cfg: Any) -> Estimated:
+        return self.fn(inputs, cfg)
 
 
 def _required(x: Tensor | None, what: str, estimator: str) -> Tensor:
@@ -244,7 +257,8 @@ def gae_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
     cfg: kl_coef, reward_clip, gamma, gae_lambda, whiten_advantages."""
     ref = _required(inputs.ref_logprobs, "reference logprobs", "gae")
     values = _required(inputs.values, "critic values", "gae")
-    rewards = kl_penalised_rewards(inputs.scores, inputs.old_logprobs, ref, inputs.mask, cfg.kl_coef, cfg.reward_clip)
+    old = _required(inputs.old_logprobs, "old logprobs", "gae")
+    rewards = kl_penalised_rewards(inputs.scores, old, ref, inputs.mask, cfg.kl_coef, cfg.reward_clip)
     advantages, returns = gae(rewards, values, inputs.mask, cfg.gamma, cfg.gae_lambda)
     metrics = {"learner/advantage_raw": float(masked_mean(advantages, inputs.mask))}
     if cfg.whiten_advantages:
@@ -268,14 +282,15 @@ def group_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
 def leave_one_out_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
     """RLOO: reward minus kl_coef * (sequence sum of k1), against the mean of the group's others. cfg: kl_coef."""
     ref = _required(inputs.ref_logprobs, "reference logprobs", "leave_one_out")
-    sequence_kl = masked_sum(kl_k1(inputs.old_logprobs, ref), inputs.mask, dim=-1)
+    old = _required(inputs.old_logprobs, "old logprobs", "leave_one_out")
+    sequence_kl = masked_sum(kl_k1(old, ref), inputs.mask, dim=-1)
     rewards = (inputs.scores - cfg.kl_coef * sequence_kl).reshape(-1, inputs.group_size)
     return _per_sequence(leave_one_out(rewards).reshape(-1), inputs.mask)
 
 
 # name -> estimator; an algorithm names its own in `AlgorithmSpec.advantage` (None: no advantages).
 ESTIMATORS: dict[str, Estimator] = {
-    "gae": gae_estimator,
-    "group": group_estimator,
-    "leave_one_out": leave_one_out_estimator,
+    "gae": Estimator(gae_estimator, reads_old_logprobs=True),
+    "group": Estimator(group_estimator, reads_old_logprobs=False),
+    "leave_one_out": Estimator(leave_one_out_estimator, reads_old_logprobs=True),
 }

@@ -2,7 +2,9 @@
 
     scores   = combined judged reward per sample (or its win probability, SPPO)
     shard    = this rank's prompt groups (whole groups: group baselines need every sample)
-    no grad  : old logprobs, reference logprobs and critic values (only those declared)
+    no grad  : old logprobs, reference logprobs and critic values (only those declared; the old
+               logprobs are skipped when the step makes one update and the estimator does not
+               read them: the update's own logprobs, detached, are then exactly the old ones)
     advantage: ESTIMATORS[SPEC.advantage] (learner/advantages.py)
     for epoch in epochs, minibatch in minibatches:   (rows shuffled per epoch, seeded by step)
         per micro-batch: SPEC.sequence_loss (and SPEC.critic_loss) -> backward(loss.sum() / rows)
@@ -44,19 +46,21 @@ def sequence_step(
     metrics: dict[str, float] = {"learner/sequences": float(len(rollouts)), "learner/score_mean": sum(scores) / len(scores)}
     t = collate_sequences([rollouts[i] for i in mine], models.pad_token_id)
     local_scores = torch.tensor([scores[i] for i in mine], dtype=torch.float32)
-    old, ref, values = _no_grad_pass(models, t)
+    epochs, minibatches = getattr(cfg, "epochs", 1), getattr(cfg, "minibatches", 1)
+    estimator = ESTIMATORS[spec.advantage] if spec.advantage is not None else None
+    old_pass = epochs * minibatches > 1 or (estimator is not None and estimator.reads_old_logprobs)
+    old, ref, values = _no_grad_pass(models, t, old_pass)
     advantages = returns = None
-    if spec.advantage is not None:
+    if estimator is not None:
         inputs = AdvantageInputs(local_scores, old, ref, values, t.response_mask, k, distributed.all_reduce_sum)
-        advantages, returns, estimated = ESTIMATORS[spec.advantage](inputs, cfg)
+        advantages, returns, estimated = estimator(inputs, cfg)
         metrics.update(estimated)
-    if ref is not None:
+    if ref is not None and old is not None:
         metrics["learner/kl_to_reference"] = float(masked_sum(kl_k1(old, ref), t.response_mask, dim=-1).mean())
     metrics["learner/response_tokens"] = float(t.response_mask.sum(-1).float().mean())
     tensors = _Tensors(t, old, ref, values, advantages, returns, local_scores)
     sums: dict[str, float] = {}
     updates = 0
-    epochs, minibatches = getattr(cfg, "epochs", 1), getattr(cfg, "minibatches", 1)
     for epoch in range(epochs):
         order = torch.randperm(len(mine), generator=torch.Generator().manual_seed(models.seed * 7919 + step * 31 + epoch))
         for rows in torch.tensor_split(order, minibatches):
@@ -93,10 +97,10 @@ def _scored_rollouts(judged, judge_weights, temperatures, target):
 
 
 @torch.no_grad()
-def _no_grad_pass(models: Models, t: SequenceTensors) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """[N, T-1] old logprobs, reference logprobs and critic values of every row, micro-batched."""
+def _no_grad_pass(models: Models, t: SequenceTensors, old_pass: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """[N, T-1] old logprobs (if `old_pass`), reference logprobs and critic values of every row, micro-batched."""
     n, width = t.input_ids.shape[0], t.response_mask.shape[1]
-    old = torch.zeros(n, width)
+    old = torch.zeros(n, width) if old_pass else None
     ref = torch.zeros(n, width) if models.reference is not None else None
     values = torch.zeros(n, width) if models.critic is not None else None
     models.policy.eval()
@@ -105,7 +109,8 @@ def _no_grad_pass(models: Models, t: SequenceTensors) -> tuple[Tensor, Tensor | 
         rows = torch.arange(lo, min(lo + micro, n))
         part = t.select(rows).to(models.device)
         w = part.response_mask.shape[1]
-        old[rows, :w] = models.token_logprobs(models.policy.module, part).float().cpu()
+        if old is not None:
+            old[rows, :w] = models.token_logprobs(models.policy.module, part).float().cpu()
         if ref is not None and models.reference is not None:
             ref[rows, :w] = models.token_logprobs(models.reference, part).float().cpu()
         if values is not None and models.critic is not None:
@@ -122,12 +127,16 @@ def _update(models: Models, spec: AlgorithmSpec, cfg: Any, x: _Tensors, rows: Te
     def losses(chunk: Tensor) -> tuple[list[Tensor], dict[str, float]]:
         part = x.t.select(chunk).to(models.device)
         w, device = part.response_mask.shape[1], models.device
+        logprobs = models.token_logprobs(models.policy, part)
+        old = x.cut(x.old, chunk, w, device) if x.old is not None else logprobs.detach()  # no update yet: the same
+        ref = x.cut(x.ref, chunk, w, device)
         inputs = SequenceInputs(
-            logprobs=models.token_logprobs(models.policy, part), old_logprobs=x.cut(x.old, chunk, w, device),
-            ref_logprobs=x.cut(x.ref, chunk, w, device), advantages=x.cut(x.advantages, chunk, w, device),
+            logprobs=logprobs, old_logprobs=old, ref_logprobs=ref, advantages=x.cut(x.advantages, chunk, w, device),
             targets=x.scores[chunk].to(device), mask=part.response_mask,
         )
         loss, metrics = spec.sequence_loss(inputs, cfg)
+        if x.old is None and ref is not None:  # the step's KL, from the update's own (pre-update) logprobs
+            metrics["learner/kl_to_reference"] = float(masked_sum(kl_k1(old, ref), part.response_mask, dim=-1).mean())
         if models.critic is None or spec.critic_loss is None:
             return [loss], metrics
         critic = CriticInputs(values=models.critic.forward(part), old_values=x.cut(x.values, chunk, w, device),

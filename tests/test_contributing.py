@@ -84,5 +84,5 @@ def test_every_judge_kind_is_built_and_documented():
 def test_every_estimator_is_tested_and_used_or_declared():
     tests = (REPO / "tests" / "learner" / "test_advantages.py").read_text()
     for name, estimator in ESTIMATORS.items():
-        assert estimator.__name__ in tests or any(spec.advantage == name for spec in ALGORITHMS.values())
+        assert estimator.fn.__name__ in tests or any(spec.advantage == name for spec in ALGORITHMS.values())
     assert {spec.advantage for spec in ALGORITHMS.values()} - {None} <= set(ESTIMATORS)

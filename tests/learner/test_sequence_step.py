@@ -165,3 +165,30 @@ def test_a_rank_without_a_prompt_group_is_refused(builtin_models, batch):
         learner.train_step([judged], 0, {"gt": 1.0})
     learner.models.rank = 0  # rank 0 of 2 takes group 0
     assert learner.train_step([judged], 0, {"gt": 1.0}).metrics["learner/sequences"] == float(k)
+
+
+def test_a_single_update_skips_the_old_logprob_pass_and_moves_the_same(builtin_models, batch, monkeypatch):
+    """GRPO (as SPPO) with one update per step takes the old logprobs from the update's own forward
+    pass (detached) instead of a no-grad pass: the same update, loss, ratio and KL, one pass fewer."""
+    from dataclasses import replace
+
+    from transformers import AutoModelForCausalLM
+
+    from learner import advantages, sequence_step
+
+    passes: list[bool] = []
+    original = sequence_step._no_grad_pass
+    monkeypatch.setattr(sequence_step, "_no_grad_pass", lambda m, t, old: passes.append(old) or original(m, t, old))
+    skipped = make_learner(builtin_models.policy, "grpo")
+    a = skipped.train_step([batch], 0, {"gt": 1.0})
+    # an estimator that reads the old logprobs forces the pass
+    monkeypatch.setitem(advantages.ESTIMATORS, "group", replace(advantages.ESTIMATORS["group"], reads_old_logprobs=True))
+    forced = make_learner(builtin_models.policy, "grpo")
+    b = forced.train_step([batch], 0, {"gt": 1.0})
+    assert passes == [False, True]
+    assert a.metrics["learner/loss"] == pytest.approx(b.metrics["learner/loss"], rel=1e-5, abs=1e-7)
+    assert a.metrics["learner/grpo/ratio"] == pytest.approx(1.0, abs=1e-6) == b.metrics["learner/grpo/ratio"]
+    assert a.metrics["learner/kl_to_reference"] == pytest.approx(b.metrics["learner/kl_to_reference"], abs=1e-6)
+    assert max_diff(skipped.engine.module.state_dict(), forced.engine.module.state_dict()) < 1e-6
+    start = AutoModelForCausalLM.from_pretrained(builtin_models.policy).state_dict()
+    assert max_diff(skipped.engine.module.state_dict(), start) > 1e-4  # and it did move
