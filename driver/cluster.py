@@ -10,12 +10,12 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import ray
 
 from deploy import placement
 from driver.builtin import resolve_model_path
+from driver.checkout import worker_runtime_env
 from driver.plan import RunPlan
 from protocols import JudgeSpec, Prompt, PromptBatch, RunConfig
 
@@ -38,16 +38,15 @@ def connect(plan: RunPlan) -> bool:
     """Join `--address`/RAY_ADDRESS or start a local cluster. True if we started it."""
     address = plan.cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=worker_runtime_env(joined=True) or None)
         logger.info("joined Ray cluster at %s", address)
         return False
     needed = placement.required_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge])
-    project = str(Path(__file__).resolve().parent.parent)
     ray.init(
         address="local",  # a new cluster even if `ray start` left one running on this machine
         num_cpus=max(os.cpu_count() or 1, math.ceil(needed["CPU"])),
         include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": project}},
+        runtime_env=worker_runtime_env(joined=False),  # the workers import the project from this checkout
     )
     logger.info("started a local Ray cluster (%s)", ray.cluster_resources())
     return True
