@@ -43,7 +43,9 @@ SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
         "mnpo": ("mnpo", []),
         "dpo": ("dpo", []),
         "grpo": ("grpo", []),
-        "osp": ("osp", ["--judges=deploy/judges/self-sharp.yaml"]),  # self judge, sharpened verdicts
+        # the policy judges itself (deploy/judges/self-sharp.yaml's judge, on 2 threads); the task's
+        # ground truth rides along at weight 1e-6, only so that the run logs the reward it reaches
+        "osp": ("osp", ["--judges={OUT}/osp-judges.yaml"]),
     },
     "mnpo": {
         "default": ("mnpo", []),  # eta 0.5, ratio 1/3, 2 opponents, mean logprobs
@@ -59,12 +61,22 @@ SUITE_BASE: dict[str, list[str]] = {
     "smollm2": [
         "--model", "builtin:smollm2-135m-instruct", "--task", "instruct",
         "--set", "rollout.prompts_per_step=8", "--set", "rollout.max_response_tokens=48",
-        "--set", "rollout.max_model_len=512", "--set", "learner.lora.rank=16", "--set", "learner.lr=1e-4",
-        "--set", "learner.micro_batch_size=16", "--set", "eval.num_prompts=64", "--set", "eval.every=0",
-        "--set", "checkpoint.every=0",
+        "--set", "rollout.max_model_len=512", "--set", "learner.lora.rank=16", "--set", "learner.lr=5e-4",
+        "--set", "learner.micro_batch_size=16", "--set", "learner.num_cpus=2", "--set", "eval.num_prompts=128",
+        "--set", "eval.every=0", "--set", "checkpoint.every=0",
     ],
 }
-DEFAULT_STEPS = {"smollm2": 40}
+DEFAULT_STEPS = {"smollm2": 20}
+# Files a suite's variants refer to as {OUT}/NAME, written into the output directory first.
+SUITE_FILES: dict[str, dict[str, str]] = {
+    "smollm2": {
+        "osp-judges.yaml": (
+            "judges:\n"
+            "  - {name: self, kind: self, batch_size: 32, chat_template: auto, verdict_temperature: 0.05, num_cpus: 2}\n"
+            "  - {name: ground-truth, kind: rule, function: 'rollout.tasks.instruct:ground_truth', weight: 1.0e-6}\n"
+        ),
+    },
+}
 
 
 def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Path, base: list[str]) -> dict:
@@ -92,7 +104,7 @@ def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, help="steps per run (default 300; smollm2: 40)")
+    parser.add_argument("--steps", type=int, help="steps per run (default 300; smollm2: 20)")
     parser.add_argument("--suite", choices=sorted([*SUITES, "nash"]), default="algorithms")
     parser.add_argument("--only", nargs="*", help="variants of the suite to run (default all)")
     parser.add_argument("--out", type=Path, help="keep each run in OUT/VARIANT (default: a temporary directory)")
@@ -116,8 +128,12 @@ def main() -> None:
     meter.start()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out.resolve() if args.out else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        for name, text in SUITE_FILES.get(args.suite, {}).items():
+            (root / name).write_text(text)
         for name in names:
             algo, sets = suite[name]
+            sets = [item.replace("{OUT}", str(root)) for item in sets]
             steps = args.steps or DEFAULT_STEPS.get(args.suite, 300)
             row_file = root / name / "bench.json"
             if args.reuse and row_file.is_file():
@@ -128,6 +144,7 @@ def main() -> None:
                 shutil.rmtree(root / name)  # the driver never reuses a run directory
             cpu0 = meter.seconds()
             row = run_variant(name, algo, sets, steps, root, SUITE_BASE.get(args.suite, []))
+            row["sets"] = row["sets"].replace(str(root), "OUT")  # no machine paths in the table
             rows.append({**row, "cpu": meter.seconds() - cpu0, "steps": steps})
             row_file.write_text(json.dumps(rows[-1], indent=2))
             sys.stderr.write(f"{name}: win rate {row['win']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}], "

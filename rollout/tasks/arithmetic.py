@@ -50,7 +50,6 @@ No function here raises on arbitrary text.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Callable
@@ -58,7 +57,7 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from protocols import Prompt, TaskConfig
-from rollout.tasks.base import Task, split
+from rollout.tasks.base import Task, draw_distinct, hashed_prompt_id, split
 
 FRAMES: tuple[tuple[str, str], ...] = (("What is", "?"), ("Calculate", "."), ("Compute", "."))
 OPERATORS: dict[str, tuple[str, ...]] = {
@@ -131,26 +130,18 @@ def draw_question(rng: random.Random) -> tuple[str, Question]:
 
 def prompt_id(text: str) -> str:
     """Stable id of a prompt: a hash of its text."""
-    return "arithmetic-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashed_prompt_id("arithmetic", text)
+
+
+def _draw(rng: random.Random) -> tuple[str, Question]:
+    question_text, question = draw_question(rng)
+    instruction = rng.choice(INSTRUCTIONS) if rng.random() < 0.5 else None
+    return (question_text if instruction is None else f"{question_text} {instruction}"), question
 
 
 def generate(seed: int, size: int) -> list[tuple[Prompt, Question]]:
     """`size` distinct prompts with the question each was built from, from random.Random(f"arithmetic:{seed}")."""
-    rng = random.Random(f"arithmetic:{seed}")
-    out: list[tuple[Prompt, Question]] = []
-    seen: set[str] = set()
-    for _ in range(100 * size):
-        if len(out) == size:
-            break
-        question_text, question = draw_question(rng)
-        instruction = rng.choice(INSTRUCTIONS) if rng.random() < 0.5 else None
-        text = question_text if instruction is None else f"{question_text} {instruction}"
-        if text not in seen:
-            seen.add(text)
-            out.append((Prompt(prompt_id=prompt_id(text), text=text), question))
-    if len(out) < size:
-        raise ValueError(f"task.size: the arithmetic generator found only {len(out)} distinct prompts of {size}")
-    return out
+    return draw_distinct("arithmetic", seed, size, _draw)
 
 
 def load(cfg: TaskConfig) -> Task:

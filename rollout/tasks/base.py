@@ -16,8 +16,10 @@ A task is:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from protocols import Prompt
 
@@ -55,3 +57,31 @@ def split(prompts: Sequence[Prompt], heldout_percent: int, salt: str) -> tuple[t
     for p in prompts:
         (heldout if in_heldout(f"{salt}:{p.prompt_id}", heldout_percent) else train).append(p)
     return tuple(train), tuple(heldout)
+
+
+Drawn = TypeVar("Drawn")
+
+
+def hashed_prompt_id(task: str, text: str) -> str:
+    """Stable id of a generated prompt: the task's name and a hash of the text."""
+    return f"{task}-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def draw_distinct(task: str, seed: int, size: int,
+                  draw: Callable[[random.Random], tuple[str, Drawn]]) -> list[tuple[Prompt, Drawn]]:
+    """`size` prompts with distinct texts from `draw(rng)` -> (text, what it was built from), with
+    rng = random.Random(f"{task}:{seed}"); ValueError naming `task.size` if the generator cannot
+    find that many."""
+    rng = random.Random(f"{task}:{seed}")
+    out: list[tuple[Prompt, Drawn]] = []
+    seen: set[str] = set()
+    for _ in range(100 * size):
+        if len(out) == size:
+            break
+        text, drawn = draw(rng)
+        if text not in seen:
+            seen.add(text)
+            out.append((Prompt(prompt_id=hashed_prompt_id(task, text), text=text), drawn))
+    if len(out) < size:
+        raise ValueError(f"task.size: the {task} generator found only {len(out)} distinct prompts of {size}")
+    return out

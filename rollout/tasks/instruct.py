@@ -59,14 +59,13 @@ No function here raises on arbitrary text.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Callable
 from typing import NamedTuple
 
 from protocols import Prompt, TaskConfig
-from rollout.tasks.base import Task, split
+from rollout.tasks.base import Task, draw_distinct, hashed_prompt_id, split
 
 REQUESTS: tuple[str, ...] = (
     "Describe {topic}.",
@@ -165,26 +164,18 @@ def draw_constraints(rng: random.Random) -> tuple[Constraint, ...]:
 
 def prompt_id(text: str) -> str:
     """Stable id of a prompt: a hash of its text."""
-    return "instruct-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashed_prompt_id("instruct", text)
+
+
+def _draw(rng: random.Random) -> tuple[str, tuple[Constraint, ...]]:
+    request = rng.choice(REQUESTS).format(topic=rng.choice(TOPICS))
+    constraints = draw_constraints(rng)
+    return " ".join((request, *map(sentence, constraints))), constraints
 
 
 def generate(seed: int, size: int) -> list[tuple[Prompt, tuple[Constraint, ...]]]:
     """`size` distinct prompts with the constraints each was built from, from random.Random(f"instruct:{seed}")."""
-    rng = random.Random(f"instruct:{seed}")
-    out: list[tuple[Prompt, tuple[Constraint, ...]]] = []
-    seen: set[str] = set()
-    for _ in range(100 * size):
-        if len(out) == size:
-            break
-        request = rng.choice(REQUESTS).format(topic=rng.choice(TOPICS))
-        constraints = draw_constraints(rng)
-        text = " ".join((request, *map(sentence, constraints)))
-        if text not in seen:
-            seen.add(text)
-            out.append((Prompt(prompt_id=prompt_id(text), text=text), constraints))
-    if len(out) < size:
-        raise ValueError(f"task.size: the instruct generator found only {len(out)} distinct prompts of {size}")
-    return out
+    return draw_distinct("instruct", seed, size, _draw)
 
 
 def load(cfg: TaskConfig) -> Task:
