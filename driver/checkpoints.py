@@ -9,21 +9,26 @@
 
 A checkpoint is written into `.tmp-step-000050` and renamed when complete, so a crash mid-write
 leaves the previous checkpoint intact (and the debris is removed on the next write). The newest
-`keep_last` checkpoints are kept.
+`keep_last` checkpoints are kept. `writing` wraps the whole write: a full disk (ENOSPC, a quota,
+or a torch writer failing with the filesystem full) becomes one `DiskFull` error naming the
+directory, the free space and the previous checkpoint, with the temporary directory removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from protocols import FROZEN
+from protocols import FROZEN, EvalResult
 
 logger = logging.getLogger("driver")
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
@@ -50,6 +55,9 @@ class DriverState(BaseModel):
     probe: tuple[tuple[int, ...], ...] = Field(description="Token sequences every weight sync is verified on.")
     start: EvalSamples = Field(description="The starting policy's held-out samples (win-rate baseline).")
     pool: tuple[EvalSamples, ...] = Field(default=(), description="Held-out samples of opponent snapshots.")
+    last_eval: EvalResult | None = Field(
+        default=None, description="The latest evaluation before the checkpoint (at a run's last step: its final one)."
+    )
 
 
 def reference_identity(model_path: str) -> str:
@@ -93,12 +101,87 @@ def commit(tmp: Path, state: DriverState, keep_last: int) -> Path:
     return final
 
 
+def step_of(checkpoint: Path) -> int:
+    match = STEP_DIR.match(checkpoint.name)
+    if match is None:
+        raise ValueError(f"{checkpoint} is not a checkpoint directory (step-NNNNNN)")
+    return int(match.group(1))
+
+
+def step_directories(output: Path) -> list[Path]:
+    """Every `step-NNNNNN` directory, complete or not, oldest first."""
+    root = checkpoint_root(output)
+    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir()] if root.is_dir() else []
+    return sorted(found, key=step_of)
+
+
 def complete_checkpoints(output: Path) -> list[Path]:
     """Checkpoint directories holding a driver state, oldest first."""
-    root = checkpoint_root(output)
-    found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()] if root.is_dir() else []
-    return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+    return [p for p in step_directories(output) if (p / STATE_FILE).is_file()]
 
 
 def load_state(checkpoint: Path) -> DriverState:
     return DriverState.model_validate_json((checkpoint / STATE_FILE).read_text())
+
+
+# ---------------------------------------------------------------------- a full disk
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+NEARLY_FULL_BYTES = 16 << 20  # a write that fails with less than this free is taken for a full disk
+
+
+class DiskFull(Exception):
+    """The disk filled up while the driver (or a learner, for it) wrote into the run directory."""
+
+
+def is_disk_full(err: BaseException, free_bytes: int | None) -> bool:
+    """ENOSPC / EDQUOT anywhere in the error's chain (Ray's `cause` included), the same in its text
+    (torch's writer reports only "file write failed"), or any failed write with the disk (nearly) full."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(text in str(current) for text in DISK_FULL_TEXT):
+            return True
+        pending += [getattr(current, "cause", None), current.__cause__, current.__context__]
+    return free_bytes is not None and free_bytes < NEARLY_FULL_BYTES
+
+
+def free_bytes(path: Path) -> int | None:
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def writing(output: Path, step: int) -> Iterator[Path]:
+    """The temporary directory of `step`'s checkpoint; a full disk while the body writes it (and
+    commits it) raises `DiskFull` after the temporary directory is removed. Other errors pass
+    unchanged (the temporary directory is left for the next write to clear)."""
+    tmp = begin(output, step)
+    try:
+        yield tmp
+    except Exception as err:
+        free = free_bytes(tmp)  # measured before the partial checkpoint is removed
+        if not is_disk_full(err, free):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = complete_checkpoints(output)
+        kept = (f"the previous checkpoint {previous[-1]} is intact: free space, then resume with "
+                f"`python -m driver --resume {output}`") if previous else "there is no earlier checkpoint to resume from"
+        raise DiskFull(
+            f"disk full: no space left on the device writing checkpoint step-{step:06d} under "
+            f"{checkpoint_root(output).resolve()} ({_mib(free)} free there when the write failed); {kept}"
+        ) from err
+
+
+def _mib(count: int | None) -> str:
+    return "unknown space" if count is None else f"{count / (1 << 20):.1f} MiB"
