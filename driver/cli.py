@@ -2,10 +2,18 @@
 
     python -m driver --algo mnpo [--config FILE] [--task NAME | --prompts FILE.jsonl] [--judges MANIFEST]
                      [--model PATH] [--steps N] [--address ADDR] [--output DIR] [--seed N] [--set KEY=VALUE ...]
+                     [--resume-mode never|auto]
+    python -m driver --resume OUTPUT_DIR [--steps N] [--address ADDR]
 
 Every input is checked before Ray or any actor starts: an unknown algorithm, a bad config or
 manifest, a judge function that does not import, or a missing model path ends the program with
-one line on stderr (`driver: error: ...`) and exit status 2.
+one line on stderr (`driver: error: ...`) and exit status 2. So does a launch on a run directory
+that another driver holds (driver/lock.py) or that it cannot safely continue (driver/resume.py).
+
+Exit status: 0 the run finished (or had finished already: nothing to do); 2 bad input or a refused
+launch; EXIT_STOPPED (75) stopped by SIGTERM / SIGINT at a step boundary with a checkpoint (run the
+same command, or --resume, to continue); 74 the disk filled up writing a checkpoint; 128 + N a
+second signal N aborted the run at once; 1 anything else (with its traceback).
 """
 
 from __future__ import annotations
@@ -16,10 +24,17 @@ import sys
 from pathlib import Path
 
 from deploy.loading import ConfigError, build_run_config, load_manifest
+from driver import checkpoints
 from driver.builtin import resolve_model_path
+from driver.checkpoints import DiskFull
+from driver.lock import LockHeld, RunLock
 from driver.plan import RunPlan, check_context, default_judges, resolve_plan
+from driver.resume import Decision, Mode, check_reference, decide
+from driver.signals import EXIT_STOPPED, Aborted
 from driver.tracking import WandbSettings, require_wandb
 from protocols import RunConfig
+
+EXIT_DISK_FULL = 74  # EX_IOERR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a run from its last checkpoint, with its saved config (only --steps and --address may change)",
     )
     parser.add_argument(
+        "--resume-mode", choices=("never", "auto"), default="never",
+        help="what a run directory (--output) that already holds a run means: 'never' (default) refuses it; "
+        "'auto' continues it from its checkpoint (or says it is finished), so that relaunching the same "
+        "command after a crash or a stop continues the run",
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override any config field, e.g. --set learner.lr=1e-5 --set rollout.samples_per_prompt=8",
     )
@@ -63,9 +84,14 @@ def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]
                 f"--resume uses the run's saved config; only --steps and --address may change (got "
                 f"{', '.join('--' + f for f in changed + (['set'] if args.set else []))})"
             )
+        if args.resume_mode != "never":
+            raise ConfigError("--resume-mode is for a run started by its own flags; --resume always continues")
         saved = Path(args.resume) / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(f"--resume {args.resume!r}: no config.yaml there (not a run directory)")
+        if not saved.is_file():  # (written by every launch, atomically; else the newest checkpoint's)
+            found = checkpoints.complete_checkpoints(Path(args.resume))
+            if not found:
+                raise ConfigError(f"--resume {args.resume!r}: no config.yaml there (not a run directory)")
+            saved = found[-1] / "config.yaml"
         overrides = {"steps": args.steps, "address": args.address, "output": args.resume}
         return args, build_run_config(str(saved), overrides, [])
     if args.prompts and args.task not in (None, "jsonl"):
@@ -108,6 +134,7 @@ def list_tasks() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lock = None
     try:
         args, cfg = parse_config(argv)
         if args.list_algos:
@@ -116,20 +143,70 @@ def main(argv: list[str] | None = None) -> None:
         if args.list_tasks:
             sys.stdout.write(list_tasks() + "\n")
             return
+        mode: Mode = "resume" if args.resume else args.resume_mode
         cfg = default_judges(cfg)
         manifest_path = locate(cfg.judges) if cfg.judges else None
         manifest = load_manifest(manifest_path) if manifest_path else None
-        plan: RunPlan = resolve_plan(cfg, manifest, resume=bool(args.resume), manifest_path=manifest_path)
+        plan: RunPlan = resolve_plan(cfg, manifest, resume=mode != "never", manifest_path=manifest_path)
         if cfg.tracking.wandb_project:
             require_wandb(WandbSettings(project=cfg.tracking.wandb_project))
         # Builds or converts a built-in model on first use; a prompt that cannot fit fails here, in one line.
-        check_context(cfg, plan.task, resolve_model_path(cfg.model.path))
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+        model_path = resolve_model_path(cfg.model.path)
+        check_context(cfg, plan.task, model_path)
+        lock = RunLock(plan.output)  # held until the driver exits: one driver per run directory
+        decision = launch_decision(plan, mode, model_path)
+    except (ConfigError, FileNotFoundError, ValueError, LockHeld) as err:
+        release(lock)
         sys.stderr.write(f"driver: error: {err}\n")
         raise SystemExit(2) from None
+    except BaseException as err:
+        release(lock)
+        if not isinstance(err, KeyboardInterrupt):
+            raise
+        sys.stderr.write("driver: interrupted before the run started; nothing was changed\n")
+        raise SystemExit(130) from None
+    assert lock is not None
+    with lock:
+        if decision.action == "finished":
+            logging.getLogger("driver").info(decision.message)
+            return
+        execute(plan, decision)
+
+
+def release(lock: RunLock | None) -> None:
+    if lock is not None:
+        lock.release()
+
+
+def launch_decision(plan: RunPlan, mode: Mode, model_path: str) -> Decision:
+    """Under the run directory's lock: start, continue (from which checkpoint), or finished already."""
+    decision = decide(plan.output, plan.cfg, mode)
+    if decision.checkpoint is not None:
+        check_reference(decision.checkpoint, checkpoints.reference_identity(model_path), model_path)
+    return decision
+
+
+def execute(plan: RunPlan, decision: Decision) -> None:
+    """Run, and turn the ways a run ends into one line and an exit status (see the module docstring)."""
     from driver.run import run  # imports Ray: only once the inputs are known to be good
 
-    summary = run(plan, resume=bool(args.resume))
+    try:
+        summary = run(plan, resume=decision.checkpoint)
+    except KeyboardInterrupt:  # (before the run took SIGINT over)
+        sys.stderr.write("driver: interrupted while starting; nothing was trained\n")
+        raise SystemExit(130) from None
+    except DiskFull as err:
+        sys.stderr.write(f"driver: error: {err}\n")
+        raise SystemExit(EXIT_DISK_FULL) from None
+    except Aborted as err:
+        sys.stderr.write(f"driver: aborted by a second {err}: the step in progress is lost; the run continues from "
+                         f"its last checkpoint (`python -m driver --resume {plan.output}`)\n")
+        raise SystemExit(128 + err.signum) from None
+    if summary.stopped:
+        sys.stderr.write(f"driver: stopped by {summary.stopped} after step {summary.steps} of {plan.cfg.steps}; "
+                         f"checkpoint {summary.checkpoint}; continue with `python -m driver --resume {plan.output}` "
+                         f"(exit status {EXIT_STOPPED})\n")
+        raise SystemExit(EXIT_STOPPED)
     logging.getLogger("driver").info(
         "done: %d steps in %.0fs; metrics, final policy and summary in %s",
         summary.steps, summary.seconds, Path(plan.output).resolve(),

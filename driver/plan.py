@@ -4,7 +4,8 @@ Every check here is cheap (no model is built or loaded, no Ray): the algorithm e
 loads (its prompts file parses), the judges' functions import, their model paths exist and their
 API-key variables are set (population members included), there is an evaluation judge (the
 manifest's `eval`, else the task's ground truth), the policy path exists, and the output directory
-does not already hold a run.
+does not already hold a run (unless the launch continues one: driver/resume.py decides, under the
+directory's lock).
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ def resolve_plan(cfg: RunConfig, manifest: JudgeManifest | None, resume: bool = 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     output = Path(cfg.output) if cfg.output else Path("runs") / f"{cfg.algo}-{stamp}"
     if not resume and (output / "metrics.jsonl").exists():
-        raise ValueError(f"output directory {str(output)!r} already holds a run (metrics.jsonl); choose another --output")
+        raise ValueError(f"output directory {str(output)!r} already holds a run (metrics.jsonl); choose another --output, "
+                         f"or continue it (`--resume {output}`, or this command with `--resume-mode auto`)")
     return RunPlan(cfg=cfg, task=task, manifest=manifest, output=output,
                    manifest_path=Path(manifest_path) if manifest_path is not None else None)
 

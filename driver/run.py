@@ -13,6 +13,10 @@ trails the learner by at most s. s = 0 is strictly on-policy.
 Determinism: step s's prompts are positions [s P, (s + 1) P) of a seeded PromptStream and its
 samples are drawn with a seed derived from (seed, s, worker), so a run resumed from a checkpoint
 (with max_staleness = 0) repeats exactly what the uninterrupted run would have done.
+
+Stopping: SIGTERM or SIGINT (driver/signals.py) ends the loop at the next step boundary with a
+checkpoint there; what a launch on an existing run directory does is decided before this module
+runs (driver/resume.py, under the directory's lock, driver/lock.py).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +49,8 @@ from driver.cluster import (
 )
 from driver.manifest_watch import ManifestChange, ManifestWatcher
 from driver.plan import RunPlan
+from driver.resume import Checkpoint
+from driver.signals import StopSignals
 from driver.stats import rollout_stats, step_line
 from driver.tracking import MetricsWriter, WandbSettings, truncate_after
 from learner.algorithms import algorithm_config, get_algorithm
@@ -59,9 +67,11 @@ JUDGES_FILE = "judges.jsonl"  # judge-set changes: started at a step, or a manif
 
 @dataclass
 class Summary:
-    steps: int
+    steps: int  # steps done (fewer than asked when stopped)
     seconds: float
     final_eval: EvalResult | None
+    stopped: str | None = None  # the signal that stopped the run at a step boundary (SIGTERM, SIGINT)
+    checkpoint: Path | None = None  # the checkpoint a stopped run continues from
 
 
 @dataclass
@@ -71,37 +81,40 @@ class InFlight:
     judgements: list  # per batch: list of ObjectRef[Judgement], one per judge
 
 
-def run(plan: RunPlan, resume: bool = False) -> Summary:
-    """Start (or join) Ray, start the actors, train, evaluate; `resume` continues plan.output."""
+def run(plan: RunPlan, resume: Checkpoint | None = None) -> Summary:
+    """Start (or join) Ray, start the actors, train, evaluate; `resume` continues plan.output from
+    that checkpoint (chosen and checked by driver/resume.py)."""
     cfg = plan.cfg
     started = time.perf_counter()
     model_path = resolve_model_path(cfg.model.path)
-    state, checkpoint = None, None
-    if resume:
-        found = checkpoints.complete_checkpoints(plan.output)
-        if not found:
-            raise FileNotFoundError(f"{plan.output} has no complete checkpoint to resume from")
-        checkpoint = found[-1]
-        state = checkpoints.load_state(checkpoint)
-        if state.reference != checkpoints.reference_identity(model_path):
-            raise ValueError(f"the starting policy at {model_path} is not the one {checkpoint} was trained from")
-        logger.info("resuming %s from %s (step %d)", plan.output, checkpoint, state.next_step)
+    if resume is not None:
+        logger.info("resuming %s from %s (step %d of %d)", plan.output, resume.path, resume.step, cfg.steps)
     plan.output.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, plan.output / "config.yaml")
-    we_started = connect(plan)
+    write_config(cfg, plan.output / "config.yaml")
+    stop = StopSignals()
+    stop.install()
     try:
-        check_resources(plan)
-        cluster = start_actors(plan, model_path)
-        logger.info("actors ready in %.1fs; run directory %s", time.perf_counter() - started, plan.output.resolve())
-        return Loop(plan, cluster, model_path, started).run(state, checkpoint)
+        we_started = connect(plan)
+        stop.install()  # ray.init replaced SIGTERM's handler with its own
+        try:
+            check_resources(plan)
+            cluster = start_actors(plan, model_path)
+            logger.info("actors ready in %.1fs; run directory %s", time.perf_counter() - started, plan.output.resolve())
+            loop = Loop(plan, cluster, model_path, started, stop)
+            return loop.run(resume.state if resume else None, resume.path if resume else None)
+        finally:
+            if we_started:
+                ray.shutdown()
     finally:
-        if we_started:
-            ray.shutdown()
+        stop.restore()
 
 
 class Loop:
-    def __init__(self, plan: RunPlan, cluster: Cluster, model_path: str, started: float):
+    def __init__(self, plan: RunPlan, cluster: Cluster, model_path: str, started: float,
+                 stop: StopSignals | None = None):
         self.plan, self.cfg, self.cluster, self.model_path, self.started = plan, plan.cfg, cluster, model_path, started
+        self.stop = stop or StopSignals()  # (not installed: never requested)
+        self.last_checkpoint: Path | None = None
         self.heldout = list(plan.task.heldout[: self.cfg.eval.num_prompts])
         spec = get_algorithm(self.cfg.algo)
         self.uses_pool = spec.needs_opponents
@@ -118,17 +131,15 @@ class Loop:
     def run(self, state: DriverState | None, checkpoint: Path | None) -> Summary:
         cfg = self.cfg
         if state is None:
-            start, batches = self.eval_samples(0, step=0)
-            probe = [list(r.prompt_token_ids + r.response_token_ids)[:32] for r in batches[0].rollouts[:2]]
-            state = DriverState(next_step=0, prompt_position=0, policy_version=0, probe=probe,
-                                reference=checkpoints.reference_identity(self.model_path), start=start)
+            state = self.start_state()
         else:
             self.restore(state, checkpoint)
         self.evals.update({e.version: e for e in (state.start, *state.pool)})
         stream = PromptStream(self.plan.task.train, seed=cfg.seed, position=state.prompt_position)
         queue: collections.deque[InFlight] = collections.deque()
-        launched = state.next_step
-        ends, final = collections.deque([time.perf_counter()], maxlen=21), None  # recent step ends, for the ETA
+        launched = done = state.next_step
+        version = state.policy_version
+        ends, final = collections.deque([time.perf_counter()], maxlen=21), state.last_eval  # recent step ends: ETA
         resume_step = state.next_step if checkpoint is not None else None
         samples_log = self.plan.output / SAMPLES_FILE
         if resume_step is not None:
@@ -136,6 +147,8 @@ class Loop:
         with MetricsWriter(self.plan.output, tensorboard=cfg.tracking.tensorboard, wandb=wandb_settings(self.plan),
                            resume_step=resume_step) as writer, samples_log.open("a") as samples:
             for step in range(state.next_step, cfg.steps):
+                if self.stop.requested:  # a SIGTERM / SIGINT: stop at this step boundary
+                    break
                 if self.watcher is not None and launched < cfg.steps:
                     self.maybe_swap_judges(queue, launched, state.probe)
                 while launched < cfg.steps and len(queue) <= cfg.rollout.max_staleness:
@@ -161,10 +174,27 @@ class Loop:
                     final = self.evaluate(version, step, state.start)
                     self.emit(writer, {"step": step, "time": round(time.perf_counter() - self.started, 3),
                                        **eval_record(final)})
-                if cfg.checkpoint.every and done % cfg.checkpoint.every == 0 and done < cfg.steps:
-                    state = self.checkpoint(state, done, version)
+                if cfg.checkpoint.every and done % cfg.checkpoint.every == 0:  # (the last step's included)
+                    state = self.checkpoint(state, done, version, final)
+        if done < cfg.steps:
+            return self.stopped(state, done, version, final)
         self.finish(final)
         return Summary(steps=cfg.steps, seconds=time.perf_counter() - self.started, final_eval=final)
+
+    def start_state(self) -> DriverState:
+        """Step 0: the starting policy's held-out samples (the win-rate baseline) and the sync probe."""
+        start, batches = self.eval_samples(0, step=0)
+        probe = [list(r.prompt_token_ids + r.response_token_ids)[:32] for r in batches[0].rollouts[:2]]
+        return DriverState(next_step=0, prompt_position=0, policy_version=0, probe=probe,
+                           reference=checkpoints.reference_identity(self.model_path), start=start)
+
+    def stopped(self, state: DriverState, done: int, version: int, final: EvalResult | None) -> Summary:
+        """A stop signal ended the loop after step `done` - 1: checkpoint this boundary (unless the
+        schedule just did), so that a resume continues exactly from here."""
+        if self.last_checkpoint is None or checkpoints.step_of(self.last_checkpoint) != done:
+            self.checkpoint(state, done, version, final)
+        return Summary(steps=done, seconds=time.perf_counter() - self.started, final_eval=final,
+                       stopped=self.stop.name, checkpoint=self.last_checkpoint)
 
     def train_step(self, item: InFlight, probe: list[list[int]], queue_depth: int) -> tuple[dict[str, float], dict]:
         """One step; returns its metrics record and its samples.jsonl entry."""
@@ -272,17 +302,20 @@ class Loop:
         return result
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint(self, state: DriverState, done: int, version: int) -> DriverState:
-        tmp = checkpoints.begin(self.plan.output, done)
-        ray.get([learner.save_checkpoint.remote(str(tmp.resolve())) for learner in self.cluster.learners])
-        dump_config(self.cfg, tmp / "config.yaml")
+    def checkpoint(self, state: DriverState, done: int, version: int, last_eval: EvalResult | None) -> DriverState:
+        """Everything to continue after step `done` - 1, written atomically (a full disk raises DiskFull)."""
         pool_versions = set(ray.get(self.cluster.learners[0].opponent_versions.remote()))
         state = DriverState(**{
             **state.model_dump(),
             "next_step": done, "prompt_position": done * self.cfg.rollout.prompts_per_step, "policy_version": version,
-            "pool": [e.model_dump() for v, e in sorted(self.evals.items()) if v in pool_versions and v != 0],
+            # the ring's snapshots, and this version's samples when it is pushed at the next step
+            "pool": [e.model_dump() for v, e in sorted(self.evals.items()) if v in pool_versions | {version} and v != 0],
+            "last_eval": last_eval.model_dump() if last_eval else None,
         })
-        checkpoints.commit(tmp, state, self.cfg.checkpoint.keep_last)
+        with checkpoints.writing(self.plan.output, done) as tmp:
+            ray.get([learner.save_checkpoint.remote(str(tmp.resolve())) for learner in self.cluster.learners])
+            dump_config(self.cfg, tmp / "config.yaml")
+            self.last_checkpoint = checkpoints.commit(tmp, state, self.cfg.checkpoint.keep_last)
         return state
 
     def restore(self, state: DriverState, checkpoint: Path) -> None:
@@ -290,14 +323,20 @@ class Loop:
         if versions[0] != state.policy_version:
             raise RuntimeError(f"{checkpoint}: learner restored version {versions[0]}, driver expected {state.policy_version}")
         ray.get(publish_weights(self.cluster, state.next_step, state.probe))
+        self.last_checkpoint = checkpoint
 
     # ------------------------------------------------------------------ the end
     def finish(self, final: EvalResult | None) -> None:
+        """final/ and summary.json (its presence marks the run finished), each replaced only once the
+        new one is complete: a crash here leaves the previous ones (an extended run's) in place."""
         out = self.plan.output
-        ray.get([learner.save.remote(str((out / "final").resolve()), self.model_path) for learner in self.cluster.learners])
+        staging = out / ".final-tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        ray.get([learner.save.remote(str(staging.resolve()), self.model_path) for learner in self.cluster.learners])
+        replace_directory(staging, out / "final")
         summary = {"steps": self.cfg.steps, "seconds": round(time.perf_counter() - self.started, 1),
                    "final_eval": final.model_dump() if final else None}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_atomically(out / "summary.json", json.dumps(summary, indent=2))
         if self.cfg.tracking.plots:
             from driver.report import make_plots, write_summary
 
@@ -305,6 +344,30 @@ class Loop:
             logger.info("learning curves: %s; summary: %s", out / "plots", write_summary(out))
             if not plots:
                 logger.warning("no plots were written (metrics.jsonl had nothing to plot)")
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Put `new` in place of `target`; the old one is deleted only after the new one is in place
+    (a crash in between leaves it as `.<name>-old`)."""
+    old = target.with_name(f".{target.name}-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_config(cfg, path: Path) -> None:
+    """OUTPUT/config.yaml, replaced atomically (a crash never leaves half of it for --resume to read)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    dump_config(cfg, tmp)
+    os.replace(tmp, path)
+
 
 def sample_log_entry(step: int, batches: list[RolloutBatch], judgements: list[list[Judgement]],
                      examples: int = 3) -> dict:

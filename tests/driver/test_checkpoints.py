@@ -1,4 +1,4 @@
-"""Checkpoint mechanics (driver/checkpoints.py) and the resume error paths of driver/run.py, without
+"""Checkpoint mechanics (driver/checkpoints.py) and the resume error paths of driver/cli.py, without
 Ray or a learner: atomic directories, what counts as complete, pruning, debris, the reference
 identity, and a resume that must refuse before anything starts."""
 
@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from deploy.loading import dump_config
 from driver import checkpoints
 from driver.checkpoints import DriverState, EvalSamples
 from driver.plan import resolve_plan
@@ -78,25 +79,28 @@ def test_reference_identity_hashes_the_weight_files(tmp_path):
     assert checkpoints.reference_identity(str(empty)) == f"id:{empty}"
 
 
-def test_resume_refuses_without_a_checkpoint_or_with_another_starting_policy(builtin_models, tmp_path, monkeypatch):
-    import driver.run
+def test_resume_refuses_without_a_checkpoint_or_with_another_starting_policy(builtin_models, tmp_path):
+    from driver.cli import launch_decision
+    from driver.resume import ResumeRefused
 
-    def no_ray(plan):
-        raise AssertionError("Ray must not start when the resume is refused")
-
-    monkeypatch.setattr(driver.run, "connect", no_ray)
     out = tmp_path / "run"
-    plan = resolve_plan(RunConfig(output=str(out)), None, resume=True)
-    with pytest.raises(FileNotFoundError, match="has no complete checkpoint to resume from"):
-        driver.run.run(plan, resume=True)
+    plan = resolve_plan(RunConfig(output=str(out), checkpoint={"every": 4}), None, resume=True)
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 0}\n')
+    with pytest.raises(ResumeRefused, match="has no complete checkpoint to resume from"):
+        launch_decision(plan, "resume", str(builtin_models.policy))
     checkpoints.begin(out, 4)  # only an unfinished one
-    with pytest.raises(FileNotFoundError, match="has no complete checkpoint to resume from"):
-        driver.run.run(plan, resume=True)
+    with pytest.raises(ResumeRefused, match="has no complete checkpoint to resume from"):
+        launch_decision(plan, "resume", str(builtin_models.policy))
 
     tmp = checkpoints.begin(out, 4)
+    for name in ("learner/mp_rank_00_model_states.pt", "opponents.pt"):
+        (tmp / name).parent.mkdir(exist_ok=True)
+        (tmp / name).write_text("weights")
+    dump_config(plan.cfg, tmp / "config.yaml")
     checkpoints.commit(tmp, state(4, reference="sha256:" + "0" * 64), keep_last=2)
-    with pytest.raises(ValueError, match=r"is not the one .*step-000004 was trained from"):
-        driver.run.run(plan, resume=True)
+    with pytest.raises(ResumeRefused, match=r"is not the one .*step-000004 was trained from"):
+        launch_decision(plan, "resume", str(builtin_models.policy))
     assert not (out / "config.yaml").exists()  # refused before writing anything into the run
 
 
@@ -106,7 +110,8 @@ def test_a_finished_run_directory_is_not_reused(tmp_path):
     (out / "config.yaml").write_text("")  # a directory without a run in it is fine
     resolve_plan(RunConfig(output=str(out)), None)
     (out / "metrics.jsonl").write_text("{}\n")
-    with pytest.raises(ValueError, match=r"already holds a run \(metrics.jsonl\); choose another --output"):
+    with pytest.raises(ValueError, match=r"already holds a run \(metrics.jsonl\); choose another --output, or continue "
+                                         r"it \(`--resume .*`, or this command with `--resume-mode auto`\)"):
         resolve_plan(RunConfig(output=str(out)), None)
     assert resolve_plan(RunConfig(output=str(out)), None, resume=True).output == out  # --resume continues it
     assert set(os.listdir(out)) == {"config.yaml", "metrics.jsonl"}  # planning writes nothing
