@@ -8,6 +8,7 @@ weight export.
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -108,22 +109,31 @@ def accumulate(
     for engine in engines:
         engine.train()
     sums: dict[str, float] = {}
+    clock = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     for index, chunk in enumerate(chunks):
+        start = time.perf_counter()
         per_engine, metrics = losses(chunk)
+        middle = time.perf_counter()
         last = index == len(chunks) - 1
         for engine, loss in zip(engines, per_engine, strict=True):
             engine.set_gradient_accumulation_boundary(last)
             engine.backward(loss.sum() / rows)
+        clock["forward"] += middle - start
+        clock["backward"] += time.perf_counter() - middle
         metrics["learner/loss"] = float(per_engine[0].detach().mean())
         add_weighted(sums, metrics, size(chunk))
     if not chunks:
         for engine in engines:
             zero_backward(engine)
     norms = []
+    start = time.perf_counter()
     for engine in engines:
         engine.step()
         norms.append(grad_norm(engine))
-    return {key: value / max(rows, 1) for key, value in sums.items()}, norms
+    clock["optimizer"] = time.perf_counter() - start
+    out = {key: value / max(rows, 1) for key, value in sums.items()}
+    out.update({f"learner/time/{name}": seconds for name, seconds in clock.items()})  # seconds, summed
+    return out, norms
 
 
 def add_weighted(sums: dict[str, float], metrics: dict[str, float], weight: float = 1.0) -> None:

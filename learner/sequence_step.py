@@ -16,6 +16,7 @@ zero gradient), so the ZeRO collectives stay in step.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,7 +50,9 @@ def sequence_step(
     epochs, minibatches = getattr(cfg, "epochs", 1), getattr(cfg, "minibatches", 1)
     estimator = ESTIMATORS[spec.advantage] if spec.advantage is not None else None
     old_pass = epochs * minibatches > 1 or (estimator is not None and estimator.reads_old_logprobs)
+    started = time.perf_counter()
     old, ref, values = _no_grad_pass(models, t, old_pass)
+    metrics["learner/time/no_grad_pass"] = time.perf_counter() - started
     advantages = returns = None
     if estimator is not None:
         inputs = AdvantageInputs(local_scores, old, ref, values, t.response_mask, k, distributed.all_reduce_sum)
@@ -66,7 +69,8 @@ def sequence_step(
         for rows in torch.tensor_split(order, minibatches):
             add_weighted(sums, _update(models, spec, cfg, tensors, rows))
             updates += 1
-    metrics.update({key: value / updates for key, value in sums.items()})
+    # metrics are means over the updates; times are totals over them
+    metrics.update({key: value if key.startswith("learner/time/") else value / updates for key, value in sums.items()})
     metrics["learner/optimizer_steps"] = float(updates)
     return metrics
 

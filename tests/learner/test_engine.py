@@ -131,3 +131,14 @@ def test_logits_only_from_the_first_response_position_give_the_same_logprobs(bui
     mask = t.response_mask
     assert torch.allclose(trimmed[mask], full[mask], atol=1e-5)
     assert (trimmed[:, :start] == 0).all() and not torch.allclose(full[:, :start], torch.zeros_like(full[:, :start]))
+
+
+@pytest.mark.parametrize("algo", ["dpo", "grpo"])
+def test_the_step_reports_where_its_time_went(builtin_models, batch, algo):
+    """learner/time/*: forward, backward and optimizer seconds (and the sequence family's no-grad
+    pass), each > 0 and together within the step's own learner/seconds."""
+    metrics = make_learner(builtin_models.policy, algo).train_step([batch], 0, {"gt": 1.0}).metrics
+    parts = ["forward", "backward", "optimizer"] + (["no_grad_pass"] if algo == "grpo" else [])
+    assert sorted(k for k in metrics if k.startswith("learner/time/")) == sorted(f"learner/time/{p}" for p in parts)
+    assert all(metrics[f"learner/time/{p}"] > 0 for p in parts)
+    assert sum(metrics[f"learner/time/{p}"] for p in parts) <= metrics["learner/seconds"]
