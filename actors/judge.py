@@ -1,4 +1,9 @@
-"""JudgeActor: a thin Ray shell around one judge built from a manifest spec."""
+"""JudgeActor: a thin Ray shell around one judge built from a manifest spec.
+
+The boundary where every kind's output is checked (rollout/judges/base.py `collect_verdicts`) and
+the spec's `on_failure` applied (`judgement`): 'fail' raises JudgeOutputError naming the judge,
+its kind, the step and what was wrong; 'skip' returns a Judgement marking the missing verdicts.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from actors.status import ActorStatus, actor_name
 from actors.telemetry import JudgeTelemetry
 from protocols import Judgement, JudgeSpec, RolloutBatch, SyncReport, WeightVersion
 from rollout.judges import build_judge
-from rollout.judges.base import judge_rollouts
+from rollout.judges.base import collect_verdicts, judgement
 
 if TYPE_CHECKING:
     import torch  # only for annotations: a rule-only judge actor never imports torch
@@ -37,32 +42,38 @@ class JudgeActor:
         role = "eval judge" if name.startswith("eval-") else "judge"  # deploy/placement.py: 'eval-judge-<name>-<i>'
         # First, so that repr works even if building the judge fails (Ray calls it to report the failure).
         self.status = ActorStatus(name, f"{role} {spec.name}, kind {spec.kind}", rate_unit="rollouts/s")
-        self.judged = self.failed = 0
+        self.judged = self.failed = self.skipped = 0
         self.judge = build_judge(
             spec, model_path, member_paths, policy_dtype=policy_dtype, sync_tolerance=sync_tolerance
         )
         self.telemetry = JudgeTelemetry(spec.name)
 
-    def judge_batch(self, batch: RolloutBatch) -> Judgement:
-        """Score and/or compare the rollouts of one batch (one call per batch; the judge batches inside)."""
+    def judge_batch(self, batch: RolloutBatch, trial: bool = False) -> Judgement:
+        """Score and/or compare the rollouts of one batch (one call per batch; the judge batches inside).
+
+        `trial`: this judge's trial before it is trusted (driver/cluster.py `try_judges`): judged and
+        checked the same way, but not counted in the actor's status or metrics.
+        """
         start = time.perf_counter()
-        try:
-            rewards, preferences = judge_rollouts(self.judge, batch, getattr(self.spec, "comparisons", "all_pairs"))
-        except Exception as err:
-            self.failed += 1
-            self.status.details["failed"] = f"{self.failed} failed (last at step {batch.step}: {type(err).__name__})"
-            raise
+        verdicts = collect_verdicts(self.judge, batch, getattr(self.spec, "comparisons", "all_pairs"))
         seconds = time.perf_counter() - start
+        try:
+            out = judgement(self.spec, verdicts, batch.step, seconds)
+        except Exception as err:
+            if not trial:
+                self.failed += 1
+                self.status.details["failed"] = f"{self.failed} failed (last at step {batch.step}: {type(err).__name__})"
+            raise
+        if trial:
+            return out
         self.telemetry.observe(seconds, len(batch.rollouts))
         self.judged += len(batch.rollouts)
         self.status.served(batch.step, len(batch.rollouts), seconds)
         self.status.details["judged"] = f"{self.judged} judged"
-        return Judgement(
-            judge=self.spec.name,
-            rewards=tuple(rewards) if rewards is not None else None,
-            preferences=tuple(preferences) if preferences is not None else None,
-            seconds=seconds,
-        )
+        if out.failed:
+            self.skipped += out.failed
+            self.status.details["skipped"] = f"{self.skipped} without a verdict (last at step {batch.step})"
+        return out
 
     def load_weights(self, weights: dict[str, torch.Tensor], version: WeightVersion) -> SyncReport:
         """The learner's new policy weights, for judges that judge with the policy (kind 'self')."""

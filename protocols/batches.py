@@ -120,14 +120,36 @@ class Judgement(BaseModel):
     )
     preferences: tuple[PairPreference, ...] | None = None
     seconds: float | None = Field(default=None, ge=0.0, description="Time the judge spent on this batch.")
+    failed: int = Field(
+        default=0, ge=0,
+        description="Verdicts asked of the judge that it could not give (only with on_failure: skip): rewards "
+                    "(NaN in `rewards`) or pair preferences (absent from `preferences`).",
+    )
+    unjudged: tuple[int, ...] = Field(
+        default=(), description="Rollouts (batch indices, ascending) some verdict of this judge is missing for."
+    )
+    failure: str | None = Field(default=None, description="Why the first missing verdict is missing.")
 
     @model_validator(mode="after")
     def _something(self) -> Judgement:
         if self.rewards is None and self.preferences is None:
             raise ValueError("a judgement needs rewards, preferences or both")
-        if self.rewards is not None and any(not math.isfinite(r) for r in self.rewards):
-            raise ValueError("rewards must be finite numbers")
+        if (self.failed > 0) != bool(self.unjudged):
+            raise ValueError(f"failed={self.failed} but unjudged={list(self.unjudged)}: both or neither")
+        if list(self.unjudged) != sorted(set(self.unjudged)) or (self.unjudged and self.unjudged[0] < 0):
+            raise ValueError(f"unjudged must be ascending distinct rollout indices, got {list(self.unjudged)}")
+        if self.rewards is not None:
+            missing = set(self.unjudged)
+            if any(not math.isfinite(r) for i, r in enumerate(self.rewards) if i not in missing):
+                raise ValueError("rewards must be finite numbers (NaN only for unjudged rollouts)")
         return self
+
+    @property
+    def asked(self) -> int:
+        """Verdicts asked of the judge: one reward per rollout, or the pairs it compared (given or failed)."""
+        if self.rewards is not None:
+            return len(self.rewards)
+        return len(self.preferences or ()) + self.failed
 
 
 class JudgedBatch(BaseModel):
@@ -144,6 +166,12 @@ class JudgedBatch(BaseModel):
         names = [j.judge for j in self.judgements]
         if len(set(names)) != len(names):
             raise ValueError(f"judgements repeat a judge: {names}")
+        for j in self.judgements:
+            if j.unjudged:  # never trained on: the driver drops their prompt groups (driver/judge_failures.py)
+                raise ValueError(
+                    f"judge {j.judge!r} gave no verdict for rollouts {list(j.unjudged)[:8]}; their prompt groups "
+                    f"must be dropped before training"
+                )
         for j in self.judgements:
             if j.rewards is not None and len(j.rewards) != n:
                 raise ValueError(f"judge {j.judge!r} gave {len(j.rewards)} rewards for {n} rollouts")

@@ -23,6 +23,7 @@ from typing import Annotated, Literal, Union, get_args
 from pydantic import BaseModel, Field, field_validator
 
 from protocols.batches import FROZEN
+from protocols.config import CustomResources
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,40}$"
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -35,9 +36,23 @@ class _Common(BaseModel):
     replicas: int = Field(default=1, ge=1, description="Ray actors serving this judge.")
     num_cpus: float = Field(default=0.0, ge=0.0, description="Ray CPUs per replica.")
     num_gpus: float = Field(default=0.0, ge=0.0, description="Ray GPUs per replica.")
+    resources: CustomResources = Field(
+        default_factory=dict, description="Ray custom resources per replica, e.g. {rollout_node: 0.01} (docs/deploy.md)."
+    )
     temperature: float = Field(
         default=1.0, ge=0.0, allow_inf_nan=False,
         description="Bradley-Terry temperature turning rewards into P(a > b); 0 = hard comparison.",
+    )
+    on_failure: Literal["fail", "skip"] = Field(
+        default="fail",
+        description="A verdict the judge cannot give (it raised, returned NaN/None/a wrong shape, an answer naming "
+                    "neither choice): 'fail' stops the run with an error naming the judge; 'skip' drops the prompt "
+                    "groups without it from training and counts them.",
+    )
+    max_skipped_fraction: float = Field(
+        default=0.1, ge=0.0, lt=1.0, allow_inf_nan=False,
+        description="on_failure 'skip': the run stops once more than this fraction of the verdicts asked of the "
+                    "judge so far had none (ignored with 'fail').",
     )
 
 
@@ -178,6 +193,12 @@ class PopulationJudgeSpec(_Common):
                     f"members[{i}] ({m.name!r}): member {m.name!r} is of kind 'self', which a population cannot hold "
                     f"(only top-level self judges receive the policy's weights); list it as its own judge"
                 )
+            own = [f for f in ("on_failure", "max_skipped_fraction") if getattr(m, f) != _Common.model_fields[f].default]
+            if own:
+                raise ValueError(
+                    f"members[{i}] ({m.name!r}): {' and '.join(own)} is the population's (a member's missing "
+                    f"verdict is the population's); set it on the population judge"
+                )
         return members
 
 
@@ -213,5 +234,10 @@ class JudgeManifest(BaseModel):
             raise ValueError(
                 f"eval judge {spec.name!r} is of kind {spec.kind!r}; evaluation needs a pointwise "
                 f"judge (one of {', '.join(POINTWISE_KINDS)})"
+            )
+        if spec is not None and spec.on_failure != "fail":
+            raise ValueError(
+                f"eval judge {spec.name!r} has on_failure {spec.on_failure!r}; a win rate needs every held-out "
+                f"sample scored, so the eval judge always fails on a missing verdict"
             )
         return spec

@@ -9,7 +9,9 @@ filled in (base.fill_template); it is sent with max_tokens=1, temperature=0, log
      where P(c) sums exp(logprob) over the tokens equal to c or to " " + c; a choice absent from
      the top-k counts as 0. If both are absent, go on to 2.
   2. the generated text (leading whitespace ignored): starts with choices[0] -> 1.0, with
-     choices[1] -> 0.0, anything else -> 0.5, counted in `self.unparsed` and logged once per call.
+     choices[1] -> 0.0; anything else is no verdict (base.NoVerdict, never a made-up 0.5),
+     counted in `self.unparsed` and logged once per call. A pair without a verdict in either
+     order has none; the judge's `on_failure` decides what then (base.judgement).
 Sign convention (base.py): p > 0.5 means the response shown first (`first`) is preferred. Both
 presentation orders are asked and averaged to cancel position bias (base.both_orders):
     compare(...)[i] = 0.5 * [p(first_i, second_i) + 1 - p(second_i, first_i)]
@@ -42,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from protocols import HttpJudgeSpec
-from rollout.judges.base import both_orders, fill_template
+from rollout.judges.base import NoVerdict, Verdict, both_orders, fill_template
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class HttpJudge:
         self.timeout_s = spec.timeout_s
         self.retries = spec.retries
         self.backoff_s = spec.backoff_s
-        self.unparsed = 0  # verdicts scored 0.5 because neither choice could be read, since construction
+        self.unparsed = 0  # answers naming neither choice (no verdict), since construction
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
         self._secret: str | None = None
         if spec.api_key_env is not None:
@@ -115,11 +117,12 @@ class HttpJudge:
         return f"HttpJudge(name={self.name!r}, url={self.url!r}, model={self.model!r})"
 
     # ------------------------------------------------------------------ judging
-    def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
-        """P(first[i] preferred over second[i]), both orders averaged (base.both_orders); in [0, 1]."""
+    def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[Verdict]:
+        """P(first[i] preferred over second[i]), both orders averaged (base.both_orders); in [0, 1]
+        (NoVerdict where an answer named neither choice)."""
         return both_orders(self.one_order, prompts, first, second)
 
-    def one_order(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
+    def one_order(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[Verdict]:
         """p(first[i] preferred) with first[i] shown first; all requests issued concurrently."""
         texts = [fill_template(self.template, p, a, b) for p, a, b in zip(prompts, first, second, strict=True)]
         if not texts:
@@ -137,11 +140,17 @@ class HttpJudge:
         if unparsed:  # one line per call (compare makes one call for both orders)
             self.unparsed += len(unparsed)
             logger.warning(
-                "judge %r: %d of %d verdicts named neither choice %r (top logprobs or text); scored 0.5. "
+                "judge %r: %d of %d verdicts named neither choice %r (top logprobs or text); no verdict for them. "
                 "First generated text: %r",
                 self.name, len(unparsed), len(texts), self.choices, unparsed[0][:80],
             )
-        return [0.5 if p is None else p for p, _ in verdicts]
+        return [
+            p if p is not None else NoVerdict(
+                f"answered without a verdict: neither {self.choices[0]!r} nor {self.choices[1]!r} in the top "
+                f"logprobs or the text (generated {self._redact(text)[:40]!r})"
+            )
+            for p, text in verdicts
+        ]
 
     def _judge_one(self, prompt: str) -> tuple[float | None, str]:
         """(verdict or None, generated text) of one judge prompt."""

@@ -23,6 +23,11 @@ tests/rollout/test_wordlist.py). No scalar reward reproduces such a cycle, which
 preference-based learners (SPPO, MNPO) are for. In "draw" mode the expected label is the vote's,
 but each single label comes from one annotator, as with a crowd of human raters.
 
+Missing verdicts: a member's missing verdict (base.NoVerdict, or output that is not a finite
+number) is the population's for that triple, named after the member ("member 'rm': returned nan");
+in "vote" mode a triple any member could not judge has no verdict. The population's `on_failure`
+applies (members' own are refused by the schema).
+
 Members of kind `self` are not allowed: they would need the policy's weights after every update,
 which the driver sends only to top-level self judges (the manifest schema refuses them with a clear
 error). Members' `replicas`/`num_cpus`/`num_gpus` are ignored: every member runs inside the
@@ -37,7 +42,7 @@ import random
 from collections.abc import Sequence
 
 from protocols import PopulationJudgeSpec
-from rollout.judges.base import Judge, PairwiseComparer, PointwiseJudge, bradley_terry
+from rollout.judges.base import Judge, NoVerdict, PairwiseComparer, PointwiseJudge, Verdict, as_verdict, bradley_terry
 
 
 class PopulationJudge:
@@ -52,20 +57,24 @@ class PopulationJudge:
         self.judges = list(members)
         self.weights = [m.weight for m in spec.members]
 
-    def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
-        """P(first[i] preferred over second[i]) by the population; > 0.5 favours first."""
+    def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[Verdict]:
+        """P(first[i] preferred over second[i]) by the population; > 0.5 favours first (NoVerdict where
+        the member drawn, or in 'vote' mode any member, has none)."""
         n = len(prompts)
         if not n == len(first) == len(second):
             raise ValueError(f"got {n} prompts, {len(first)} first and {len(second)} second responses")
         if self.mode == "vote":
             total = sum(self.weights)
-            out = [0.0] * n
+            votes: list[Verdict] = [0.0] * n
             for m, weight in enumerate(self.weights):
                 for i, p in enumerate(self.member_probabilities(m, prompts, first, second)):
-                    out[i] += weight * p / total
-            return out
+                    so_far = votes[i]
+                    if isinstance(so_far, NoVerdict):
+                        continue
+                    votes[i] = p if isinstance(p, NoVerdict) else so_far + weight * p / total
+            return votes
         drawn = [self.draw(p, a, b) for p, a, b in zip(prompts, first, second)]
-        out = [0.5] * n
+        out: list[Verdict] = [0.5] * n
         for m in range(len(self.judges)):
             rows = [i for i, d in enumerate(drawn) if d == m]
             if rows:
@@ -85,22 +94,38 @@ class PopulationJudge:
 
     def member_probabilities(
         self, m: int, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]
-    ) -> list[float]:
-        """Member m's P(first > second) for every triple, in one call of the member."""
+    ) -> list[Verdict]:
+        """Member m's P(first > second) for every triple, in one call of the member (NoVerdict, naming
+        the member, where it has none)."""
         judge, spec = self.judges[m], self.specs[m]
+
+        def named(value: object) -> Verdict:
+            verdict = as_verdict(value)
+            if isinstance(verdict, NoVerdict):
+                return NoVerdict(f"member {spec.name!r}: {verdict.reason}", verdict.error)
+            return verdict
+
+        probabilities: list[Verdict]
         if isinstance(judge, PairwiseComparer):
-            probabilities = judge.compare(prompts, first, second)
+            probabilities = [named(p) for p in judge.compare(prompts, first, second)]
+            for i, p in enumerate(probabilities):
+                if not isinstance(p, NoVerdict) and not 0.0 <= p <= 1.0:
+                    probabilities[i] = NoVerdict(f"member {spec.name!r}: returned probability {p}, outside [0, 1]")
         elif isinstance(judge, PointwiseJudge):
             keys = list(dict.fromkeys([*zip(prompts, first), *zip(prompts, second)]))  # distinct, in order
             scores = judge.score([p for p, _ in keys], [r for _, r in keys])
             if len(scores) != len(keys):
                 raise ValueError(f"member {spec.name!r} returned {len(scores)} scores for {len(keys)} responses")
-            score = dict(zip(keys, scores))
-            probabilities = [
-                bradley_terry(score[(p, a)], score[(p, b)], spec.temperature) for p, a, b in zip(prompts, first, second)
-            ]
+            score = dict(zip(keys, (named(s) for s in scores)))
+            probabilities = []
+            for p, a, b in zip(prompts, first, second):
+                ra, rb = score[(p, a)], score[(p, b)]
+                if isinstance(ra, NoVerdict) or isinstance(rb, NoVerdict):
+                    probabilities.append(ra if isinstance(ra, NoVerdict) else rb)
+                else:
+                    probabilities.append(bradley_terry(ra, rb, spec.temperature))
         else:
             raise TypeError(f"member {spec.name!r} implements neither score nor compare")
         if len(probabilities) != len(prompts):
             raise ValueError(f"member {spec.name!r} returned {len(probabilities)} probabilities for {len(prompts)} pairs")
-        return list(probabilities)
+        return probabilities

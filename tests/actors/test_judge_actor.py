@@ -118,6 +118,33 @@ def test_placement_options_give_a_named_actor(ray_cluster, rule_actor, rule_batc
     assert judgement.judge == "ground-truth" and len(judgement.rewards) == len(rule_batch.rollouts)
 
 
+def test_bad_judge_output_is_an_error_naming_the_judge_and_skip_counts_it(ray_cluster, rule_batch):
+    """The actor boundary: a rule returning NaN stops with JudgeOutputError naming judge, kind and
+    step (on_failure: fail), or answers with the missing verdicts marked (skip); the repr says so."""
+    import ray
+
+    from actors.judge import JudgeActor
+    from rollout.judges.base import JudgeOutputError
+
+    spec = RuleJudgeSpec(name="faulty", kind="rule", function="tests.rollout.faulty_rules:nan_for_cat")
+    strict = JudgeActor.remote(spec, None)
+    lenient = JudgeActor.remote(spec.model_copy(update={"on_failure": "skip", "max_skipped_fraction": 0.5}), None)
+    try:
+        batch = rule_batch.model_copy(update={"step": 9})
+        with pytest.raises(ray.exceptions.RayTaskError) as info:
+            ray_cluster.get(strict.judge_batch.remote(batch))
+        assert isinstance(info.value.cause, JudgeOutputError)
+        assert str(info.value.cause).startswith(
+            "judge 'faulty' (kind rule) at step 9: no verdict for 2 of 8: rollout 1, rollout 2: returned nan")
+        assert "1 failed (last at step 9: JudgeOutputError)" in ray_cluster.get(strict.__ray_call__.remote(repr))
+        judgement = ray_cluster.get(lenient.judge_batch.remote(batch))
+        assert judgement.failed == 2 and judgement.unjudged == (1, 2) and "returned nan" in judgement.failure
+        assert "2 without a verdict (last at step 9)" in ray_cluster.get(lenient.__ray_call__.remote(repr))
+    finally:
+        ray_cluster.kill(strict)
+        ray_cluster.kill(lenient)
+
+
 # --------------------------------------------------------------------------- reward-model judge
 
 

@@ -39,6 +39,7 @@ from types import SimpleNamespace
 import pytest
 
 from protocols import HttpJudgeSpec, Judgement, Rollout, RolloutBatch
+from rollout.judges.base import NoVerdict
 from rollout.judges.http import HttpJudge, HttpJudgeError
 
 TEMPLATE = "Prompt: {prompt}\nA: {first}\nB: {second}\nBetter: "
@@ -206,7 +207,7 @@ def test_real_server_text_fallback_when_no_choice_is_in_the_top_logprobs(vllm_se
     judge = HttpJudge(http_spec(vllm_server.base_url, api_key_env=KEY_ENV))  # default choices A / B
     with caplog.at_level(logging.WARNING, logger="rollout.judges.http"):
         probabilities = judge.compare(*(list(x) for x in zip(*TRIPLES[:2])))
-    assert probabilities == [0.5, 0.5]
+    assert all(isinstance(p, NoVerdict) for p in probabilities) and len(probabilities) == 2  # never a silent 0.5
     assert judge.unparsed == 4  # 2 triples x 2 orders
     warnings = [r for r in caplog.records if r.name == "rollout.judges.http"]
     assert len(warnings) == 1 and "4 of 4" in warnings[0].getMessage()  # one line per call
@@ -351,7 +352,7 @@ def test_verdict_rule_hand_computed(monkeypatch, caplog):
         ("x", "y"): completion(" A"),
         # neither choice in the top-k: fall back to the text "B" -> 0.0
         ("y", "x"): completion("B", {" C": 0.9}),
-        # unreadable text -> 0.5, counted
+        # unreadable text -> no verdict (never 0.5), counted
         ("u", "v"): completion("maybe"),
         # only A in the top-k: B counts 0 -> 1.0
         ("v", "u"): completion(" C", {" A": 0.4}),
@@ -368,7 +369,8 @@ def test_verdict_rule_hand_computed(monkeypatch, caplog):
     # 0.5 * (p(a, b) + 1 - p(b, a))
     assert probabilities[0] == pytest.approx(0.5 * (0.8 + 1 - 0.25))  # 0.775
     assert probabilities[1] == pytest.approx(0.5 * (1.0 + 1 - 0.0))  # 1.0
-    assert probabilities[2] == pytest.approx(0.5 * (0.5 + 1 - 1.0))  # 0.25
+    assert isinstance(probabilities[2], NoVerdict)  # one order unreadable: the pair has no verdict
+    assert "answered without a verdict" in probabilities[2].reason and "'maybe'" in probabilities[2].reason
     assert judge.unparsed == 1
     assert len([r for r in caplog.records if "verdicts named neither" in r.getMessage()]) == 1
     assert len(server.payloads) == 6
@@ -531,3 +533,49 @@ def test_the_text_verdict_rule():
     assert verdict_from_top_logprobs({" B": -0.1, "\nA": -0.2}, ab) == 0.0
     assert verdict_from_top_logprobs({"x": -0.1}, ab) is None and verdict_from_top_logprobs({}, ab) is None
     assert verdict_from_top_logprobs(None, ab) is None
+
+
+def test_answers_without_a_verdict_are_failures_never_a_silent_half():
+    """An endpoint answering JSON that names neither choice (here: every second answer, or all of
+    them) gives no verdict: 'fail' stops with the judge named, 'skip' counts the pairs and keeps
+    them out of the preferences; nothing is scored 0.5."""
+    from rollout.judges.base import JudgeOutputError, collect_verdicts, judgement
+    from tests.actors.test_judge_actor import find_prompt, make_batch
+
+    fruits = find_prompt("list 3 fruits:")
+    batch = make_batch([(fruits, r) for r in (" apple", " pear plum", " cat", " kiwi")], samples_per_prompt=4)
+    with scripted_server(lambda attempt, payload: (200, completion("I cannot decide"), 0.0)) as server:
+        spec = http_spec(server.base_url)
+        with pytest.raises(JudgeOutputError) as info:
+            judgement(spec, collect_verdicts(HttpJudge(spec), batch), step=4)
+        message = str(info.value)
+        assert message.startswith("judge 'http-judge' (kind http) at step 4: no verdict for any of its 6: answered "
+                                  "without a verdict: neither 'A' nor 'B'"), message
+        assert "I cannot decide" in message
+
+        skip = spec.model_copy(update={"on_failure": "skip", "max_skipped_fraction": 0.5})
+        out = judgement(skip, collect_verdicts(HttpJudge(skip), batch), step=4)
+        assert out.failed == 6 and out.asked == 6 and out.preferences == () and out.unjudged == (0, 1, 2, 3)
+
+    def apple_only(attempt, payload):  # a verdict only where " apple" is one of the two: it wins
+        prompt = payload["prompt"]
+        text = " A" if "A:  apple\n" in prompt else " B" if "B:  apple\n" in prompt else "maybe"
+        return 200, completion(text), 0.0
+
+    with scripted_server(apple_only) as server:
+        skip = http_spec(server.base_url, on_failure="skip", max_skipped_fraction=0.9)
+        out = judgement(skip, collect_verdicts(HttpJudge(skip), batch), step=4)
+    assert [(p.first, p.second, p.probability) for p in out.preferences] == [(0, 1, 1.0), (0, 2, 1.0), (0, 3, 1.0)]
+    assert out.failed == 3 and out.asked == 6 and out.unjudged == (1, 2, 3)  # (1, 2), (1, 3), (2, 3): no 0.5
+
+
+def test_json_without_choices_under_skip_leaves_the_batch_unjudged(monkeypatch):
+    from rollout.judges.base import collect_verdicts, judgement
+    from tests.actors.test_judge_actor import find_prompt, make_batch
+
+    fruits = find_prompt("list 3 fruits:")
+    batch = make_batch([(fruits, " apple"), (fruits, " cat")], samples_per_prompt=2)
+    with scripted_server(lambda attempt, payload: (200, {"id": "x", "result": "A"}, 0.0)) as server:
+        skip = http_spec(server.base_url, on_failure="skip", max_skipped_fraction=0.5)
+        out = judgement(skip, collect_verdicts(HttpJudge(skip), batch), step=1)
+    assert out.failed == 1 and out.preferences == () and "unexpected body (KeyError: 'choices')" in out.failure
