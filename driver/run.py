@@ -47,6 +47,7 @@ from driver.cluster import (
     start_actors,
     swap_judges,
 )
+from driver.judge_failures import JudgeFailures
 from driver.manifest_watch import ManifestChange, ManifestWatcher
 from driver.plan import RunPlan
 from driver.resume import Checkpoint
@@ -123,6 +124,7 @@ class Loop:
         self.run_name = plan.output.resolve().name
         self.watcher = ManifestWatcher(plan.manifest_path, self.cfg.algo, plan.manifest) if plan.manifest_path else None
         self.judge_events = {"judges/swaps": 0.0, "judges/rejected_manifests": 0.0}
+        self.judge_failures = JudgeFailures()  # verdicts missing under on_failure: skip, per judge
         # Ray's metrics agent drops a gauge that is not set again within a few report intervals:
         # the latest evaluation is re-published with every step so that dashboards keep it.
         self.last_eval: dict[str, float] = {}
@@ -203,9 +205,11 @@ class Loop:
         judge_start = time.perf_counter()
         judgements: list[list[Judgement]] = [ray.get(refs) for refs in item.judgements]
         judge_seconds = time.perf_counter() - judge_start
+        batches, judgements, trained = self.judge_failures.apply(item.step, batches, judgements, item.batches,
+                                                                 self.cluster.judge_specs)
         results = ray.get([
             learner.train_step.remote(item.step, self.plan.judge_weights, self.plan.judge_temperatures,
-                                     [tuple(j) for j in judgements], *item.batches)
+                                     [tuple(j) for j in judgements], *trained)
             for learner in self.cluster.learners
         ])
         reports = ray.get(publish_weights(self.cluster, item.step, probe))
@@ -222,6 +226,7 @@ class Loop:
             "sync/max_probe_gap": max(r.max_abs_logprob_diff for r in reports),
             "time/step_seconds": time.perf_counter() - step_start,
             **self.judge_events,  # cumulative: a swap shows up from the first step the new judges labelled
+            **self.judge_failures.metrics(),
         }
         record["rollout/tokens_per_s"] = record["rollout/response_tokens"] / record["time/step_seconds"]
         return record, sample_log_entry(item.step, batches, judgements)
