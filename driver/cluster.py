@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import ray
 
@@ -32,6 +34,8 @@ class Cluster:
     eval_judge: list
     # name -> spec of every training judge; kept in step with `judges` (publish_weights reads the kinds)
     judge_specs: dict[str, JudgeSpec] = field(default_factory=dict)
+    # ObjectRef[RolloutBatch] of the latest batch sampled (`sample`): what new judges are tried on
+    last_sampled: Any = None
 
 
 def connect(plan: RunPlan) -> bool:
@@ -45,6 +49,7 @@ def connect(plan: RunPlan) -> bool:
     ray.init(
         address="local",  # a new cluster even if `ray start` left one running on this machine
         num_cpus=max(os.cpu_count() or 1, math.ceil(needed["CPU"])),
+        resources=placement.local_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge]),  # one node: all of them
         include_dashboard=False,
         runtime_env=worker_runtime_env(joined=False),  # the workers import the project from this checkout
     )
@@ -124,10 +129,12 @@ def shard(prompts: list[Prompt], parts: int) -> list[list[Prompt]]:
 def sample(cluster: Cluster, step: int, prompts: list[Prompt], k: int, seeds: list[int],
            temperature: float | None = None) -> list:
     """Launch generation on every rollout worker; returns ObjectRef[RolloutBatch] per worker."""
-    return [
+    refs = [
         worker.generate.remote(PromptBatch(step=step, prompts=tuple(part), samples_per_prompt=k), seed, temperature)
         for worker, part, seed in zip(cluster.rollouts, shard(prompts, len(cluster.rollouts)), seeds, strict=True)
     ]
+    cluster.last_sampled = refs[0]
+    return refs
 
 
 def judge(replica_sets: dict[str, list], batches: list, step: int) -> list[list]:
@@ -164,14 +171,16 @@ def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list
 
 
 def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str,
-                step: int, probe: list[list[int]]) -> tuple[list[str], list[str]]:
+                step: int, probe: list[list[int]], trial_timeout_s: float | None = None) -> tuple[list[str], list[str]]:
     """Replace the training judges by `specs`; returns (started, retired) judge names.
 
-    Judges whose spec is unchanged keep their actors. New ones are started and must answer before
-    the old ones are killed, so a judge that fails to start leaves the old set in place (the error
-    propagates; old judges that had to stop first, a changed judge's old replicas or all of them on
-    a full cluster, are started again). A new self judge gets the current policy weights first. The caller has drained
-    every judgement the old actors owed.
+    Judges whose spec is unchanged keep their actors. New ones are started, must answer and must
+    pass their trial (`try_judges`: judge a few rollouts of the latest sampled batch, every verdict
+    checked, within `trial_timeout_s`) before the old ones are killed, so a judge that fails to
+    start or its trial leaves the old set in place (the error propagates; old judges that had to
+    stop first, a changed judge's old replicas or all of them on a full cluster, are started
+    again). A new self judge gets the current policy weights first. The caller has drained every
+    judgement the old actors owed.
     """
     keep = {s.name for s in specs if cluster.judge_specs.get(s.name) == s}
     fresh = [s for s in specs if s.name not in keep]
@@ -188,7 +197,8 @@ def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, mo
     before, before_specs = dict(cluster.judges), dict(cluster.judge_specs)
     _retire(cluster, first)
     try:
-        started = _start_ready(cluster, fresh, cfg, model_path, step, probe)
+        started = _start_ready(cluster, fresh, cfg, model_path, step, probe,
+                               TRIAL_TIMEOUT_S if trial_timeout_s is None else trial_timeout_s)
     except BaseException:
         if first:  # the judges stopped to make room serve again, in their old order
             back = _start_ready(cluster, [before_specs[name] for name in first], cfg, model_path, step, probe)
@@ -203,8 +213,9 @@ def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, mo
 
 
 def _start_ready(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str, step: int,
-                 probe: list[list[int]]) -> dict[str, list]:
-    """Start `specs` and wait until they answer; a self judge gets the current policy weights first.
+                 probe: list[list[int]], trial_timeout_s: float | None = None) -> dict[str, list]:
+    """Start `specs` and wait until they answer; a self judge gets the current policy weights first;
+    with `trial_timeout_s`, each replica then passes its trial (`try_judges`).
 
     If any fails, every replica started here is stopped (freeing its name) and the error propagates.
     """
@@ -216,6 +227,8 @@ def _start_ready(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, m
             version_ref, weights_ref = export_weights(cluster, step, probe)
             if ray.get(version_ref).version > 0:  # version 0 is the starting policy, which they loaded
                 ray.get([r.load_weights.remote(weights_ref, version_ref) for r in selfs])
+        if trial_timeout_s is not None:
+            try_judges(started, specs, cluster.last_sampled, trial_timeout_s)
     except BaseException:
         for replicas in started.values():
             for replica in replicas:
@@ -229,3 +242,51 @@ def _retire(cluster: Cluster, names: list[str]) -> None:
         for replica in cluster.judges.pop(name):
             ray.kill(replica)
         del cluster.judge_specs[name]
+
+
+TRIAL_TIMEOUT_S = 300.0  # a new judge's trial: seconds for every replica to judge the trial batch
+TRIAL_GROUPS = 2  # prompt groups of the latest sampled batch a new judge is tried on
+
+
+class JudgeTrialError(RuntimeError):
+    """A new judge failed its trial before a swap: raised, missed verdicts or did not answer in time."""
+
+
+def try_judges(started: dict[str, list], specs: Sequence[JudgeSpec], batch_ref: Any, timeout_s: float) -> None:
+    """Every replica in `started` judges the first TRIAL_GROUPS prompt groups of `batch_ref` (the
+    latest sampled batch) within `timeout_s`, every verdict checked as in the run (actors/judge.py):
+    it must not raise, and may miss no more verdicts than its `max_skipped_fraction` (with
+    on_failure 'fail': none). JudgeTrialError naming the judge otherwise. Before any rollout was
+    sampled (a resume's first step) there is nothing to try them on: logged, and they are trusted."""
+    if batch_ref is None:
+        logger.warning("judge swap: no rollouts sampled yet to try the new judges %s on; trusting them untried",
+                       sorted(started))
+        return
+    deadline = time.monotonic() + timeout_s
+    try:
+        batch = ray.get(batch_ref, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise JudgeTrialError(f"no rollouts to try the new judges on within {timeout_s:g}s") from None
+    trial = batch.model_copy(update={"rollouts": batch.rollouts[: TRIAL_GROUPS * batch.samples_per_prompt]})
+    what = f"{len(trial.rollouts)} rollouts of step {trial.step}"
+    by_name = {s.name: s for s in specs}
+    calls = [(name, i, replica.judge_batch.remote(trial, trial=True))
+             for name, replicas in started.items() for i, replica in enumerate(replicas)]
+    ready, _ = ray.wait([ref for *_, ref in calls], num_returns=len(calls),
+                        timeout=max(0.0, deadline - time.monotonic()))
+    for name, i, ref in calls:
+        spec = by_name[name]
+        who = f"judge {name!r} (kind {spec.kind}{f', replica {i}' if len(started[name]) > 1 else ''})"
+        if ref not in ready:
+            raise JudgeTrialError(f"{who} did not judge its trial batch ({what}) within {timeout_s:g}s")
+        try:
+            judgement = ray.get(ref)
+        except ray.exceptions.RayTaskError as err:
+            cause = getattr(err, "cause", None) or err
+            raise JudgeTrialError(f"{who} failed its trial on {what}: {cause}") from None
+        cap = spec.max_skipped_fraction if spec.on_failure == "skip" else 0.0
+        if judgement.failed and judgement.failed / judgement.asked > cap:
+            raise JudgeTrialError(
+                f"{who} gave no verdict for {judgement.failed} of {judgement.asked} in its trial on {what}, more than "
+                f"its max_skipped_fraction {cap:g}: {judgement.failure}"
+            )

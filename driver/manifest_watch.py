@@ -8,7 +8,12 @@ and the run keeps its current judges. Each distinct content is judged once, so a
 reported once, not every step.
 
 The evaluation judge is not swapped mid-run (win rates over a run must use one judge); a change
-to `eval` is logged and ignored.
+to `eval` is logged and ignored. A manifest that disappears (deleted or moved away) is logged once,
+as a warning, and the run keeps its judges; when a file is back at the path it is read as a change.
+
+An accepted manifest is not trusted yet: its new judges must also pass a trial on real rollouts
+before the old ones retire (driver/cluster.py `swap_judges`), or the swap is rejected like a bad
+manifest.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class ManifestWatcher:
         self.path, self.algo, self.current = Path(path), algo, current
         self._stamp = self._stat()
         self._digest = self._read_digest()
+        self._missing_reported = False
 
     def _stat(self) -> tuple[int, int] | None:
         try:
@@ -54,9 +60,17 @@ class ManifestWatcher:
             return None
 
     def poll(self) -> ManifestChange | None:
-        """None when the file is unchanged (or vanished: a half-done save); else the verdict."""
+        """None when the file is unchanged (or gone: warned about once); else the verdict."""
         stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
+        if stamp is None:
+            if not self._missing_reported:
+                self._missing_reported = True
+                logger.warning("judge manifest %s is gone (deleted or moved); keeping the current judges. Saving a "
+                               "manifest at that path again swaps to it as usual", self.path)
+            self._stamp = None  # a file back at the path is read, even with the old mtime and size
+            return None
+        self._missing_reported = False
+        if stamp == self._stamp:
             return None
         self._stamp = stamp
         digest = self._read_digest()

@@ -252,7 +252,7 @@ class Loop:
             except (RuntimeError, ray.exceptions.RayError) as err:
                 logger.error("judge swap at step %d failed; keeping the current judges: %s", launched, err)
                 self.watcher.current = self.plan.manifest
-                change = ManifestChange(manifest=None, reason=f"the new judges did not start: {err}",
+                change = ManifestChange(manifest=None, reason=f"the new judges did not start or failed their trial: {err}",
                                         digest=change.digest)
             else:
                 self.plan = replace(self.plan, manifest=change.manifest)

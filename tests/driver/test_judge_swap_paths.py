@@ -202,7 +202,82 @@ def test_loop_drains_what_the_old_judges_owe_then_swaps_or_keeps_them(ray_cluste
         assert [(e["step"], e["event"], e["judges"]) for e in events] == [
             (7, "swapped", ["topical"]), (8, "rejected", ["topical"])]
         assert events[0]["started"] == ["topical"] and events[0]["retired"] == ["ground-truth"]
-        assert events[1]["reason"].startswith("the new judges did not start: ") and "no_such_criterion" in events[1]["reason"]
+        assert events[1]["reason"].startswith("the new judges did not start or failed their trial: ") and "no_such_criterion" in events[1]["reason"]
         assert rewards(cluster.judges["topical"][0], batch) == expected(wordlist.topical, batch)
+    finally:
+        kill_all(cluster)
+
+
+FAULTY = "tests.rollout.faulty_rules"
+NAN = RuleJudgeSpec(name="nan", kind="rule", function=f"{FAULTY}:returns_nan")
+RAISES = RuleJudgeSpec(name="raises", kind="rule", function=f"{FAULTY}:raises")
+
+
+def test_new_judges_are_tried_before_they_are_trusted(ray_cluster, builtin_models, batch):
+    """A new judge that raises, answers NaN / None, misses more verdicts than it may, or is too slow
+    on a few rollouts of the latest batch is refused, and the old judges keep serving."""
+    from driver.cluster import JudgeTrialError
+
+    cluster = cluster_of([GT], str(builtin_models.policy))
+    cluster.last_sampled = ray.put(batch)  # what `sample` records: the latest batch
+    try:
+        gt = cluster.judges["ground-truth"][0]
+        for bad, what in ((NAN, "returned nan"), (RAISES, "raised ZeroDivisionError: the rule divided by zero")):
+            with pytest.raises(JudgeTrialError, match=rf"^judge '{bad.name}' \(kind rule\) failed its trial on 2 rollouts "
+                                                      rf"of step 0: judge '{bad.name}' \(kind rule\) at step 0: .*{what}"):
+                swap_judges(cluster, [GT, bad], RunConfig(), "unused", 3, [])
+            assert cluster.judges == {"ground-truth": [gt]} and cluster.judge_specs == {"ground-truth": GT}
+        # a changed judge under the same name: its old replica had to go first, and is back after the failed trial
+        changed = GT.model_copy(update={"function": f"{FAULTY}:returns_none"})
+        with pytest.raises(JudgeTrialError, match="returned None"):
+            swap_judges(cluster, [changed], RunConfig(), "unused", 4, [])
+        assert cluster.judge_specs == {"ground-truth": GT} and dead(gt)
+        assert rewards(cluster.judges["ground-truth"][0], batch) == expected(wordlist.ground_truth, batch)
+
+        # on_failure: skip: its trial may miss up to max_skipped_fraction (here 1 of 2: " ... cat dog")
+        catless = RuleJudgeSpec(name="catless", kind="rule", function=f"{FAULTY}:nan_for_cat", on_failure="skip",
+                                max_skipped_fraction=0.4)
+        with pytest.raises(JudgeTrialError, match=r"judge 'catless' \(kind rule\) gave no verdict for 1 of 2 in its "
+                                                  r"trial on 2 rollouts of step 0, more than its max_skipped_fraction 0.4"):
+            swap_judges(cluster, [GT, catless], RunConfig(), "unused", 5, [])
+        with pytest.raises(JudgeTrialError, match=r"judge 'slow' \(kind rule\) did not judge its trial batch "
+                                                  r"\(2 rollouts of step 0\) within 2s"):
+            swap_judges(cluster, [RuleJudgeSpec(name="slow", kind="rule", function=f"{FAULTY}:slow")], RunConfig(),
+                        "unused", 5, [], trial_timeout_s=2.0)
+        assert list(cluster.judges) == ["ground-truth"]
+        lenient = catless.model_copy(update={"max_skipped_fraction": 0.5})
+        assert swap_judges(cluster, [GT, lenient], RunConfig(), "unused", 5, []) == (["catless"], [])
+    finally:
+        kill_all(cluster)
+
+
+def test_loop_rejects_a_manifest_whose_judges_fail_their_trial_and_keeps_the_old_ones(
+        ray_cluster, builtin_models, batch, tmp_path, caplog):
+    from driver.plan import resolve_plan
+    from driver.run import JUDGES_FILE, Loop
+
+    path = tmp_path / "judges.yaml"
+    path.write_text("judges:\n  - {name: ground-truth, kind: rule, function: rollout.tasks.wordlist:ground_truth}\n")
+    manifest = JudgeManifest(judges=(GT.model_copy(update={"temperature": 1.0}),))
+    plan = resolve_plan(RunConfig(output=str(tmp_path / "run")), manifest, manifest_path=path)
+    plan.output.mkdir(parents=True)
+    cluster = cluster_of(manifest.judges, str(builtin_models.policy))
+    cluster.last_sampled = ray.put(batch)
+    loop = Loop(plan, cluster, str(builtin_models.policy), time.perf_counter())
+    old = cluster.judges["ground-truth"][0]
+    try:
+        # passes every file check (the function imports), fails on real rollouts
+        path.write_text(f"judges:\n  - {{name: nan, kind: rule, function: '{FAULTY}:returns_nan'}}\n")
+        with caplog.at_level(logging.ERROR, logger="driver"):
+            loop.maybe_swap_judges(collections.deque(), 6, [])
+        assert cluster.judges == {"ground-truth": [old]} and loop.plan.manifest == manifest
+        assert loop.judge_events == {"judges/swaps": 0.0, "judges/rejected_manifests": 1.0}
+        (event,) = [json.loads(line) for line in (plan.output / JUDGES_FILE).read_text().splitlines()]
+        assert event["event"] == "rejected" and event["step"] == 6 and event["judges"] == ["ground-truth"]
+        assert "judge 'nan' (kind rule) failed its trial" in event["reason"] and "returned nan" in event["reason"]
+        assert "judge swap at step 6 failed; keeping the current judges" in caplog.text
+        loop.maybe_swap_judges(collections.deque(), 7, [])  # the same file: judged once, not retried every step
+        assert len((plan.output / JUDGES_FILE).read_text().splitlines()) == 1
+        assert rewards(old, batch) == expected(wordlist.ground_truth, batch)  # still the judge
     finally:
         kill_all(cluster)

@@ -52,3 +52,24 @@ def test_rejects_judges_the_algorithm_cannot_use_and_keeps_the_eval_judge(tmp_pa
     change = watcher.poll()
     assert [j.name for j in change.manifest.judges] == ["varied"]
     assert change.manifest.eval is None  # the run's eval judge stays
+
+
+def test_a_deleted_manifest_is_reported_once_and_a_new_file_is_read(tmp_path, caplog):
+    import logging
+
+    path = tmp_path / "judges.yaml"
+    write(path, RULE.format(name="ground-truth", fn="ground_truth"), 0)
+    watcher = ManifestWatcher(path, "mnpo", load_manifest(path))
+    path.unlink()
+    with caplog.at_level(logging.WARNING, logger="driver"):
+        assert watcher.poll() is None and watcher.poll() is None  # the run keeps its judges
+    gone = [r for r in caplog.records if "is gone (deleted or moved); keeping the current judges" in r.getMessage()]
+    assert len(gone) == 1 and str(path) in gone[0].getMessage()  # once, not every step
+    write(path, RULE.format(name="topical", fn="topical"), 0)  # saved at the path again
+    change = watcher.poll()
+    assert change is not None and [j.name for j in change.manifest.judges] == ["topical"]
+    path.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="driver"):
+        watcher.poll()
+    assert "is gone" in caplog.text  # a second disappearance is reported again
