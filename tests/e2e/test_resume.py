@@ -1,4 +1,5 @@
-"""Kill the driver with SIGKILL mid-run, resume it, and compare with an uninterrupted run.
+"""Kill the driver with SIGKILL mid-run (or stop it with SIGTERM), resume it, and compare with an
+uninterrupted run.
 
 With the same seed and strictly on-policy sampling, a resumed run must repeat exactly what the
 uninterrupted run did after the checkpoint: the same prompts, the same samples, the same updates,
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from driver import checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 30
@@ -97,3 +100,75 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_pa
     sa = json.loads((whole / "summary.json").read_text())["final_eval"]
     sb = json.loads((killed / "summary.json").read_text())["final_eval"]
     assert sa == sb
+
+
+SHORT = ["checkpoint.every=4", "eval.every=0", "eval.num_prompts=8", "eval.samples_per_prompt=2",
+         "rollout.prompts_per_step=8", "tracking.plots=false", "tracking.tensorboard=false"]
+
+
+def short_command(out: Path, *flags: str) -> list[str]:
+    args = [sys.executable, "-m", "driver", "--steps", "4", "--output", str(out), *flags]
+    for item in SHORT:
+        args += ["--set", item]
+    return args
+
+
+def files(out: Path) -> dict[str, tuple[int, int]]:
+    """Every file's mtime and size, but the lock's (each launch writes its pid there)."""
+    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.stat().st_size) for p in out.rglob("*")
+            if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command_continues(builtin_models, tmp_path):
+    """SIGTERM to the driver (not its process group) mid-step: the step finishes, a checkpoint is
+    written at the boundary (off the every-4 schedule), exit 75 with one line and no traceback;
+    the same command with --resume-mode auto continues it to what the uninterrupted run did, and a
+    third launch finds it finished and changes nothing."""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    done = subprocess.run(short_command(whole), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    log = tmp_path / "stopped.log"
+    proc = subprocess.Popen(short_command(stopped, "--resume-mode", "auto"), cwd=REPO, env=environment(),
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:
+        deadline = time.monotonic() + 600
+        while not (stopped / "samples.jsonl").is_file() or not (stopped / "samples.jsonl").read_text().strip():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no step within 600 s"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)  # step 0 is written: the signal lands in step 1 (or between steps)
+        assert proc.wait(timeout=300) == 75, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    at = len((stopped / "samples.jsonl").read_text().splitlines())  # steps done at the boundary
+    assert 1 <= at < 4
+    assert f"driver: stopped by SIGTERM after step {at} of 4; checkpoint " in text.strip().splitlines()[-1]
+    assert [p.name for p in checkpoints.complete_checkpoints(stopped)] == [f"step-{at:06d}"]
+    assert not (stopped / "final").exists() and not (stopped / "summary.json").exists()
+
+    resumed = subprocess.run(short_command(stopped, "--resume-mode", "auto"), cwd=REPO, env=environment(),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"from {stopped / 'checkpoints' / f'step-{at:06d}'} (step {at} of 4)" in resumed.stderr
+
+    assert (stopped / "samples.jsonl").read_text() == (whole / "samples.jsonl").read_text()
+    for ra, rb in zip(training_records(whole), training_records(stopped), strict=True):
+        for key in ("step", "rollout/reward_mean", "learner/loss", "learner/kl_to_reference", "learner/policy_version"):
+            assert ra[key] == rb[key], (ra["step"], key, ra[key], rb[key])
+    wa, wb = load_file(whole / "final" / "model.safetensors"), load_file(stopped / "final" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa = json.loads((whole / "summary.json").read_text())["final_eval"]
+    assert sa == json.loads((stopped / "summary.json").read_text())["final_eval"]
+    assert [p.name for p in checkpoints.complete_checkpoints(stopped)] == [f"step-{at:06d}", "step-000004"]
+
+    before = files(stopped)
+    again = subprocess.run(short_command(stopped, "--resume-mode", "auto"), cwd=REPO, env=environment(),
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished its 4 steps (summary.json): nothing to do" in again.stderr
+    assert files(stopped) == before
