@@ -202,6 +202,28 @@ def leave_one_out(rewards: Tensor) -> Tensor:
     return rewards - (rewards.sum(dim=-1, keepdim=True) - rewards) / (k - 1)
 
 
+def truncated_importance_weights(logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, clip: float) -> Tensor:
+    """Per-token min(pi(a) / mu(a), clip) for samples drawn by an older policy mu (decoupled PPO,
+    Hilton et al. 2021, arXiv 2110.00641, eq. 6, with the truncation of IMPALA's V-trace, Espeholt
+    et al. 2018, arXiv 1802.01561, eq. 1): pi is the policy the update starts from, mu the sampler.
+
+    Args:
+        logprobs: [N, T] log pi of the sampled tokens (no grad).
+        sampler_logprobs: [N, T] log mu, the sampler's own logprobs of the same tokens.
+        mask: [N, T] bool; only these positions are weighted (1 elsewhere).
+        clip: truncation C > 0.
+
+    Returns:
+        [N, T] weights in (0, clip], 1 outside the mask.
+    """
+    mask = mask.bool()
+    _check_tokens(mask, logprobs=logprobs, sampler_logprobs=sampler_logprobs)
+    if not clip > 0:
+        raise ValueError(f"clip must be > 0, got {clip}")
+    log_ratio = torch.where(mask, logprobs - sampler_logprobs, 0.0)
+    return torch.where(mask, torch.exp(log_ratio).clamp(max=clip), 1.0)
+
+
 # --------------------------------------------------------------------------- the estimators
 
 

@@ -109,6 +109,18 @@ def collate_sequences(rollouts: Sequence[Rollout], pad_token_id: int) -> Sequenc
     return SequenceTensors(*_pad_rows(rows, pad_token_id))
 
 
+def sampler_logprobs(rollouts: Sequence[Rollout], response_mask: Tensor) -> Tensor:
+    """[N, T-1] each rollout's own per-token logprobs (`Rollout.logprobs`, from the sampler) at its
+    response positions of `response_mask` (collate order), 0 elsewhere."""
+    out = torch.zeros(response_mask.shape, dtype=torch.float32)
+    for i, r in enumerate(rollouts):
+        positions = response_mask[i].nonzero().flatten()
+        if len(positions) != len(r.logprobs):
+            raise ValueError(f"row {i}: {len(r.logprobs)} sampler logprobs for {len(positions)} response positions")
+        out[i, positions] = torch.tensor(r.logprobs, dtype=torch.float32)
+    return out
+
+
 def _pad_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int) -> tuple[Tensor, Tensor, Tensor]:
     """Right-pad (prompt, response) rows -> input_ids, attention_mask [N, T], response_mask [N, T-1]."""
     width = max(len(prompt) + len(response) for prompt, response in rows)

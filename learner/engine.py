@@ -116,7 +116,7 @@ class PolicyLearner:
             policy=self.engine, reference=self.reference if self.spec.needs_reference else None,
             opponents=self.opponents, critic=self.critic, device=self.device, pad_token_id=self.pad_token_id,
             micro_batch_size=cfg.micro_batch_size, rank=rank, world_size=world_size, seed=run.seed,
-            logits_to_keep=takes_logits_to_keep(base_model),
+            logits_to_keep=takes_logits_to_keep(base_model), offpolicy_clip=cfg.offpolicy_clip,
         )
         logger.info(
             "learner rank %d: %s, ZeRO-%d, %.2fM parameters (%.2fM trained%s), algo %s",
@@ -144,7 +144,8 @@ class PolicyLearner:
         if self.spec.family == "pair":
             metrics = pair_step(self.models, self.spec, self.algo_cfg, judged, judge_weights, temperatures)
         else:
-            metrics = sequence_step(self.models, self.spec, self.algo_cfg, judged, step, judge_weights, temperatures)
+            metrics = sequence_step(self.models, self.spec, self.algo_cfg, judged, step, judge_weights, temperatures,
+                                    version=self.version)
         self.version += 1
         metrics["learner/lr"] = float(self.scheduler.get_last_lr()[0])
         metrics["learner/seconds"] = time.perf_counter() - start

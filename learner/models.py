@@ -49,6 +49,7 @@ class Models:
     world_size: int = 1
     seed: int = 0
     logits_to_keep: bool = False  # the model class takes HF's `logits_to_keep` (see token_logprobs)
+    offpolicy_clip: float = 0.0  # LearnerConfig.offpolicy_clip (sequence family; 0 = no correction)
 
     def token_logprobs(self, model: torch.nn.Module, t: PairTensors | SequenceTensors) -> Tensor:
         """[rows, T-1] logprob of each next token (positions outside the response mask hold garbage).

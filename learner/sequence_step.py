@@ -5,7 +5,9 @@
     no grad  : old logprobs, reference logprobs and critic values (only those declared; the old
                logprobs are skipped when the step makes one update and the estimator does not
                read them: the update's own logprobs, detached, are then exactly the old ones)
-    advantage: ESTIMATORS[SPEC.advantage] (learner/advantages.py)
+    advantage: ESTIMATORS[SPEC.advantage] (learner/advantages.py); rows sampled by an older policy
+               version (rollout.max_staleness > 0) have each token's advantage weighted by the
+               truncated importance ratio min(pi / pi_sampler, learner.offpolicy_clip)
     for epoch in epochs, minibatch in minibatches:   (rows shuffled per epoch, seeded by step)
         per micro-batch: SPEC.sequence_loss (and SPEC.critic_loss) -> backward(loss.sum() / rows)
         optimizer step of the policy (and critic) engines      (learner/models.py `accumulate`)
@@ -24,9 +26,9 @@ import torch
 from torch import Tensor
 
 from learner import distributed
-from learner.advantages import ESTIMATORS, AdvantageInputs
+from learner.advantages import ESTIMATORS, AdvantageInputs, truncated_importance_weights
 from learner.algorithms.base import AlgorithmSpec, CriticInputs, SequenceInputs
-from learner.collate import SequenceTensors, collate_sequences
+from learner.collate import SequenceTensors, collate_sequences, sampler_logprobs
 from learner.models import Models, accumulate, add_weighted
 from learner.ops import kl_k1, masked_sum
 from learner.pairing import combined_rewards, win_probabilities
@@ -35,9 +37,11 @@ from protocols import JudgedBatch
 
 def sequence_step(
     models: Models, spec: AlgorithmSpec, cfg: Any, judged: Sequence[JudgedBatch], step: int,
-    judge_weights: Mapping[str, float], temperatures: Mapping[str, float],
+    judge_weights: Mapping[str, float], temperatures: Mapping[str, float], version: int | None = None,
 ) -> dict[str, float]:
-    """`epochs` x `minibatches` optimizer steps on this rank's prompt groups; returns metrics."""
+    """`epochs` x `minibatches` optimizer steps on this rank's prompt groups; returns metrics.
+
+    `version`: the policy version the update starts from (None: every sample is taken as on-policy)."""
     rollouts, scores, k = _scored_rollouts(judged, judge_weights, temperatures, spec.target)
     groups = len(rollouts) // k
     mine = [i for g in range(models.rank, groups, models.world_size) for i in range(g * k, (g + 1) * k)]
@@ -49,7 +53,9 @@ def sequence_step(
     local_scores = torch.tensor([scores[i] for i in mine], dtype=torch.float32)
     epochs, minibatches = getattr(cfg, "epochs", 1), getattr(cfg, "minibatches", 1)
     estimator = ESTIMATORS[spec.advantage] if spec.advantage is not None else None
-    old_pass = epochs * minibatches > 1 or (estimator is not None and estimator.reads_old_logprobs)
+    staleness = torch.tensor([0 if version is None else version - rollouts[i].policy_version for i in mine])
+    correct = estimator is not None and models.offpolicy_clip > 0 and bool((staleness > 0).any())
+    old_pass = epochs * minibatches > 1 or correct or (estimator is not None and estimator.reads_old_logprobs)
     started = time.perf_counter()
     old, ref, values = _no_grad_pass(models, t, old_pass)
     metrics["learner/time/no_grad_pass"] = time.perf_counter() - started
@@ -58,6 +64,9 @@ def sequence_step(
         inputs = AdvantageInputs(local_scores, old, ref, values, t.response_mask, k, distributed.all_reduce_sum)
         advantages, returns, estimated = estimator(inputs, cfg)
         metrics.update(estimated)
+    if correct and advantages is not None and old is not None:
+        advantages = _offpolicy_weighted(advantages, old, [rollouts[i] for i in mine], t, staleness,
+                                         models.offpolicy_clip, metrics)
     if ref is not None and old is not None:
         metrics["learner/kl_to_reference"] = float(masked_sum(kl_k1(old, ref), t.response_mask, dim=-1).mean())
     metrics["learner/response_tokens"] = float(t.response_mask.sum(-1).float().mean())
@@ -73,6 +82,25 @@ def sequence_step(
     metrics.update({key: value if key.startswith("learner/time/") else value / updates for key, value in sums.items()})
     metrics["learner/optimizer_steps"] = float(updates)
     return metrics
+
+
+def _offpolicy_weighted(advantages: Tensor, old: Tensor, rollouts: list, t: SequenceTensors, staleness: Tensor,
+                        clip: float, metrics: dict[str, float]) -> Tensor:
+    """The advantages of stale rows times the truncated importance weights (learner/advantages.py
+    `truncated_importance_weights`); fresh rows keep theirs. Logs learner/offpolicy/* over the stale tokens."""
+    stale = t.response_mask & (staleness > 0)[:, None]
+    sampler = sampler_logprobs(rollouts, t.response_mask)
+    weights = truncated_importance_weights(old, sampler, stale, clip)
+    ratio = torch.exp(torch.where(stale, old - sampler, 0.0))
+    tokens = max(int(stale.sum()), 1)
+    metrics.update({
+        "learner/offpolicy/stale_share": float((staleness > 0).float().mean()),
+        "learner/offpolicy/staleness_mean": float(staleness.float().mean()),
+        "learner/offpolicy/staleness_max": float(staleness.max()),
+        "learner/offpolicy/ratio_mean": float(torch.where(stale, ratio, 0.0).sum()) / tokens,
+        "learner/offpolicy/clipped_share": float((stale & (ratio > clip)).sum()) / tokens,
+    })
+    return advantages * weights
 
 
 class _Tensors:

@@ -6,15 +6,27 @@ has a description; `python -m driver --help` and docs/config.md are generated fr
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 # Config sections: frozen, no unknown fields, and no inf/nan anywhere (lr=inf used to pass `gt=0`
 # and fail at the first step, after the actors had started).
 FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 BUILTIN_MODEL = "builtin"
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def _custom_only(resources: dict[str, float]) -> dict[str, float]:
+    builtin = sorted(set(resources) & set(RAY_BUILTIN_RESOURCES))
+    if builtin:
+        raise ValueError(f"{', '.join(builtin)}: not a custom resource (CPUs and GPUs are num_cpus / num_gpus)")
+    return resources
+
+
+# Ray custom resources an actor asks for (`ray start --resources '{"rollout_node": 1}'` gives a node them)
+CustomResources = Annotated[dict[str, Annotated[float, Field(gt=0.0)]], AfterValidator(_custom_only)]
 
 
 class ModelConfig(BaseModel):
@@ -57,6 +69,11 @@ class RolloutConfig(BaseModel):
     gpu_memory_utilization: float = Field(default=0.5, gt=0.0, le=1.0, description="vLLM share of GPU memory.")
     num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs per rollout worker.")
     num_gpus: float = Field(default=0.0, ge=0.0, description="Ray GPUs per rollout worker.")
+    resources: CustomResources = Field(
+        default_factory=dict,
+        description="Ray custom resources per rollout worker, e.g. {rollout_node: 1}: pins the workers to the nodes "
+                    "started with them (`ray start --resources`; docs/deploy.md).",
+    )
     sync_tolerance: float = Field(
         default=1e-3, gt=0.0, description="Max |engine - learner| probe logprob gap after a weight sync."
     )
@@ -94,8 +111,18 @@ class LearnerConfig(BaseModel):
     )
     num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs per learner rank.")
     num_gpus: float = Field(default=0.0, ge=0.0, description="Ray GPUs per learner rank.")
+    resources: CustomResources = Field(
+        default_factory=dict,
+        description="Ray custom resources per learner rank, e.g. {learner_node: 1}: pins the ranks to the nodes "
+                    "started with them (`ray start --resources`; docs/deploy.md).",
+    )
     master_port: int = Field(default=0, ge=0, le=65535, description="torch.distributed port (0 = pick a free one).")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters (learner/lora.py); off by default.")
+    offpolicy_clip: float = Field(
+        default=2.0, ge=0.0,
+        description="Sequence family, samples of an older policy (rollout.max_staleness > 0): each token's advantage is "
+        "weighted by min(pi / pi_sampler, offpolicy_clip), truncated importance sampling; 0 = no correction.",
+    )
 
     @model_validator(mode="after")
     def _betas(self) -> LearnerConfig:
@@ -131,6 +158,20 @@ class TrackingConfig(BaseModel):
     plots: bool = Field(default=True, description="Write PNG learning curves to OUTPUT/plots at the end.")
 
 
+class PlacementConfig(BaseModel):
+    """How the rollout workers and learner ranks are placed on a Ray cluster (docs/deploy.md)."""
+
+    model_config = FROZEN
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        default="PACK",
+        description="Ray placement-group strategy of the workers' and ranks' bundles: PACK (as few nodes as fit), "
+                    "SPREAD (as many as possible), STRICT_PACK (one node or fail), STRICT_SPREAD (one per node or fail).",
+    )
+    timeout_s: float = Field(
+        default=120.0, gt=0.0, description="Seconds to wait for the cluster to place them before the run fails."
+    )
+
+
 class RunConfig(BaseModel):
     """Everything a run needs; saved resolved as OUTPUT/config.yaml.
 
@@ -158,6 +199,7 @@ class RunConfig(BaseModel):
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     tracking: TrackingConfig = TrackingConfig()
+    placement: PlacementConfig = PlacementConfig()
 
     @model_validator(mode="before")
     @classmethod

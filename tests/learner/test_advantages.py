@@ -211,3 +211,16 @@ def test_group_estimators_need_k_at_least_two(shape):
         group_normalised(torch.zeros(shape), eps=1e-4)
     with pytest.raises(ValueError, match=r"\[G, K\] with K >= 2"):
         leave_one_out(torch.zeros(shape))
+
+
+def test_truncated_importance_weights_hand_computed():
+    from learner.advantages import truncated_importance_weights
+
+    logprobs = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -1.0]])
+    sampler = torch.tensor([[-1.5, -1.0, -3.0], [float("nan"), -1.0, -1.0]])
+    mask = torch.tensor([[True, True, True], [False, True, False]])
+    w = truncated_importance_weights(logprobs, sampler, mask, clip=2.0)
+    expected = torch.tensor([[math.exp(0.5), math.exp(-1.0), 2.0], [1.0, 1.0, 1.0]])  # e^2.5 truncated to 2
+    assert torch.allclose(w, expected)
+    with pytest.raises(ValueError, match="clip must be > 0"):
+        truncated_importance_weights(logprobs, sampler, mask, clip=0.0)

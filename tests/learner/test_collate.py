@@ -101,3 +101,17 @@ def test_sequence_logprobs_do_not_depend_on_padding_or_micro_batching():
     together = score([short, long])  # rows: short chosen, long chosen, short rejected, long rejected
     apart = [score(chunk) for chunk in split_micro_batches([short, long], 1)]
     torch.testing.assert_close(together, torch.stack([apart[0][0], apart[1][0], apart[0][1], apart[1][1]]))
+
+
+def test_sampler_logprobs_sit_at_the_response_positions():
+    from learner.collate import collate_sequences, sampler_logprobs
+    from protocols import Rollout
+
+    rows = [Rollout(prompt_id="a", prompt_text="x", prompt_token_ids=(5, 6), response_text="y", response_token_ids=(7, 8, 2),
+                    logprobs=(-0.1, -0.2, -0.3), policy_version=0, finish_reason="stop"),
+            Rollout(prompt_id="b", prompt_text="x", prompt_token_ids=(5, 6, 9, 9), response_text="y", response_token_ids=(2,),
+                    logprobs=(-0.4,), policy_version=0, finish_reason="stop")]
+    t = collate_sequences(rows, pad_token_id=0)
+    got = sampler_logprobs(rows, t.response_mask)
+    # row 0: response tokens at positions 2, 3, 4, scored at t = 1, 2, 3; row 1: position 4, t = 3
+    assert torch.allclose(got, torch.tensor([[0.0, -0.1, -0.2, -0.3], [0.0, 0.0, 0.0, -0.4]]))

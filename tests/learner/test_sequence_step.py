@@ -192,3 +192,24 @@ def test_a_single_update_skips_the_old_logprob_pass_and_moves_the_same(builtin_m
     assert max_diff(skipped.engine.module.state_dict(), forced.engine.module.state_dict()) < 1e-6
     start = AutoModelForCausalLM.from_pretrained(builtin_models.policy).state_dict()
     assert max_diff(skipped.engine.module.state_dict(), start) > 1e-4  # and it did move
+
+
+def test_stale_samples_get_truncated_importance_weights(builtin_models, batch):
+    """Samples of an older policy version (async rollouts): each token's advantage is weighted by
+    min(pi / pi_sampler, offpolicy_clip). Sampler logprobs of -20 make every ratio huge, so every
+    weight is the clip, 2: with no KL term the gradient is exactly twice the uncorrected one. Fresh
+    samples, or offpolicy_clip 0, are not weighted and log no learner/offpolicy/*."""
+    rollouts = tuple(r.model_copy(update={"logprobs": (-20.0,) * len(r.logprobs)}) for r in batch.batch.rollouts)
+    unlikely = batch.model_copy(update={"batch": batch.batch.model_copy(update={"rollouts": rollouts})})
+    no_kl = {"grpo": GRPOConfig(kl_coef=0.0)}
+    corrected = make_learner(builtin_models.policy, "grpo", no_kl)
+    plain = make_learner(builtin_models.policy, "grpo", no_kl, offpolicy_clip=0.0)
+    fresh = corrected.train_step([unlikely], 0, {"gt": 1.0})  # version 0 trains on version-0 samples
+    assert not any(k.startswith("learner/offpolicy/") for k in fresh.metrics)
+    assert fresh.metrics["learner/grad_norm"] == pytest.approx(plain.train_step([unlikely], 0, {"gt": 1.0}).metrics["learner/grad_norm"])
+    stale = corrected.train_step([unlikely], 1, {"gt": 1.0}).metrics  # version 1 on version-0 samples
+    uncorrected = plain.train_step([unlikely], 1, {"gt": 1.0}).metrics
+    assert stale["learner/offpolicy/stale_share"] == 1.0 and stale["learner/offpolicy/staleness_mean"] == 1.0
+    assert stale["learner/offpolicy/clipped_share"] == 1.0 and stale["learner/offpolicy/ratio_mean"] > 1e3
+    assert not any(k.startswith("learner/offpolicy/") for k in uncorrected)
+    assert stale["learner/grad_norm"] == pytest.approx(2.0 * uncorrected["learner/grad_norm"], rel=1e-4)
