@@ -202,17 +202,21 @@ class Loop:
         """One step; returns its metrics record and its samples.jsonl entry."""
         step_start = time.perf_counter()
         batches: list[RolloutBatch] = ray.get(item.batches)
-        judge_start = time.perf_counter()
+        judge_start = time.perf_counter()  # what was left of sampling when the step began, then judging
         judgements: list[list[Judgement]] = [ray.get(refs) for refs in item.judgements]
         judge_seconds = time.perf_counter() - judge_start
         batches, judgements, trained = self.judge_failures.apply(item.step, batches, judgements, item.batches,
                                                                  self.cluster.judge_specs)
+        learn_start = time.perf_counter()
         results = ray.get([
             learner.train_step.remote(item.step, self.plan.judge_weights, self.plan.judge_temperatures,
                                      [tuple(j) for j in judgements], *trained)
             for learner in self.cluster.learners
         ])
+        sync_start = time.perf_counter()
         reports = ray.get(publish_weights(self.cluster, item.step, probe))
+        waits = {"time/rollout_wait": judge_start - step_start, "time/judge_wait": learn_start - judge_start,
+                 "time/learner_wait": sync_start - learn_start, "time/sync_wait": time.perf_counter() - sync_start}
         record = {
             "step": item.step,
             "time": round(time.perf_counter() - self.started, 3),
@@ -225,6 +229,7 @@ class Loop:
             "sync/seconds": max(r.seconds for r in reports),
             "sync/max_probe_gap": max(r.max_abs_logprob_diff for r in reports),
             "time/step_seconds": time.perf_counter() - step_start,
+            **waits,  # the driver's waits on each stage; the rest of step_seconds is its own bookkeeping
             **self.judge_events,  # cumulative: a swap shows up from the first step the new judges labelled
             **self.judge_failures.metrics(),
         }

@@ -54,6 +54,12 @@ def test_three_steps_of_mnpo_end_to_end(builtin_models, tmp_path):
     # step 0 trains the starting policy against itself (reference = both opponents): logits 0, loss (1/(2 eta))^2
     assert steps[0]["learner/loss"] == pytest.approx(1.0, rel=1e-6)
     assert steps[0]["learner/kl_to_reference"] == pytest.approx(0.0, abs=1e-5)
+    # where each step's time went: the driver's waits on each stage, inside the step, the learner's
+    # own seconds inside its wait
+    waits = ["time/rollout_wait", "time/judge_wait", "time/learner_wait", "time/sync_wait"]
+    for r in steps:
+        assert all(r[w] >= 0.0 for w in waits) and sum(r[w] for w in waits) <= r["time/step_seconds"]
+        assert r["learner/seconds"] <= r["time/learner_wait"] and r["learner/time/backward"] > 0.0
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["final_eval"]["vs_start"] == {
