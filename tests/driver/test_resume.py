@@ -120,6 +120,12 @@ def test_a_finished_run_is_extended_only_from_a_checkpoint_of_its_last_step(tmp_
     decision = decide(ends_on_a_checkpoint, config(ends_on_a_checkpoint, steps=10), "resume")
     assert decision.action == "continue" and decision.checkpoint.step == 6  # nothing past it to delete
 
+    # an extension that crashed after its checkpoint at step 8: the old summary.json still says 6
+    make_checkpoint(ends_on_a_checkpoint, 8, config(ends_on_a_checkpoint, steps=10))
+    assert decide(ends_on_a_checkpoint, config(ends_on_a_checkpoint, steps=10), "resume").checkpoint.step == 8
+    with pytest.raises(ResumeRefused, match=r"steps=6 is below step 8 of the last checkpoint"):
+        decide(ends_on_a_checkpoint, config(ends_on_a_checkpoint, steps=6), "resume")
+
     make_run(ends_between, 7, config(ends_between, steps=7), finished=True)  # last checkpoint: step 6
     with pytest.raises(ResumeRefused, match=r"finished 7 steps but its last checkpoint is at step 6: extending it "
                                             r"to 10 would delete and redo steps 6..6 and its final evaluation"):
@@ -252,6 +258,39 @@ def test_disk_full_is_recognised_through_ray_and_torch_errors(tmp_path, monkeypa
         with checkpoints.writing(out, 2):
             raise torch_error
     assert not list(checkpoints.checkpoint_root(out).iterdir())
+
+
+# ---------------------------------------------------------------------- final/ and summary.json
+def test_final_is_replaced_only_once_the_new_one_is_complete(tmp_path, monkeypatch):
+    from driver.run import replace_directory, write_atomically
+
+    final, new = tmp_path / "final", tmp_path / ".final-tmp"
+    final.mkdir()
+    (final / "model.safetensors").write_text("old")
+    new.mkdir()
+    (new / "model.safetensors").write_text("new")
+    real_rename = os.rename
+
+    def crash_before_the_new_one_is_in_place(src, dst):
+        if str(src) == str(new):
+            raise OSError("killed")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", crash_before_the_new_one_is_in_place)
+    with pytest.raises(OSError):
+        replace_directory(new, final)
+    assert (tmp_path / ".final-old" / "model.safetensors").read_text() == "old"  # set aside, not deleted
+    monkeypatch.undo()
+    replace_directory(new, final)
+    assert (final / "model.safetensors").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"steps": 6}')
+    monkeypatch.setattr(os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):
+        write_atomically(summary, '{"steps": 10}')
+    assert summary.read_text() == '{"steps": 6}'
 
 
 # ---------------------------------------------------------------------- the command line
