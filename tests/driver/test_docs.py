@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,13 @@ def test_shipped_run_configs_load(path):
 
 def test_shipped_configs_exist():
     assert list((REPO / "deploy" / "configs").glob("*.yaml"))
+
+
+def test_reliability_guarantees_name_tests_that_exist():
+    """docs/reliability.md: every `tests/...py::test_name` it cites is a test function in that file."""
+    doc = (REPO / "docs" / "reliability.md").read_text()
+    cited = set(re.findall(r"`(tests/[\w/]+\.py)::(test_\w+)`", doc))
+    assert cited, "docs/reliability.md cites no test"
+    for path, name in sorted(cited):
+        assert (REPO / path).is_file(), f"docs/reliability.md cites {path}, which does not exist"
+        assert re.search(rf"^def {name}\(", (REPO / path).read_text(), flags=re.M), f"{path} has no test {name}"
