@@ -5,11 +5,12 @@ Every call here returns ObjectRefs; the loop in driver/run.py decides when to wa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,15 +47,47 @@ def connect(plan: RunPlan) -> bool:
         logger.info("joined Ray cluster at %s", address)
         return False
     needed = placement.required_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge])
-    ray.init(
-        address="local",  # a new cluster even if `ray start` left one running on this machine
-        num_cpus=max(os.cpu_count() or 1, math.ceil(needed["CPU"])),
-        resources=placement.local_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge]),  # one node: all of them
-        include_dashboard=False,
-        runtime_env=worker_runtime_env(joined=False),  # the workers import the project from this checkout
-    )
-    logger.info("started a local Ray cluster (%s)", ray.cluster_resources())
+    loopback = plan.cfg.security.local_cluster_bind == "loopback"
+    with loopback_node(loopback):
+        ray.init(
+            address="local",  # a new cluster even if `ray start` left one running on this machine
+            num_cpus=max(os.cpu_count() or 1, math.ceil(needed["CPU"])),
+            resources=placement.local_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge]),  # one node: all
+            include_dashboard=False,
+            runtime_env=worker_runtime_env(joined=False),  # the workers import the project from this checkout
+            **({"_node_ip_address": LOOPBACK} if loopback else {}),
+        )
+    logger.info("started a local Ray cluster on %s (%s)", LOOPBACK if loopback else "the node's network address",
+                ray.cluster_resources())
     return True
+
+
+LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def loopback_node(on: bool = True) -> Iterator[None]:
+    """While on: a Ray node started here takes 127.0.0.1 as its address, so that every service it
+    starts (GCS, raylet, workers, the dashboard agent and its unauthenticated Prometheus metrics
+    endpoint) listens on 127.0.0.1 only.
+
+    Ray 2.60 replaces a loopback `_node_ip_address` by the machine's network address, unless its
+    single-machine mode is on: the flag `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` sets, read once when
+    ray is imported (ray._private.ray_constants.ENABLE_RAY_CLUSTER). It is set only around the
+    start of the node: nothing else reads it (`ray start` on the command line honours the
+    environment variable itself; docs/security.md).
+    """
+    if not on:
+        yield
+        return
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def check_resources(plan: RunPlan) -> None:

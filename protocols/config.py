@@ -172,6 +172,32 @@ class PlacementConfig(BaseModel):
     )
 
 
+class SecurityConfig(BaseModel):
+    """What a judge manifest may reach, and where a local Ray cluster listens (docs/security.md).
+
+    The allow-lists are part of the run's config, not of the manifest, so that whoever may edit the
+    manifest mid-run cannot widen them; they are checked at start and on every manifest swap.
+    """
+
+    model_config = FROZEN
+    allowed_modules: tuple[str, ...] | None = Field(
+        default=None,
+        description="Modules rule judges may import their function from (a package allows its submodules), e.g. "
+                    "[rollout.tasks]; none: any module on the path.",
+    )
+    allowed_http_hosts: tuple[str, ...] | None = Field(
+        default=None,
+        description="Hosts http judges may send prompts and their API key to ('host' or 'host:port' of base_url), "
+                    "e.g. [127.0.0.1:8000, api.example.com]; none: any.",
+    )
+    local_cluster_bind: Literal["loopback", "network"] = Field(
+        default="loopback",
+        description="A Ray cluster the driver starts itself: 'loopback' binds all its services (the unauthenticated "
+                    "Prometheus metrics endpoint included) to 127.0.0.1; 'network' is Ray's default, the node's address "
+                    "(the metrics endpoint on every interface), for scraping from another machine.",
+    )
+
+
 class RunConfig(BaseModel):
     """Everything a run needs; saved resolved as OUTPUT/config.yaml.
 
@@ -200,6 +226,7 @@ class RunConfig(BaseModel):
     checkpoint: CheckpointConfig = CheckpointConfig()
     tracking: TrackingConfig = TrackingConfig()
     placement: PlacementConfig = PlacementConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @model_validator(mode="before")
     @classmethod
