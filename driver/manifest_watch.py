@@ -26,6 +26,7 @@ from pathlib import Path
 from deploy.loading import ConfigError, load_manifest
 from driver.plan import check_algorithm_judges, check_manifest
 from protocols import JudgeManifest
+from protocols.config import SecurityConfig
 
 logger = logging.getLogger("driver")
 
@@ -40,8 +41,9 @@ class ManifestChange:
 
 
 class ManifestWatcher:
-    def __init__(self, path: str | Path, algo: str, current: JudgeManifest):
-        self.path, self.algo, self.current = Path(path), algo, current
+    def __init__(self, path: str | Path, algo: str, current: JudgeManifest, security: SecurityConfig | None = None):
+        """`security`: the run config's allow-lists, which every new manifest must keep to."""
+        self.path, self.algo, self.current, self.security = Path(path), algo, current, security
         self._stamp = self._stat()
         self._digest = self._read_digest()
         self._missing_reported = False
@@ -79,7 +81,7 @@ class ManifestWatcher:
         self._digest = digest
         try:
             manifest = load_manifest(str(self.path))
-            check_manifest(manifest, str(self.path))
+            check_manifest(manifest, str(self.path), self.security)
             check_algorithm_judges(self.algo, manifest, str(self.path))
         except (ConfigError, FileNotFoundError, ValueError) as err:
             logger.warning("judge manifest %s changed but was rejected; keeping the current judges: %s", self.path, err)

@@ -14,6 +14,7 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from driver.builtin import check_model_path
 from learner.algorithms import get_algorithm, resolved
@@ -27,6 +28,7 @@ from protocols import (
     RuleJudgeSpec,
     RunConfig,
 )
+from protocols.config import SecurityConfig
 from protocols.judges import POINTWISE_KINDS
 from rollout.judges import resolve_function
 from rollout.tasks import Task, load_task
@@ -76,12 +78,14 @@ class RunPlan:
         return {j.name: j.temperature for j in self.manifest.judges}
 
 
-def check_manifest(manifest: JudgeManifest, source: str) -> None:
+def check_manifest(manifest: JudgeManifest, source: str, security: SecurityConfig | None = None) -> None:
     """Check what the schema cannot, for every judge and population member, without loading anything.
 
-    rule: the function imports; reward_model / pairwise: the model path exists (or is built-in);
-    http: the `api_key_env` variable is set (its value is never read into a message); population:
-    the same for each member. Errors read
+    rule: the function's module is allowed (`security.allowed_modules`, checked before anything is
+    imported) and the function imports; reward_model / pairwise: the model path exists (or is
+    built-in); http: the base_url's host is allowed (`security.allowed_http_hosts`) and the
+    `api_key_env` variable is set (its value is never read into a message); population: the same
+    for each member. Errors read
     "<source>: judge 'name': field 'field': reason" (members: "judge 'pop': member 'm': field ...").
     """
     specs = list(manifest.judges) + ([manifest.eval] if manifest.eval else [])
@@ -89,12 +93,36 @@ def check_manifest(manifest: JudgeManifest, source: str) -> None:
         where = f"{source}: judge {spec.name!r}"
         if isinstance(spec, PopulationJudgeSpec):  # (the schema refuses members of kind 'self')
             for member in spec.members:
-                _check_spec(member, f"{where}: member {member.name!r}")
+                _check_spec(member, f"{where}: member {member.name!r}", security)
         else:
-            _check_spec(spec, where)
+            _check_spec(spec, where, security)
 
 
-def _check_spec(spec: JudgeSpec, where: str) -> None:
+def _check_allowed(spec: JudgeSpec, where: str, security: SecurityConfig | None) -> None:
+    """The run config's allow-lists (docs/security.md); none set: anything goes."""
+    if security is None:
+        return
+    if isinstance(spec, RuleJudgeSpec) and security.allowed_modules is not None:
+        module = spec.function.partition(":")[0]
+        if not any(module == m or module.startswith(m + ".") for m in security.allowed_modules):
+            raise ValueError(
+                f"{where}: field 'function': module {module!r} is not in security.allowed_modules "
+                f"{list(security.allowed_modules)}; it was not imported"
+            )
+    if isinstance(spec, HttpJudgeSpec) and security.allowed_http_hosts is not None:
+        url = urlsplit(spec.base_url)
+        host = (url.hostname or "").lower()
+        port = url.port or (443 if url.scheme == "https" else 80)
+        allowed = {h.lower() for h in security.allowed_http_hosts}
+        if host not in allowed and f"{host}:{port}" not in allowed:
+            raise ValueError(
+                f"{where}: field 'base_url': host {host}:{port} is not in security.allowed_http_hosts "
+                f"{sorted(allowed)}; the judge's prompts and API key would go there"
+            )
+
+
+def _check_spec(spec: JudgeSpec, where: str, security: SecurityConfig | None = None) -> None:
+    _check_allowed(spec, where, security)
     if isinstance(spec, RuleJudgeSpec):
         try:
             resolve_function(spec.function)
@@ -154,7 +182,7 @@ def resolve_plan(cfg: RunConfig, manifest: JudgeManifest | None, resume: bool = 
     source = cfg.judges or f"the task {task.name!r}'s ground truth"
     if manifest is None:
         manifest = task_manifest(task)
-    check_manifest(manifest, source)
+    check_manifest(manifest, source, cfg.security)
     check_algorithm_judges(cfg.algo, manifest, source)
     if manifest.eval is None and task.ground_truth is None:
         raise ValueError(

@@ -122,7 +122,8 @@ class Loop:
         self.snapshot_every = getattr(algorithm_config(self.cfg), "snapshot_every", 0)
         self.evals: dict[int, EvalSamples] = {}  # policy version -> held-out samples
         self.run_name = plan.output.resolve().name
-        self.watcher = ManifestWatcher(plan.manifest_path, self.cfg.algo, plan.manifest) if plan.manifest_path else None
+        self.watcher = (ManifestWatcher(plan.manifest_path, self.cfg.algo, plan.manifest, self.cfg.security)
+                        if plan.manifest_path else None)
         self.judge_events = {"judges/swaps": 0.0, "judges/rejected_manifests": 0.0}
         self.judge_failures = JudgeFailures()  # verdicts missing under on_failure: skip, per judge
         # Ray's metrics agent drops a gauge that is not set again within a few report intervals:
