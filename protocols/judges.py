@@ -126,6 +126,12 @@ class _LMVerdict(_PairwiseCommon):
         default=1.0, gt=0.0, allow_inf_nan=False,
         description="p = sigmoid((l_A - l_B) / T) per order: T < 1 sharpens a weak judge's near-0.5 verdicts.",
     )
+    orders: Literal["average", "logit_difference"] = Field(
+        default="average",
+        description="How both presentation orders combine: 'average' = mean of the two orders' probabilities; "
+        "'logit_difference' = sigmoid((gap_ab - gap_ba) / (2 T)), which cancels a position bias before "
+        "sharpening (use it with a small verdict_temperature).",
+    )
 
 
 class PairwiseJudgeSpec(_LMVerdict):

@@ -11,7 +11,10 @@ the model once; at the last position the logits l0, l1 of the two verdict tokens
 (divided by `verdict_temperature` T before the sigmoid: T < 1 sharpens a weak judge's verdicts),
 
 and both presentation orders are averaged (base.both_orders):  P = 0.5 [p(a, b) + 1 - p(b, a)].
-P > 0.5 means the first response is preferred.
+With `orders: logit_difference` the two orders' logit gaps are combined before the sigmoid instead,
+P = sigmoid((g(a, b) - g(b, a)) / 2T): a judge that leans to the first position by a constant gap
+loses it exactly, where averaging sharpened probabilities would saturate both orders at "first"
+and read every pair as 0.5. P > 0.5 means the first response is preferred.
 
 Batching: judge prompts go through in batches of `batch_size`, LEFT-padded so the last position of
 every row is its verdict position, with position ids counted from each row's first real token (as
@@ -86,6 +89,7 @@ class VerdictScorer:
         batch_size: int,
         chat_template: ChatMode = "auto",
         verdict_temperature: float = 1.0,
+        orders: str = "average",
     ):
         self.name = name
         self.model = model
@@ -95,6 +99,9 @@ class VerdictScorer:
         self.choice_ids = choice_token_ids(tokenizer, choices, name)
         self.chat = uses_chat_template(tokenizer, chat_template, f"judge {name!r}")
         self.verdict_temperature = verdict_temperature
+        if orders not in ("average", "logit_difference"):
+            raise ValueError(f"judge {name!r}: orders must be 'average' or 'logit_difference', got {orders!r}")
+        self.orders = orders
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"  # the last position of every row is its verdict position
@@ -102,8 +109,16 @@ class VerdictScorer:
         self._warned_long = False
 
     def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
-        """P(first[i] preferred over second[i]), both presentation orders averaged; in [0, 1]."""
-        return both_orders(self.one_order, prompts, first, second)
+        """P(first[i] preferred over second[i]), both presentation orders combined (`orders`); in [0, 1]."""
+        if self.orders == "average":
+            return both_orders(self.one_order, prompts, first, second)
+        n = len(prompts)
+        if not n == len(first) == len(second):
+            raise ValueError(f"got {n} prompts, {len(first)} first and {len(second)} second responses")
+        texts = [fill_template(self.template, p, a, b)
+                 for p, a, b in zip([*prompts, *prompts], [*first, *second], [*second, *first], strict=True)]
+        gap = self.verdict_logit_gap(texts)
+        return torch.sigmoid((gap[:n] - gap[n:]) / (2 * self.verdict_temperature)).tolist()
 
     def one_order(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
         """p(first[i] preferred) with first[i] shown first: sigmoid(l_choice0 - l_choice1)."""

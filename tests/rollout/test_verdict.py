@@ -156,3 +156,32 @@ def test_verdict_temperature_divides_the_logit_gap(loaded):
     p, q = sharp.compare(*args), sharp.compare(args[0], args[2], args[1])
     assert all(abs(x + y - 1) < 1e-6 for x, y in zip(p, q))
     assert all(abs(s - 0.5) > abs(t - 0.5) for s, t in zip(p, plain.compare(*args)))
+
+
+def test_logit_difference_cancels_a_position_bias_before_sharpening(loaded):
+    """orders: logit_difference gives sigmoid((g(a, b) - g(b, a)) / 2T) from the model's own gaps.
+    A judge that leans to the first position by a constant gap loses it exactly; averaging the
+    sharpened probabilities of the two orders instead saturates both at 'first' and reads 0.5."""
+    from rollout.judges.verdict import VerdictScorer
+
+    model, tokenizer = loaded
+    debiased = VerdictScorer("d", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8,
+                             verdict_temperature=0.05, orders="logit_difference")
+    args = (PROMPTS, FIRST, SECOND)
+    forward = torch.tensor([debiased.verdict_logit_gap([fill_template(DEFAULT_PAIRWISE_TEMPLATE, q, a, b)])[0].item()
+                            for q, a, b in zip(*args)], dtype=torch.float64)
+    backward = torch.tensor([debiased.verdict_logit_gap([fill_template(DEFAULT_PAIRWISE_TEMPLATE, q, b, a)])[0].item()
+                             for q, a, b in zip(*args)], dtype=torch.float64)
+    expected = torch.sigmoid((forward - backward) / (2 * 0.05))
+    assert (expected - 0.5).abs().max() > 0.01  # the model has a preference: not a trivial check
+    assert debiased.compare(*args) == pytest.approx(expected.tolist(), abs=1e-4)
+    # a constant lean of 3 nats to the first position, added to every gap
+    biased = {"average": VerdictScorer("avg", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8,
+                                       verdict_temperature=0.05), "logit_difference": debiased}
+    for scorer in biased.values():
+        real = scorer.verdict_logit_gap
+        scorer.verdict_logit_gap = lambda texts, real=real: real(texts) + 3.0  # type: ignore[method-assign]
+    assert biased["average"].compare(*args) == pytest.approx([0.5] * len(PROMPTS), abs=1e-3)
+    assert biased["logit_difference"].compare(*args) == pytest.approx(expected.tolist(), abs=1e-4)
+    with pytest.raises(ValueError, match="orders must be 'average' or 'logit_difference'"):
+        VerdictScorer("x", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8, orders="max")
