@@ -66,13 +66,14 @@ SUITE_BASE: dict[str, list[str]] = {
         "--set", "eval.every=0", "--set", "checkpoint.every=0",
     ],
 }
-DEFAULT_STEPS = {"smollm2": 20}
+DEFAULT_STEPS = {"smollm2": 12}
 # Files a suite's variants refer to as {OUT}/NAME, written into the output directory first.
 SUITE_FILES: dict[str, dict[str, str]] = {
     "smollm2": {
         "osp-judges.yaml": (
             "judges:\n"
-            "  - {name: self, kind: self, batch_size: 32, chat_template: auto, verdict_temperature: 0.05, num_cpus: 2}\n"
+            "  - {name: self, kind: self, batch_size: 32, chat_template: auto, verdict_temperature: 0.05,\n"
+            "     orders: logit_difference, num_cpus: 2}\n"
             "  - {name: ground-truth, kind: rule, function: 'rollout.tasks.instruct:ground_truth', weight: 1.0e-6}\n"
         ),
     },
@@ -104,7 +105,7 @@ def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Pat
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, help="steps per run (default 300; smollm2: 20)")
+    parser.add_argument("--steps", type=int, help="steps per run (default 300; smollm2: 12)")
     parser.add_argument("--suite", choices=sorted([*SUITES, "nash"]), default="algorithms")
     parser.add_argument("--only", nargs="*", help="variants of the suite to run (default all)")
     parser.add_argument("--out", type=Path, help="keep each run in OUT/VARIANT (default: a temporary directory)")
