@@ -1,7 +1,8 @@
 """torch.distributed / DeepSpeed set-up for one learner rank (no Ray here).
 
 The driver tells each rank its rank, the world size and the rendezvous address (rank 0's node IP
-and a free port); on CPU the backend is gloo, on GPUs NCCL.
+and a free port); on CPU the backend is gloo, on GPUs NCCL. A single rank meets nobody: its group
+uses an in-process store, and no rendezvous server listens (torch's TCPStore binds every interface).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
         WORLD_SIZE=str(world_size),
         LOCAL_RANK="0",  # Ray gives each rank its own device set, so the local index is always 0
     )
-    deepspeed.init_distributed(dist_backend=backend(), auto_mpi_discovery=False)
+    if world_size == 1:  # no peer to meet: an in-process store, so no TCPStore listens on every interface
+        torch.distributed.init_process_group(backend(), store=torch.distributed.HashStore(), rank=0, world_size=1)
+    deepspeed.init_distributed(dist_backend=backend(), auto_mpi_discovery=False)  # (adopts an initialised group)
     logger.info("learner rank %d/%d joined %s:%d (%s)", rank, world_size, master_addr, master_port, backend())
 
 

@@ -3,8 +3,6 @@ checks, failure policy, judge-swap trials). Each is `f(prompt, response)` like a
 
 from __future__ import annotations
 
-import hashlib
-
 from rollout.tasks import wordlist
 
 
@@ -37,11 +35,10 @@ def nan_for_cat(prompt: str, response: str) -> float:
     return float("nan") if "cat" in response else wordlist.ground_truth(prompt, response)
 
 
-def flaky_ground_truth(prompt: str, response: str) -> float:
-    """The ground truth, but NaN for about one (prompt, response) in 20, chosen by hash (deterministic)."""
-    if hashlib.sha256(f"{prompt}\0{response}".encode()).digest()[0] < 13:
-        return float("nan")
-    return wordlist.ground_truth(prompt, response)
+def nan_for_three(prompt: str, response: str) -> float:
+    """The ground truth, but NaN for every response to a prompt asking for 3 items (about 1 in 6)."""
+    parsed = wordlist.parse_prompt(prompt)
+    return float("nan") if parsed is not None and parsed[1] == 3 else wordlist.ground_truth(prompt, response)
 
 
 def slow(prompt: str, response: str) -> float:
