@@ -1,9 +1,11 @@
 """Where actors run and with what: the one place that sets resources, names and environments.
 
-Rollout workers and learner ranks get one placement-group bundle each (so a multi-node cluster
-packs or spreads them as configured, and a run that does not fit fails before any model loads);
-judge replicas ask for their own resources from the manifest. Actor names follow the dashboard
-convention `rollout-<i>`, `learner-<rank>`, `judge-<name>-<i>` (`eval-judge-<name>-<i>`).
+Rollout workers and learner ranks get one placement-group bundle each, placed with
+`placement.strategy` (PACK, SPREAD, STRICT_PACK, STRICT_SPREAD), so a run that does not fit fails
+before any model loads; judge replicas ask for their own resources from the manifest and are not in
+the group. Custom resources (`rollout.resources`, `learner.resources`, a judge's `resources`) pin
+actors to the nodes started with them (`ray start --resources`); docs/deploy.md. Actor names follow
+the dashboard convention `rollout-<i>`, `learner-<rank>`, `judge-<name>-<i>` (`eval-judge-<name>-<i>`).
 """
 
 from __future__ import annotations
@@ -23,26 +25,55 @@ def _threads(num_cpus: float) -> str:
     return str(max(1, math.floor(num_cpus)))
 
 
-def _bundle(num_cpus: float, num_gpus: float) -> dict[str, float]:
+def _bundle(num_cpus: float, num_gpus: float, resources: dict[str, float]) -> dict[str, float]:
     bundle = {"CPU": num_cpus}
     if num_gpus:
         bundle["GPU"] = num_gpus
-    return bundle
+    return {**bundle, **resources}
 
 
 def required_resources(cfg: RunConfig, judges: list[JudgeSpec]) -> dict[str, float]:
-    """Total logical CPUs/GPUs the run asks Ray for."""
+    """Total logical CPUs/GPUs, and custom resources, the run asks Ray for."""
     r, lr = cfg.rollout, cfg.learner
     cpus = r.num_workers * r.num_cpus + lr.num_workers * lr.num_cpus + sum(j.replicas * j.num_cpus for j in judges)
     gpus = r.num_workers * r.num_gpus + lr.num_workers * lr.num_gpus + sum(j.replicas * j.num_gpus for j in judges)
-    return {"CPU": cpus, "GPU": gpus}
+    return {"CPU": cpus, "GPU": gpus, **custom_resources(cfg, judges)}
 
 
-def create_placement_group(cfg: RunConfig, strategy: str = "PACK", timeout_s: float = 120.0) -> PlacementGroup:
-    """One bundle per rollout worker, then one per learner rank; waits until it is placed."""
+def custom_resources(cfg: RunConfig, judges: list[JudgeSpec]) -> dict[str, float]:
+    """Custom resources (name -> total amount) the run's workers, ranks and judge replicas ask for."""
+    total: dict[str, float] = {}
+    asks = [(cfg.rollout.num_workers, cfg.rollout.resources), (cfg.learner.num_workers, cfg.learner.resources),
+            *((j.replicas, j.resources) for j in judges)]
+    for count, resources in asks:
+        for name, amount in resources.items():
+            total[name] = total.get(name, 0.0) + count * amount
+    return total
+
+
+LOCAL_CUSTOM_AMOUNT = 1000.0  # a local cluster's amount of each custom resource the run names
+
+
+def local_resources(cfg: RunConfig, judges: list[JudgeSpec]) -> dict[str, float]:
+    """Custom resources for a cluster the driver starts itself: one node, so pinning means nothing
+    there; it gets every custom resource the run names, plenty of each (judges swapped in later
+    may ask for more), and the same config runs on one machine and on a cluster."""
+    return {name: max(LOCAL_CUSTOM_AMOUNT, amount) for name, amount in custom_resources(cfg, judges).items()}
+
+
+def group_bundles(cfg: RunConfig) -> list[dict[str, float]]:
+    """One placement-group bundle per rollout worker, then one per learner rank."""
     r, lr = cfg.rollout, cfg.learner
-    bundles = [_bundle(max(r.num_cpus, 1e-3), r.num_gpus) for _ in range(r.num_workers)]
-    bundles += [_bundle(max(lr.num_cpus, 1e-3), lr.num_gpus) for _ in range(lr.num_workers)]
+    out = [_bundle(max(r.num_cpus, 1e-3), r.num_gpus, r.resources) for _ in range(r.num_workers)]
+    return out + [_bundle(max(lr.num_cpus, 1e-3), lr.num_gpus, lr.resources) for _ in range(lr.num_workers)]
+
+
+def create_placement_group(cfg: RunConfig, strategy: str | None = None, timeout_s: float | None = None) -> PlacementGroup:
+    """The run's bundles (`group_bundles`), placed with `strategy` (default `placement.strategy`); waits
+    up to `timeout_s` (default `placement.timeout_s`) until they are placed."""
+    strategy = strategy or cfg.placement.strategy
+    timeout_s = cfg.placement.timeout_s if timeout_s is None else timeout_s
+    bundles = group_bundles(cfg)
     pg = placement_group(bundles, strategy=strategy, name="online-rlhf")
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
@@ -71,6 +102,7 @@ def rollout_options(cfg: RunConfig, index: int, pg: PlacementGroup) -> dict[str,
         name=f"rollout-{index}",
         num_cpus=r.num_cpus,
         num_gpus=r.num_gpus,
+        resources=dict(r.resources),
         runtime_env={"env_vars": env},
         scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index),
     )
@@ -85,6 +117,7 @@ def learner_options(cfg: RunConfig, rank: int, pg: PlacementGroup) -> dict[str, 
         name=f"learner-{rank}",
         num_cpus=lc.num_cpus,
         num_gpus=lc.num_gpus,
+        resources=dict(lc.resources),
         runtime_env={"env_vars": env},
         scheduling_strategy=PlacementGroupSchedulingStrategy(
             pg, placement_group_bundle_index=cfg.rollout.num_workers + rank
@@ -98,6 +131,7 @@ def judge_options(spec: JudgeSpec, replica: int, prefix: str = "judge") -> dict[
         name=f"{prefix}-{spec.name}-{replica}",
         num_cpus=spec.num_cpus,
         num_gpus=spec.num_gpus,
+        resources=dict(spec.resources),
         runtime_env={"env_vars": env},
     )
 

@@ -17,6 +17,7 @@ from protocols.config import (
     LearnerConfig,
     LoraConfig,
     ModelConfig,
+    PlacementConfig,
     RolloutConfig,
     RunConfig,
     TaskConfig,
@@ -37,7 +38,7 @@ from protocols.messages import EvalResult, LearnerStepResult, SyncProbe, SyncRep
 __all__ = [
     "BUILTIN_MODEL", "CheckpointConfig",
     "FROZEN", "EvalConfig", "EvalResult", "JudgeManifest", "JudgeSpec", "JudgedBatch",
-    "Judgement", "LearnerConfig", "LearnerStepResult", "LoraConfig", "ModelConfig", "PairPreference",
+    "Judgement", "LearnerConfig", "LearnerStepResult", "LoraConfig", "ModelConfig", "PairPreference", "PlacementConfig",
     "Prompt", "PromptBatch", "RewardModelJudgeSpec", "Rollout", "RolloutBatch", "RolloutConfig",
     "RuleJudgeSpec", "RunConfig", "HttpJudgeSpec", "PairwiseJudgeSpec", "PopulationJudgeSpec", "SelfJudgeSpec",
     "TaskConfig", "TrackingConfig", "SyncProbe", "SyncReport", "WeightVersion", "WinRate",

@@ -70,7 +70,7 @@ class RolloutConfig(BaseModel):
     num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs per rollout worker.")
     num_gpus: float = Field(default=0.0, ge=0.0, description="Ray GPUs per rollout worker.")
     resources: CustomResources = Field(
-        default_factory=dict,
+        default={},
         description="Ray custom resources per rollout worker, e.g. {rollout_node: 1}: pins the workers to the nodes "
                     "started with them (`ray start --resources`; docs/deploy.md).",
     )
@@ -112,7 +112,7 @@ class LearnerConfig(BaseModel):
     num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs per learner rank.")
     num_gpus: float = Field(default=0.0, ge=0.0, description="Ray GPUs per learner rank.")
     resources: CustomResources = Field(
-        default_factory=dict,
+        default={},
         description="Ray custom resources per learner rank, e.g. {learner_node: 1}: pins the ranks to the nodes "
                     "started with them (`ray start --resources`; docs/deploy.md).",
     )
