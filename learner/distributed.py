@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 
 import torch
 
@@ -27,8 +28,24 @@ def backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
+def environment_first(path: str, executable: str = sys.executable) -> str:
+    """PATH with the directory of `executable` (this venv's bin/) first, when it holds `ninja`.
+
+    DeepSpeed JIT-builds its CPU shared-memory op (torch.utils.cpp_extension runs `ninja` from
+    PATH) into one cache directory shared by every process. The venv's ninja (1.13, a DeepSpeed
+    dependency) and a system ninja (1.11) hash command lines differently, so each takes the other's
+    build for a changed command and rebuilds it (1-3 minutes on 2 cores): a rank started from an
+    activated venv (a Ray job) and one started without it rebuilt the op in turn. One ninja: this one."""
+    bin_dir = os.path.dirname(executable)
+    parts = [p for p in path.split(os.pathsep) if p]
+    if not os.path.isfile(os.path.join(bin_dir, "ninja")) or parts[:1] == [bin_dir]:
+        return path
+    return os.pathsep.join([bin_dir, *(p for p in parts if p != bin_dir)])
+
+
 def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
     """Join the learner group; a no-op when it is already initialised."""
+    os.environ["PATH"] = environment_first(os.environ.get("PATH", ""))  # DeepSpeed's JIT build: the venv's ninja
     import deepspeed  # deferred: importing DeepSpeed costs seconds and is only needed on learner ranks
 
     os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed's engine asserts it is set
