@@ -11,6 +11,7 @@ import pytest
 
 import driver.cluster
 from driver.checkout import CHECKOUT, JOB_CONFIG_ENV, worker_runtime_env
+from protocols.config import SecurityConfig
 
 HERE = str(CHECKOUT)
 
@@ -55,10 +56,12 @@ def test_connect_passes_the_runtime_env_to_ray_init(monkeypatch):
     monkeypatch.setattr(driver.cluster.ray, "init", lambda **kwargs: calls.append(kwargs))
     monkeypatch.setattr(driver.cluster.ray, "cluster_resources", lambda: {})
     monkeypatch.setattr(driver.cluster.placement, "required_resources", lambda cfg, judges: {"CPU": 1.0})
+    monkeypatch.setattr(driver.cluster.placement, "local_resources", lambda cfg, judges: {})
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv(JOB_CONFIG_ENV, raising=False)
     monkeypatch.delenv("PYTHONPATH", raising=False)
-    plan = SimpleNamespace(cfg=SimpleNamespace(address=None), manifest=SimpleNamespace(judges=[]), eval_judge=None)
+    plan = SimpleNamespace(cfg=SimpleNamespace(address=None, security=SecurityConfig()), manifest=SimpleNamespace(judges=[]),
+                           eval_judge=None)
 
     assert driver.cluster.connect(plan) is True
     assert calls[-1]["address"] == "local"

@@ -62,5 +62,5 @@ def test_state_api_records_identity_and_repr_reports_live_state(monitored_head):
                         r"\| 9 judged", live["judge-ground-truth-0"]), live
     assert re.fullmatch(r"eval-judge-ground-truth-0 \| eval judge ground-truth, kind rule \| step 9 \| [0-9.]+ "
                         r"rollouts/s \| 2 judged", live["eval-judge-ground-truth-0"]), live
-    assert live["judge-broken-0"] == "judge-broken-0 | judge broken, kind rule | 1 failed (last at step 8: TypeError)"
+    assert live["judge-broken-0"] == "judge-broken-0 | judge broken, kind rule | 1 failed (last at step 8: JudgeOutputError)"
     assert live["learner-0"] == "learner-0 | learner rank 0/1"  # not set up: nothing trained yet
