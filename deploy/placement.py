@@ -137,8 +137,13 @@ def judge_options(spec: JudgeSpec, replica: int, prefix: str = "judge") -> dict[
 
 
 def judge_resources(judges: list[JudgeSpec]) -> dict[str, float]:
-    """Logical CPUs/GPUs the given judges' replicas ask Ray for."""
+    """Logical CPUs/GPUs, and custom resources, the given judges' replicas ask Ray for."""
+    custom: dict[str, float] = {}
+    for j in judges:
+        for name, amount in j.resources.items():
+            custom[name] = custom.get(name, 0.0) + j.replicas * amount
     return {
         "CPU": sum(j.replicas * j.num_cpus for j in judges),
         "GPU": sum(j.replicas * j.num_gpus for j in judges),
+        **custom,
     }

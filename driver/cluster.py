@@ -220,7 +220,7 @@ def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, mo
     retired = [name for name in cluster.judges if name not in keep]
     needed, free = placement.judge_resources(fresh), ray.available_resources()
     freed = placement.judge_resources([cluster.judge_specs[name] for name in retired])
-    if any(amount > free.get(key, 0.0) + freed[key] + 1e-9 for key, amount in needed.items()):
+    if any(amount > free.get(key, 0.0) + freed.get(key, 0.0) + 1e-9 for key, amount in needed.items()):
         raise RuntimeError(f"the new judges need {needed}; only {free} plus the retired judges' {freed} would be free")
     fits_beside = all(amount <= free.get(key, 0.0) + 1e-9 for key, amount in needed.items())
     if not fits_beside:  # a full cluster: the old judges must go first

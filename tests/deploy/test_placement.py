@@ -58,6 +58,21 @@ def test_check_resources_names_a_custom_resource_no_node_has(monkeypatch):
         check_resources(plan)
 
 
+def test_a_judge_swap_needing_a_custom_resource_the_cluster_lacks_is_refused_before_anything_starts(monkeypatch):
+    import driver.cluster
+    from driver.cluster import Cluster, swap_judges
+
+    assert placement.judge_resources([judge("a", replicas=2, rollout_node=0.5), judge("b")]) == {
+        "CPU": 0.0, "GPU": 0.0, "rollout_node": 1.0}
+    old = judge("old", rollout_node=0.01)
+    cluster = Cluster(rollouts=[], learners=[], judges={"old": ["handle"]}, eval_judge=[], judge_specs={"old": old})
+    monkeypatch.setattr(driver.cluster.ray, "available_resources", lambda: {"CPU": 4.0, "rollout_node": 99.99})
+    monkeypatch.setattr(driver.cluster, "start_judges", lambda *a, **k: pytest.fail("started a judge"))
+    with pytest.raises(RuntimeError, match=r"the new judges need .*'gpu_node': 1\.0"):
+        swap_judges(cluster, [old, judge("new", gpu_node=1)], RunConfig(), "unused", 3, [])
+    assert cluster.judges == {"old": ["handle"]}  # nothing retired
+
+
 def test_the_group_is_placed_with_the_configured_strategy_and_timeout(monkeypatch):
     seen = {}
 
