@@ -3,6 +3,9 @@
 The driver tells each rank its rank, the world size and the rendezvous address (rank 0's node IP
 and a free port); on CPU the backend is gloo, on GPUs NCCL. A single rank meets nobody: its group
 uses an in-process store, and no rendezvous server listens (torch's TCPStore binds every interface).
+With a loopback rendezvous address (a local cluster on 127.0.0.1) gloo and NCCL use the loopback
+interface too (GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME, unless set): NCCL otherwise opens its
+bootstrap sockets on the network interface, one rank or not (seen on an H200 with torch 2.11).
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import sys
 import torch
 
 logger = logging.getLogger(__name__)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def free_port() -> int:
@@ -58,6 +64,9 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
         WORLD_SIZE=str(world_size),
         LOCAL_RANK="0",  # Ray gives each rank its own device set, so the local index is always 0
     )
+    if master_addr in LOOPBACK:  # every rank on this machine (a loopback-only local cluster): so are their sockets
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")  # NCCL's bootstrap and proxy listen even for one rank
     if world_size == 1:  # no peer to meet: an in-process store, so no TCPStore listens on every interface
         torch.distributed.init_process_group(backend(), store=torch.distributed.HashStore(), rank=0, world_size=1)
     deepspeed.init_distributed(dist_backend=backend(), auto_mpi_discovery=False)  # (adopts an initialised group)
