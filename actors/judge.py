@@ -43,9 +43,7 @@ class JudgeActor:
         # First, so that repr works even if building the judge fails (Ray calls it to report the failure).
         self.status = ActorStatus(name, f"{role} {spec.name}, kind {spec.kind}", rate_unit="rollouts/s")
         self.judged = self.failed = self.skipped = 0
-        self.judge = build_judge(
-            spec, model_path, member_paths, policy_dtype=policy_dtype, sync_tolerance=sync_tolerance
-        )
+        self.judge = build_judge(spec, model_path, member_paths, policy_dtype=policy_dtype, sync_tolerance=sync_tolerance)
         self.telemetry = JudgeTelemetry(spec.name)
 
     def judge_batch(self, batch: RolloutBatch, trial: bool = False) -> Judgement:

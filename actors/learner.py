@@ -31,15 +31,23 @@ class LearnerActor:
         from learner.engine import PolicyLearner  # imports DeepSpeed (seconds) only in learner processes
 
         self.learner = PolicyLearner(
-            model_path, cfg, rank=self.rank, world_size=self.world_size, master_addr=master_addr,
+            model_path,
+            cfg,
+            rank=self.rank,
+            world_size=self.world_size,
+            master_addr=master_addr,
             master_port=master_port,
         )
         self.status.role += f", {cfg.algo}, ZeRO-{cfg.learner.zero_stage}"
         self.status.policy_version = self.learner.version
 
     def train_step(
-        self, step: int, judge_weights: dict[str, float], judge_temperatures: dict[str, float],
-        judgements: list[tuple[Judgement, ...]], *batches: RolloutBatch,
+        self,
+        step: int,
+        judge_weights: dict[str, float],
+        judge_temperatures: dict[str, float],
+        judgements: list[tuple[Judgement, ...]],
+        *batches: RolloutBatch,
     ) -> LearnerStepResult:
         judged = [JudgedBatch(batch=b, judgements=j) for b, j in zip(batches, judgements, strict=True)]
         result = self.learner.train_step(judged, step, judge_weights, judge_temperatures)
@@ -64,8 +72,11 @@ class LearnerActor:
         if self.rank != 0:
             return None, None
         version = WeightVersion(
-            version=self.learner.version, step=step, num_tensors=len(state),
-            num_bytes=sum(t.numel() * t.element_size() for t in state.values()), probe=probe,
+            version=self.learner.version,
+            step=step,
+            num_tensors=len(state),
+            num_bytes=sum(t.numel() * t.element_size() for t in state.values()),
+            probe=probe,
         )
         return version, state
 

@@ -37,8 +37,10 @@ class JudgeTelemetry:
     def __init__(self, judge: str):
         self.tags = {"judge": judge}
         self.latency = Histogram(
-            metric_name("judge/latency_seconds"), description="Seconds per judged batch",
-            boundaries=[0.01, 0.05, 0.1, 0.5, 1, 5, 30], tag_keys=("judge",),
+            metric_name("judge/latency_seconds"),
+            description="Seconds per judged batch",
+            boundaries=[0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+            tag_keys=("judge",),
         )
         self.judged = Counter(metric_name("judge/rollouts_total"), description="Rollouts judged", tag_keys=("judge",))
 
@@ -52,8 +54,10 @@ class RolloutTelemetry:
         self.tags = {"worker": worker}
         self.tokens = Counter(metric_name("rollout/tokens_total"), description="Response tokens generated", tag_keys=("worker",))
         self.sync = Histogram(
-            metric_name("sync/load_seconds"), description="Seconds to load and verify new weights",
-            boundaries=[0.01, 0.05, 0.1, 0.5, 1, 5, 30], tag_keys=("worker",),
+            metric_name("sync/load_seconds"),
+            description="Seconds to load and verify new weights",
+            boundaries=[0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+            tag_keys=("worker",),
         )
 
     def generated(self, tokens: int) -> None:

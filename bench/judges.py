@@ -40,10 +40,18 @@ def make_batch(prompts: int, k: int, seed: int) -> RolloutBatch:
     rollouts = []
     for i, prompt in enumerate(chosen):
         for text, response in wordlist.sft_corpus(seed + i, k, [prompt]):
-            rollouts.append(Rollout(
-                prompt_id=prompt.prompt_id, prompt_text=text, prompt_token_ids=(1,), response_text=response,
-                response_token_ids=(1,), logprobs=(-1.0,), policy_version=0, finish_reason="stop",
-            ))
+            rollouts.append(
+                Rollout(
+                    prompt_id=prompt.prompt_id,
+                    prompt_text=text,
+                    prompt_token_ids=(1,),
+                    response_text=response,
+                    response_token_ids=(1,),
+                    logprobs=(-1.0,),
+                    policy_version=0,
+                    finish_reason="stop",
+                )
+            )
     return RolloutBatch(step=0, policy_version=0, samples_per_prompt=k, rollouts=tuple(rollouts))
 
 
@@ -82,14 +90,18 @@ def main() -> None:
         ),
         "self": build_judge(SelfJudgeSpec(name="self", kind="self"), resolve_model_path("builtin")),
     }
-    rows = ["| kind | pairs per batch | batched: s | batched: pairs/s | per pair: s | per pair: pairs/s | speed-up |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| kind | pairs per batch | batched: s | batched: pairs/s | per pair: s | per pair: pairs/s | speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for kind, judge in judges.items():
         judge_rollouts(judge, batch)  # warm-up
         batched = best_seconds(lambda judge=judge: judge_rollouts(judge, batch), args.repeats)
         naive = best_seconds(lambda judge=judge: per_pair(judge, batch), args.repeats)
-        rows.append(f"| {kind} | {pairs} | {batched:.3f} | {pairs / batched:.0f} | {naive:.3f} | "
-                    f"{pairs / naive:.0f} | {naive / batched:.1f}x |")
+        rows.append(
+            f"| {kind} | {pairs} | {batched:.3f} | {pairs / batched:.0f} | {naive:.3f} | "
+            f"{pairs / naive:.0f} | {naive / batched:.1f}x |"
+        )
         sys.stderr.write(f"{kind}: {pairs / batched:.0f} pairs/s batched, {pairs / naive:.0f} per pair\n")
     sys.stdout.write("\n".join(rows) + "\n")
 

@@ -59,11 +59,30 @@ SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
 # Flags and overrides every variant of a suite shares.
 SUITE_BASE: dict[str, list[str]] = {
     "smollm2": [
-        "--model", "builtin:smollm2-135m-instruct", "--task", "instruct",
-        "--set", "rollout.prompts_per_step=8", "--set", "rollout.max_response_tokens=48",
-        "--set", "rollout.max_model_len=512", "--set", "learner.lora.rank=16", "--set", "learner.lr=5e-4",
-        "--set", "learner.micro_batch_size=16", "--set", "learner.num_cpus=2", "--set", "eval.num_prompts=128",
-        "--set", "eval.every=0", "--set", "checkpoint.every=0",
+        "--model",
+        "builtin:smollm2-135m-instruct",
+        "--task",
+        "instruct",
+        "--set",
+        "rollout.prompts_per_step=8",
+        "--set",
+        "rollout.max_response_tokens=48",
+        "--set",
+        "rollout.max_model_len=512",
+        "--set",
+        "learner.lora.rank=16",
+        "--set",
+        "learner.lr=5e-4",
+        "--set",
+        "learner.micro_batch_size=16",
+        "--set",
+        "learner.num_cpus=2",
+        "--set",
+        "eval.num_prompts=128",
+        "--set",
+        "eval.every=0",
+        "--set",
+        "checkpoint.every=0",
     ],
 }
 DEFAULT_STEPS = {"smollm2": 12}
@@ -96,9 +115,16 @@ def run_variant(name: str, algo: str, sets: list[str], steps: int, out_root: Pat
     train_seconds = sum(r.get("time/step_seconds", 0.0) for r in records)
     ev = summary["final_eval"]
     return {
-        "name": name, "algo": algo, "sets": " ".join(sets) or "(defaults)", "win": ev["vs_start"]["win_rate"],
-        "lo": ev["vs_start"]["ci_low"], "hi": ev["vs_start"]["ci_high"], "r0": ev["start_mean_reward"],
-        "r1": ev["mean_reward"], "wall": wall, "samples_per_s": samples / train_seconds,
+        "name": name,
+        "algo": algo,
+        "sets": " ".join(sets) or "(defaults)",
+        "win": ev["vs_start"]["win_rate"],
+        "lo": ev["vs_start"]["ci_low"],
+        "hi": ev["vs_start"]["ci_high"],
+        "r0": ev["start_mean_reward"],
+        "r1": ev["mean_reward"],
+        "wall": wall,
+        "samples_per_s": samples / train_seconds,
         "final_kl": records[-2].get("learner/kl_to_reference", float("nan")),
     }
 
@@ -114,8 +140,9 @@ def main() -> None:
     if args.suite == "nash":  # a fitted reward model, five runs and a round-robin tournament: bench/nash_lm.py
         from bench import nash_lm
 
-        nash_lm.main([*(["--steps", str(args.steps)] if args.steps else []),
-                      *(["--only", *args.only] if args.only else []), *extra])
+        nash_lm.main(
+            [*(["--steps", str(args.steps)] if args.steps else []), *(["--only", *args.only] if args.only else []), *extra]
+        )
         return
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -148,8 +175,10 @@ def main() -> None:
             row["sets"] = row["sets"].replace(str(root), "OUT")  # no machine paths in the table
             rows.append({**row, "cpu": meter.seconds() - cpu0, "steps": steps})
             row_file.write_text(json.dumps(rows[-1], indent=2))
-            sys.stderr.write(f"{name}: win rate {row['win']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}], "
-                             f"wall {row['wall']:.0f} s, CPU {rows[-1]['cpu']:.0f} s\n")
+            sys.stderr.write(
+                f"{name}: win rate {row['win']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}], "
+                f"wall {row['wall']:.0f} s, CPU {rows[-1]['cpu']:.0f} s\n"
+            )
     out = [
         "| variant | algo | overrides | win rate vs start [95% CI] | reward start -> end | KL at end | wall s "
         "| CPU min | samples/s |",

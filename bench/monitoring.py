@@ -57,9 +57,17 @@ ACTORS = {  # name -> the start of the Repr Ray records for it
     "judge-ground-truth-0": "judge-ground-truth-0 | judge ground-truth, kind rule",
     "eval-judge-ground-truth-0": "eval-judge-ground-truth-0 | eval judge ground-truth, kind rule",
 }
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1600,1000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1600,1000",
+]
 log = logging.getLogger("bench.monitoring")
 
 
@@ -109,8 +117,7 @@ class Processes:
         self.gcs_port: int | None = None
 
     def start(self, args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
-        proc = subprocess.Popen(args, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(args, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
         self.groups.append(proc)
         return proc
 
@@ -184,30 +191,39 @@ async def browse_dashboard(dashboard: str, token: str, entrypoint: str, out: Pat
         await browser.call("Page.navigate", url=f"{dashboard}/")
         # The dashboard asks for the token: paste it into its field and press Enter, as a user does.
         await browser.wait_text("the token dialog", lambda t: "Authentication Token Required" in t, 90)
-        field = 'document.querySelector(\'input[placeholder="Enter your authentication token"]\')'
+        field = "document.querySelector('input[placeholder=\"Enter your authentication token\"]')"
         if not await browser.evaluate(f"(() => {{ const f = {field}; if (!f) return false; f.focus(); return true; }})()"):
             raise CheckFailed("the token dialog has no token field")
         await browser.call("Input.insertText", text=token)
         for kind in ("keyDown", "keyUp"):
-            await browser.call("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13,
-                               text="\r" if kind == "keyDown" else "")
-        await browser.wait_text("the dashboard after the token", lambda t: t and "Authentication Token Required" not in t
-                                and "Cluster" in t, 60)
+            await browser.call(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key="Enter",
+                code="Enter",
+                windowsVirtualKeyCode=13,
+                text="\r" if kind == "keyDown" else "",
+            )
+        await browser.wait_text(
+            "the dashboard after the token", lambda t: t and "Authentication Token Required" not in t and "Cluster" in t, 60
+        )
 
         await browser.call("Page.navigate", url=f"{dashboard}/#/jobs")
-        jobs = await browser.wait_text("the job RUNNING on the Jobs page",
-                                       lambda t: "RUNNING" in t and entrypoint in t, 90)
+        jobs = await browser.wait_text("the job RUNNING on the Jobs page", lambda t: "RUNNING" in t and entrypoint in t, 90)
         await browser.screenshot(out / "jobs.png")
         found["jobs_page"] = jobs
 
         await browser.call("Page.navigate", url=f"{dashboard}/#/actors")
         actors = await browser.wait_text(
             "the run's actors and their repr on the Actors page",
-            lambda t: all(name in t for name in ACTORS) and all(r in t for r in ACTORS.values()) and "ALIVE" in t, 90)
+            lambda t: all(name in t for name in ACTORS) and all(r in t for r in ACTORS.values()) and "ALIVE" in t,
+            90,
+        )
         await browser.screenshot(out / "actors.png")
         found["actors_page"] = actors
-        found["actors_repr"] = {name: re.search(re.escape(start) + r"[^\t\n]*", actors).group(0)
-                                for name, start in ACTORS.items()}
+        found["actors_repr"] = {
+            name: re.search(re.escape(start) + r"[^\t\n]*", actors).group(0) for name, start in ACTORS.items()
+        }
 
         await browser.call("Page.navigate", url=f"{dashboard}/#/metrics")
         metrics = await browser.wait_text("the Metrics page", lambda t: "Metrics" in t, 60)
@@ -225,8 +241,11 @@ def prometheus_query(url: str, expr: str) -> list[dict]:
 
 def dashboard_queries(run: str) -> list[tuple[str, str, str]]:
     panels = json.loads((REPO / "deploy" / "monitoring" / "grafana-dashboard.json").read_text())["panels"]
-    return [(p["title"], t["legendFormat"], t["expr"].replace("$run", run).replace("$__rate_interval", "1m"))
-            for p in panels for t in p["targets"]]
+    return [
+        (p["title"], t["legendFormat"], t["expr"].replace("$run", run).replace("$__rate_interval", "1m"))
+        for p in panels
+        for t in p["targets"]
+    ]
 
 
 def check_prometheus(url: str, run: str) -> dict:
@@ -237,8 +256,9 @@ def check_prometheus(url: str, run: str) -> dict:
         names = set(body["data"]) if body else set()
         return names if wanted <= names else None
 
-    names = wait_for("Prometheus to hold every metric the dashboard uses (eval_* after the first evaluation)",
-                     all_scraped, 300, 5)
+    names = wait_for(
+        "Prometheus to hold every metric the dashboard uses (eval_* after the first evaluation)", all_scraped, 300, 5
+    )
 
     def answers():
         got = {}
@@ -250,10 +270,16 @@ def check_prometheus(url: str, run: str) -> dict:
         return got
 
     panels = wait_for("every dashboard query to return data", answers, 120, 5)
-    gauges = {s["metric"]["__name__"]: float(s["value"][1])
-              for s in prometheus_query(url, f'{{__name__=~"ray_online_rlhf_.+", run="{run}"}}')}
-    return {"dashboard_metrics": sorted(wanted), "run_series": sorted(n for n in names if n.startswith("ray_online_rlhf_")),
-            "panels": panels, "gauges": gauges}
+    gauges = {
+        s["metric"]["__name__"]: float(s["value"][1])
+        for s in prometheus_query(url, f'{{__name__=~"ray_online_rlhf_.+", run="{run}"}}')
+    }
+    return {
+        "dashboard_metrics": sorted(wanted),
+        "run_series": sorted(n for n in names if n.startswith("ray_online_rlhf_")),
+        "panels": panels,
+        "gauges": gauges,
+    }
 
 
 # ----------------------------------------------------------------------------- the run
@@ -308,25 +334,57 @@ def main() -> None:
         # A head node as the README starts it, with the dashboard told where Prometheus is.
         gcs, dashboard_port, metrics_port, agent_port, prom_port = (free_port() for _ in range(5))
         dashboard, prometheus = f"http://127.0.0.1:{dashboard_port}", f"http://127.0.0.1:{prom_port}"
-        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_PROMETHEUS_HOST": prometheus,
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # as activated
+        env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_PROMETHEUS_HOST": prometheus,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }  # as activated
         env.pop("RAY_ADDRESS", None)
         procs.gcs_port = gcs
-        procs.start([RAY, "start", "--head", "--block", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
-                     "--dashboard-port", str(dashboard_port), "--metrics-export-port", str(metrics_port),
-                     "--dashboard-agent-listen-port", str(agent_port), "--temp-dir", str(temp_dir)],
-                    out / "head.log", env)
+        procs.start(
+            [
+                RAY,
+                "start",
+                "--head",
+                "--block",
+                "--port",
+                str(gcs),
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(dashboard_port),
+                "--metrics-export-port",
+                str(metrics_port),
+                "--dashboard-agent-listen-port",
+                str(agent_port),
+                "--temp-dir",
+                str(temp_dir),
+            ],
+            out / "head.log",
+            env,
+        )
         wait_for("the dashboard", lambda: reachable(dashboard), 120)
         discovery = temp_dir / "prom_metrics_service_discovery.json"
-        wait_for("Ray's metrics discovery file to list the node",
-                 lambda: discovery.exists() and f":{metrics_port}\"" in discovery.read_text(), 120)
+        wait_for(
+            "Ray's metrics discovery file to list the node",
+            lambda: discovery.exists() and f':{metrics_port}"' in discovery.read_text(),
+            120,
+        )
 
         # Prometheus with the project's config; only the discovery file's directory differs.
         config = yaml.safe_load((REPO / "deploy" / "monitoring" / "prometheus.yml").read_text())
         config["scrape_configs"][0]["file_sd_configs"][0]["files"] = [str(discovery)]
         (out / "prometheus.yml").write_text(yaml.safe_dump(config))
-        procs.start(["prometheus", f"--config.file={out / 'prometheus.yml'}", f"--storage.tsdb.path={temp_dir / 'tsdb'}",
-                     f"--web.listen-address=127.0.0.1:{prom_port}"], out / "prometheus.log")
+        procs.start(
+            [
+                "prometheus",
+                f"--config.file={out / 'prometheus.yml'}",
+                f"--storage.tsdb.path={temp_dir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            out / "prometheus.log",
+        )
         wait_for("Prometheus", lambda: http_json(f"{prometheus}/api/v1/status/runtimeinfo"), 60)
 
         # The run, submitted as the README says.
@@ -334,9 +392,24 @@ def main() -> None:
         entrypoint = f"python -m driver --algo mnpo --steps {args.steps} --output {run_dir} --set eval.every={args.eval_every}"
         submit = None
         for _ in range(60):  # the dashboard answers before its job agent is registered
-            submit = subprocess.run([RAY, "job", "submit", "--address", dashboard, "--working-dir", str(REPO),
-                                     "--no-wait", "--", *entrypoint.split()], env=env, capture_output=True, text=True,
-                                    timeout=300)
+            submit = subprocess.run(
+                [
+                    RAY,
+                    "job",
+                    "submit",
+                    "--address",
+                    dashboard,
+                    "--working-dir",
+                    str(REPO),
+                    "--no-wait",
+                    "--",
+                    *entrypoint.split(),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             if "No available agent to submit job" not in submit.stdout + submit.stderr:
                 break
             time.sleep(2)
@@ -360,9 +433,17 @@ def main() -> None:
 
         token = subprocess.run([RAY, "get-auth-token"], env=env, capture_output=True, text=True, timeout=60).stdout.strip()
         debug_port = free_port()
-        procs.start(["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={temp_dir / 'chromium'}",
-                     f"--remote-debugging-port={debug_port}", "--remote-debugging-address=127.0.0.1", "about:blank"],
-                    out / "chromium.log")
+        procs.start(
+            [
+                "chromium",
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={temp_dir / 'chromium'}",
+                f"--remote-debugging-port={debug_port}",
+                "--remote-debugging-address=127.0.0.1",
+                "about:blank",
+            ],
+            out / "chromium.log",
+        )
         results["browser"] = asyncio.run(browse_dashboard(dashboard, token, entrypoint, out, debug_port))
         log.info("Jobs and Actors pages checked; the Actors table's Repr: %s", results["browser"]["actors_repr"])
 
@@ -373,12 +454,15 @@ def main() -> None:
         log.info("live reprs: %s", results["live_reprs"])
 
         results["prometheus"] = check_prometheus(prometheus, run_dir.name)
-        log.info("Prometheus holds the %d metrics the dashboard uses; every panel query answered",
-                 len(results["prometheus"]["dashboard_metrics"]))
+        log.info(
+            "Prometheus holds the %d metrics the dashboard uses; every panel query answered",
+            len(results["prometheus"]["dashboard_metrics"]),
+        )
 
         results["dashboard_health"] = dashboard_health(dashboard, token)
-        final = wait_for("the job to end", lambda: (s := job_status(client, job)) in
-                         ("SUCCEEDED", "FAILED", "STOPPED") and s, 1800, 10)
+        final = wait_for(
+            "the job to end", lambda: (s := job_status(client, job)) in ("SUCCEEDED", "FAILED", "STOPPED") and s, 1800, 10
+        )
         results["job_status"] = final
         if final != "SUCCEEDED":
             raise CheckFailed(f"the job ended {final}")
@@ -393,8 +477,9 @@ def main() -> None:
         if (temp_dir / "mnpo-monitoring-bench" / "metrics.jsonl").exists():
             shutil.copy(temp_dir / "mnpo-monitoring-bench" / "metrics.jsonl", out / "metrics.jsonl")
         shutil.rmtree(temp_dir, ignore_errors=True)
-    log.info("%s in %.0fs; details in %s", "all checks passed" if results["ok"] else "FAILED", results["seconds"],
-             out / "results.json")
+    log.info(
+        "%s in %.0fs; details in %s", "all checks passed" if results["ok"] else "FAILED", results["seconds"], out / "results.json"
+    )
     sys.exit(0 if results["ok"] else 1)
 
 

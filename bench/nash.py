@@ -78,9 +78,11 @@ def grid(quick: bool) -> dict[str, list[Method]]:
     pick = (lambda xs: xs[1:4:2]) if quick else (lambda xs: xs)
     out: dict[str, list[Method]] = {}
     for label, algo, m in (("mnpo m=2", "mnpo", 2), ("mnpo m=3", "mnpo", 3), ("inpo (m=1)", "inpo", 1)):
-        out[label] = [Method(label, algo, MNPOConfig(eta=eta, ratio=TAU / eta, num_opponents=m,
-                                                     snapshot_every=SNAPSHOT_EVERY), lr=lr)
-                      for eta in pick(MNPO_ETAS) for lr in lrs]
+        out[label] = [
+            Method(label, algo, MNPOConfig(eta=eta, ratio=TAU / eta, num_opponents=m, snapshot_every=SNAPSHOT_EVERY), lr=lr)
+            for eta in pick(MNPO_ETAS)
+            for lr in lrs
+        ]
     out["sppo"] = [Method("sppo", "sppo", SPPOConfig(eta=eta), lr=lr) for eta in pick(SPPO_ETAS) for lr in lrs]
     for algo in ("ipo", "dpo"):
         out[algo] = [Method(algo, algo, DPOConfig(beta=b), lr=lr) for b in pick(BETAS) for lr in lrs]
@@ -103,8 +105,15 @@ def describe(m: Method) -> str:
 
 def tune(game_name: str, points: list[Method], steps: int, queries: int, seeds: tuple[int, ...]) -> tuple[Method, float]:
     game = get_game(game_name)
-    scored = [(float(run(game, m, tau=TAU, steps=steps, queries_per_step=queries, seeds=seeds,
-                         record_every=steps).gap_last[-1].mean()), i) for i, m in enumerate(points)]
+    scored = [
+        (
+            float(
+                run(game, m, tau=TAU, steps=steps, queries_per_step=queries, seeds=seeds, record_every=steps).gap_last[-1].mean()
+            ),
+            i,
+        )
+        for i, m in enumerate(points)
+    ]
     score, index = min(scored)
     return points[index], score
 
@@ -112,10 +121,14 @@ def tune(game_name: str, points: list[Method], steps: int, queries: int, seeds: 
 def summary(trace: Trace) -> dict[str, list[float]]:
     """Final values per seed, and the per-step mean curves for the plot."""
     return {
-        "gap_last": trace.gap_last[-1].tolist(), "gap_avg": trace.gap_avg[-1].tolist(),
-        "brw_last": trace.brw_last[-1].tolist(), "brw_avg": trace.brw_avg[-1].tolist(),
-        "kl_last": trace.kl_last[-1].tolist(), "kl_avg": trace.kl_avg[-1].tolist(),
-        "curve_queries": trace.queries.tolist(), "curve_gap_last": trace.gap_last.mean(1).tolist(),
+        "gap_last": trace.gap_last[-1].tolist(),
+        "gap_avg": trace.gap_avg[-1].tolist(),
+        "brw_last": trace.brw_last[-1].tolist(),
+        "brw_avg": trace.brw_avg[-1].tolist(),
+        "kl_last": trace.kl_last[-1].tolist(),
+        "kl_avg": trace.kl_avg[-1].tolist(),
+        "curve_queries": trace.queries.tolist(),
+        "curve_gap_last": trace.gap_last.mean(1).tolist(),
         "curve_gap_avg": trace.gap_avg.mean(1).tolist(),
     }
 
@@ -156,12 +169,26 @@ def parameterisation(game_name: str, steps: int, queries: int) -> list[dict]:
             star = regularised_nash(game.preference, game.reference, target)
             predicted = max(float(duality_gap(game.preference, star, game.reference, TAU)), 0.0)
             cfg = MNPOConfig(eta=eta, ratio=ratio, num_opponents=2, snapshot_every=SNAPSHOT_EVERY)
-            t = run(game, Method("mnpo", "mnpo", cfg, lr=0.1), tau=TAU, steps=steps, queries_per_step=queries,
-                    mode="exact", record_every=steps)
-            rows.append({"game": game_name, "eta": eta, "ratio": ratio, "target_tau": target,
-                         "predicted_gap": predicted,
-                         "population_gap": max(population_mnpo(game_name, eta, ratio, 500), 0.0),
-                         "gap_last": float(t.gap_last[-1, 0])})
+            t = run(
+                game,
+                Method("mnpo", "mnpo", cfg, lr=0.1),
+                tau=TAU,
+                steps=steps,
+                queries_per_step=queries,
+                mode="exact",
+                record_every=steps,
+            )
+            rows.append(
+                {
+                    "game": game_name,
+                    "eta": eta,
+                    "ratio": ratio,
+                    "target_tau": target,
+                    "predicted_gap": predicted,
+                    "population_gap": max(population_mnpo(game_name, eta, ratio, 500), 0.0),
+                    "gap_last": float(t.gap_last[-1, 0]),
+                }
+            )
     return rows
 
 
@@ -176,8 +203,15 @@ def verdict(results: dict, games: list[str]) -> list[str]:
     Sampled: met when below each baseline's mean by more than 2 standard errors of the difference.
     Exact mode (one deterministic run each, the sampled-tuned hyperparameters): met when below each.
     """
-    head = ("| game | " + " | ".join(TD_MNPO + BT_BASELINES) + " | sampled: " + " / ".join(TD_MNPO)
-            + " below all | exact mode: " + " / ".join(TD_MNPO) + " below all |")
+    head = (
+        "| game | "
+        + " | ".join(TD_MNPO + BT_BASELINES)
+        + " | sampled: "
+        + " / ".join(TD_MNPO)
+        + " below all | exact mode: "
+        + " / ".join(TD_MNPO)
+        + " below all |"
+    )
     lines = [head, "|---|" + "---|" * (len(TD_MNPO) + len(BT_BASELINES) + 2)]
     for g in games:
         if g not in TARGET_GAMES:
@@ -188,8 +222,10 @@ def verdict(results: dict, games: list[str]) -> list[str]:
         verdicts_s, verdicts_e = [], []
         for m in TD_MNPO:
             a = sampled[m]
-            ok = all(b.mean() - a.mean() > 2 * np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-                     for b in (sampled[x] for x in BT_BASELINES))
+            ok = all(
+                b.mean() - a.mean() > 2 * np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+                for b in (sampled[x] for x in BT_BASELINES)
+            )
             verdicts_s.append("met" if ok else "not met")
             verdicts_e.append("met" if all(exact[m] < exact[x] for x in BT_BASELINES) else "not met")
         cells = [f"{sampled[m].mean():.4f} (exact {exact[m]:.4f})" for m in TD_MNPO + BT_BASELINES]
@@ -198,41 +234,80 @@ def verdict(results: dict, games: list[str]) -> list[str]:
 
 
 def markdown(results: dict, games: list[str], args: argparse.Namespace, wall: float) -> str:
-    head = (f"Nash benchmark: tau {TAU}, {args.steps} steps x {args.queries} labels = {args.steps * args.queries} "
-            f"labels per run, tuned on seeds {list(TUNE_SEEDS)}, reported on seeds {list(EVAL_SEEDS)}; {wall:.0f} s.")
-    out = [head, "",
-           ("| game | responses | gap of pi_ref | pi*: KL to ref, best-response win | rotation omega at pi* "
-            "| population update, best eta (factor per iteration): m = 1; 2; 3 |"),
-           "|---|---|---|---|---|---|"]
+    head = (
+        f"Nash benchmark: tau {TAU}, {args.steps} steps x {args.queries} labels = {args.steps * args.queries} "
+        f"labels per run, tuned on seeds {list(TUNE_SEEDS)}, reported on seeds {list(EVAL_SEEDS)}; {wall:.0f} s."
+    )
+    out = [
+        head,
+        "",
+        (
+            "| game | responses | gap of pi_ref | pi*: KL to ref, best-response win | rotation omega at pi* "
+            "| population update, best eta (factor per iteration): m = 1; 2; 3 |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
     for g in games:
         e = results[g]["equilibrium"]
         best = "; ".join(f"{eta:.2f} ({rate:.3f})" for eta, rate in e["best_eta"])
-        out.append(f"| {g} ({results[g]['description']}) | {results[g]['size']} | {e['gap_ref']:.4f} | "
-                   f"{e['kl']:.3f}, {e['brw']:.3f} | {e['omega']:.3f} | {best} |")
-    out += ["", "Last-iterate duality gap at the end of the budget (sampled, mean ± sd over the report seeds):", "",
-            "| method | " + " | ".join(games) + " |", "|---|" + "---|" * len(games)]
+        out.append(
+            f"| {g} ({results[g]['description']}) | {results[g]['size']} | {e['gap_ref']:.4f} | "
+            f"{e['kl']:.3f}, {e['brw']:.3f} | {e['omega']:.3f} | {best} |"
+        )
+    out += [
+        "",
+        "Last-iterate duality gap at the end of the budget (sampled, mean ± sd over the report seeds):",
+        "",
+        "| method | " + " | ".join(games) + " |",
+        "|---|" + "---|" * len(games),
+    ]
     for m in METHODS:
         out.append(f"| {m} | " + " | ".join(fmt(results[g]["methods"][m]["sampled"]["gap_last"]) for g in games) + " |")
     for g in games:
-        out += ["", (f"**{g}**: hyperparameters kept by tuning, final measures (sampled: mean ± sd; exact: "
-                     "one infinite-sample run with the same hyperparameters)."), "",
-                ("| method | kept | gap last | gap average | best-response win last | KL last | exact gap last "
-                 "| exact gap average |"), "|---|---|---|---|---|---|---|---|"]
+        out += [
+            "",
+            (
+                f"**{g}**: hyperparameters kept by tuning, final measures (sampled: mean ± sd; exact: "
+                "one infinite-sample run with the same hyperparameters)."
+            ),
+            "",
+            (
+                "| method | kept | gap last | gap average | best-response win last | KL last | exact gap last "
+                "| exact gap average |"
+            ),
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for m in METHODS:
             r = results[g]["methods"][m]
             s, e = r["sampled"], r["exact"]
-            out.append(f"| {m} | {r['kept']} | {fmt(s['gap_last'])} | {fmt(s['gap_avg'])} | {fmt(s['brw_last'])} | "
-                       f"{fmt(s['kl_last'])} | {e['gap_last'][0]:.4f} | {e['gap_avg'][0]:.4f} |")
-    out += ["", ("Target: TD-MNPO's last-iterate gap below every Bradley-Terry baseline's (sampled mean over the "
-                 "report seeds, and the exact-mode run):"), ""] + verdict(results, games)
-    out += ["", (f"MNPO parameterisation (m = 2): the fixed point is the equilibrium at KL strength eta r. Gap at "
-                 f"tau = {TAU} of that equilibrium, after 500 iterations of the exact population update, and after "
-                 f"exact-mode training (lr 0.1, {args.steps} steps, a snapshot every {SNAPSHOT_EVERY}):"), "",
-            "| game | eta | r | eta r | gap of pi*(eta r) | population update | exact-mode training |",
-            "|---|---|---|---|---|---|---|"]
+            out.append(
+                f"| {m} | {r['kept']} | {fmt(s['gap_last'])} | {fmt(s['gap_avg'])} | {fmt(s['brw_last'])} | "
+                f"{fmt(s['kl_last'])} | {e['gap_last'][0]:.4f} | {e['gap_avg'][0]:.4f} |"
+            )
+    out += [
+        "",
+        (
+            "Target: TD-MNPO's last-iterate gap below every Bradley-Terry baseline's (sampled mean over the "
+            "report seeds, and the exact-mode run):"
+        ),
+        "",
+    ] + verdict(results, games)
+    out += [
+        "",
+        (
+            f"MNPO parameterisation (m = 2): the fixed point is the equilibrium at KL strength eta r. Gap at "
+            f"tau = {TAU} of that equilibrium, after 500 iterations of the exact population update, and after "
+            f"exact-mode training (lr 0.1, {args.steps} steps, a snapshot every {SNAPSHOT_EVERY}):"
+        ),
+        "",
+        "| game | eta | r | eta r | gap of pi*(eta r) | population update | exact-mode training |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in results["parameterisation"]:
-        out.append(f"| {row['game']} | {row['eta']:g} | {row['ratio']:.3f} | {row['target_tau']:.3f} | "
-                   f"{row['predicted_gap']:.4f} | {row['population_gap']:.4f} | {row['gap_last']:.4f} |")
+        out.append(
+            f"| {row['game']} | {row['eta']:g} | {row['ratio']:.3f} | {row['target_tau']:.3f} | "
+            f"{row['predicted_gap']:.4f} | {row['population_gap']:.4f} | {row['gap_last']:.4f} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -279,20 +354,29 @@ def main() -> None:
     for g in args.games:
         game = get_game(g)
         star = regularised_nash(game.preference, game.reference, TAU)
-        results[g] = {"description": game.description, "size": game.size, "methods": {}, "equilibrium": {
-            "policy": star.tolist(), "kl": kl(star, game.reference), "brw": best_response_win(game.preference, star),
-            "gap_ref": duality_gap(game.preference, game.reference, game.reference, TAU),
-            "omega": float(rotation_strengths(game.preference, star).max()), "best_eta": best_population_eta(game, star)}}
+        results[g] = {
+            "description": game.description,
+            "size": game.size,
+            "methods": {},
+            "equilibrium": {
+                "policy": star.tolist(),
+                "kl": kl(star, game.reference),
+                "brw": best_response_win(game.preference, star),
+                "gap_ref": duality_gap(game.preference, game.reference, game.reference, TAU),
+                "omega": float(rotation_strengths(game.preference, star).max()),
+                "best_eta": best_population_eta(game, star),
+            },
+        }
         for m in METHODS:
             kept, score = tune(g, points[m], args.steps, args.queries, TUNE_SEEDS)
             common = {"tau": TAU, "steps": args.steps, "queries_per_step": args.queries, "record_every": 5}
             results[g]["methods"][m] = {
-                "kept": describe(kept), "tuning_score": score,
+                "kept": describe(kept),
+                "tuning_score": score,
                 "sampled": summary(run(game, kept, seeds=EVAL_SEEDS, **common)),
                 "exact": summary(run(game, kept, mode="exact", **common)),
             }
-            sys.stderr.write(f"{g} {m}: kept {describe(kept)} (tuning gap {score:.4f}), "
-                             f"{time.perf_counter() - start:.0f} s\n")
+            sys.stderr.write(f"{g} {m}: kept {describe(kept)} (tuning gap {score:.4f}), {time.perf_counter() - start:.0f} s\n")
         results["parameterisation"] += parameterisation(g, args.steps, args.queries)
     wall = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)

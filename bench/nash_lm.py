@@ -68,8 +68,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 NASH = ("mnpo-td", "mnpo-ht")
 BRADLEY_TERRY = ("dpo", "grpo-bt-rm")
-BASE = ["--set", "checkpoint.every=0", "--set", "eval.every=0", "--set", "tracking.tensorboard=false",
-        "--set", "tracking.plots=false"]
+BASE = [
+    "--set",
+    "checkpoint.every=0",
+    "--set",
+    "eval.every=0",
+    "--set",
+    "tracking.tensorboard=false",
+    "--set",
+    "tracking.plots=false",
+]
 # The population-labelled reward model: the built-in reward model's recipe (driver/builtin.py).
 RM_PARAMS = {"seed": 0, "pairs": 40000, "steps": 600, "batch_size": 64, "lr": 1e-3, "weights": "equal"}
 RM_CHECK_PAIRS = 4000  # fresh population pairs (another seed) for the agreement figures
@@ -97,10 +105,21 @@ def population_reward_model() -> tuple[Path, dict]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
             report = tiny_model.build_reward_model(
-                tmp, pairs, AutoTokenizer.from_pretrained(policy), seed=RM_PARAMS["seed"], steps=RM_PARAMS["steps"],
-                batch_size=RM_PARAMS["batch_size"], lr=RM_PARAMS["lr"])
-            info = {"params": RM_PARAMS, "final_loss": round(report.final_loss, 4), "seconds": round(report.seconds, 1),
-                    "heldout_accuracy_drawn_labels": report.heldout_accuracy, **reward_model_agreement(tmp)}
+                tmp,
+                pairs,
+                AutoTokenizer.from_pretrained(policy),
+                seed=RM_PARAMS["seed"],
+                steps=RM_PARAMS["steps"],
+                batch_size=RM_PARAMS["batch_size"],
+                lr=RM_PARAMS["lr"],
+            )
+            info = {
+                "params": RM_PARAMS,
+                "final_loss": round(report.final_loss, 4),
+                "seconds": round(report.seconds, 1),
+                "heldout_accuracy_drawn_labels": report.heldout_accuracy,
+                **reward_model_agreement(tmp),
+            }
             (tmp / "build.json").write_text(json.dumps(info, indent=2))
             if final.exists():
                 shutil.rmtree(final)
@@ -133,9 +152,13 @@ def reward_model_agreement(path: Path) -> dict[str, float]:
             majority += 1
             agree += (votes > 0) == (ra > rb)
         truth += (wordlist.ground_truth(p, a) > wordlist.ground_truth(p, b)) == (ra > rb)
-    return {"fresh_pairs": len(pairs), "accuracy_drawn_labels": round(drawn, 4),
-            "agreement_majority": round(agree / majority, 4), "majority_pairs": majority,
-            "agreement_ground_truth": round(truth / len(pairs), 4)}
+    return {
+        "fresh_pairs": len(pairs),
+        "accuracy_drawn_labels": round(drawn, 4),
+        "agreement_majority": round(agree / majority, 4),
+        "majority_pairs": majority,
+        "agreement_ground_truth": round(truth / len(pairs), 4),
+    }
 
 
 def score_sum_agreement() -> float:
@@ -168,8 +191,11 @@ def train(names: list[str], steps: int, out: Path, rm_manifest: Path, reuse: boo
         row_file = out / name / "bench.json"
         if reuse and (out / name / "summary.json").is_file():
             sys.stderr.write(f"{name}: reusing {out / name}\n")
-            runs[name] = json.loads(row_file.read_text()) if row_file.is_file() else {
-                "name": name, "algo": algo, "sets": " ".join(sets), "wall": None, "cpu": None}
+            runs[name] = (
+                json.loads(row_file.read_text())
+                if row_file.is_file()
+                else {"name": name, "algo": algo, "sets": " ".join(sets), "wall": None, "cpu": None}
+            )
         else:
             for attempt in (1, 2):
                 if (out / name).exists():
@@ -184,8 +210,9 @@ def train(names: list[str], steps: int, out: Path, rm_manifest: Path, reuse: boo
                     sys.stderr.write(f"{name}: failed, retrying once: {str(err)[-400:]}\n")
             runs[name] = {**row, "cpu": meter.seconds() - cpu0, "attempts": attempt}
             row_file.write_text(json.dumps(runs[name], indent=2))
-            sys.stderr.write(f"{name}: {row['wall']:.0f} s, CPU {runs[name]['cpu']:.0f} s, win rate vs start "
-                             f"{row['win']:.3f} (ground truth)\n")
+            sys.stderr.write(
+                f"{name}: {row['wall']:.0f} s, CPU {runs[name]['cpu']:.0f} s, win rate vs start {row['win']:.3f} (ground truth)\n"
+            )
         runs[name]["sets"] = runs[name]["sets"].replace(str(out), "OUT")  # no machine paths in the tables
         runs[name].update(driver_eval(out / name))
     return runs
@@ -195,9 +222,13 @@ def driver_eval(run: Path) -> dict:
     """The driver's final evaluation (ground-truth judge) and, for pool algorithms, the worst win
     rate against its own opponent pool (eval/pool_worst_* of metrics.jsonl)."""
     summary = json.loads((run / "summary.json").read_text())["final_eval"]
-    out = {"gt_vs_start": summary["vs_start"], "gt_reward": [summary["start_mean_reward"], summary["mean_reward"]],
-           "kl_eval": summary["kl_to_reference"], "pool_worst": summary.get("pool_worst"),
-           "pool_versions": summary.get("pool_versions")}
+    out = {
+        "gt_vs_start": summary["vs_start"],
+        "gt_reward": [summary["start_mean_reward"], summary["mean_reward"]],
+        "kl_eval": summary["kl_to_reference"],
+        "pool_worst": summary.get("pool_worst"),
+        "pool_versions": summary.get("pool_versions"),
+    }
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "learner/kl_to_reference" in r]
     out["kl_last_step"] = steps[-1]["learner/kl_to_reference"] if steps else None
@@ -225,9 +256,18 @@ def sample(path: Path, prompts: list[str], n: int, max_tokens: int, seed: int) -
     mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in ids])
     torch.manual_seed(seed)
     with torch.no_grad():
-        out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
-                             top_p=1.0, max_new_tokens=max_tokens, num_return_sequences=n,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_tokens,
+            num_return_sequences=n,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=pad,
+        )
     texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -248,8 +288,10 @@ def tournament(entrants: dict[str, Path], samples: int, max_tokens: int, seed: i
     responses = {name: sample(path, prompts, samples, max_tokens, seed + i) for i, (name, path) in enumerate(entrants.items())}
     compares = judges()
     results = {judge: round_robin(compare, prompts, responses) for judge, compare in compares.items()}
-    cycles = [majority_cycles(compares["vote"], prompt, [r for rs in responses.values() for r in rs[i]])
-              for i, prompt in enumerate(prompts)]
+    cycles = [
+        majority_cycles(compares["vote"], prompt, [r for rs in responses.values() for r in rs[i]])
+        for i, prompt in enumerate(prompts)
+    ]
     return {"prompts": prompts, "responses": responses, "results": results, "cycles": cycles}
 
 
@@ -262,9 +304,11 @@ def fmt(rate, digits: int = 2) -> str:
 
 
 def run_rows(policies: list[str], runs: dict[str, dict]) -> list[str]:
-    lines = ["| policy | algo | judges | steps | GT win vs start [95% CI] | GT reward start -> end | KL (eval) | "
-             "worst vs own pool (GT) [95% CI] (pool versions) | wall s | CPU s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| policy | algo | judges | steps | GT win vs start [95% CI] | GT reward start -> end | KL (eval) | "
+        "worst vs own pool (GT) [95% CI] (pool versions) | wall s | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in policies:
         r = runs[name]
         gt, pool = r["gt_vs_start"], r["pool_worst"]
@@ -273,9 +317,11 @@ def run_rows(policies: list[str], runs: dict[str, dict]) -> list[str]:
             pool_s = f"{pool['win_rate']:.3f} [{pool['ci_low']:.3f}, {pool['ci_high']:.3f}] ({r['pool_versions']})"
         wall = f"{r['wall']:.0f}" if r.get("wall") else "-"
         cpu = f"{r['cpu']:.0f}" if r.get("cpu") else "-"
-        lines.append(f"| {name} | {r['algo']} | `{r['sets']}` | {r['steps']} | {gt['win_rate']:.3f} [{gt['ci_low']:.3f}, "
-                     f"{gt['ci_high']:.3f}] | {r['gt_reward'][0]:.3f} -> {r['gt_reward'][1]:.3f} | "
-                     f"{r['kl_eval']:.2f} | {pool_s} | {wall} | {cpu} |")
+        lines.append(
+            f"| {name} | {r['algo']} | `{r['sets']}` | {r['steps']} | {gt['win_rate']:.3f} [{gt['ci_low']:.3f}, "
+            f"{gt['ci_high']:.3f}] | {r['gt_reward'][0]:.3f} -> {r['gt_reward'][1]:.3f} | "
+            f"{r['kl_eval']:.2f} | {pool_s} | {wall} | {cpu} |"
+        )
     return lines
 
 
@@ -286,34 +332,65 @@ def summarise(played: dict, runs: dict[str, dict], rm_info: dict, meta: dict) ->
     policies = [n for n in names if n != START]
     cyclic, transitive = (sum(c[k] for c in played["cycles"]) for k in (0, 1))
     with_cycle = sum(c[0] > 0 for c in played["cycles"])
-    lines = [(f"Judge: {POPULATION} (draw mode, equal weights). {meta['prompts']} held-out prompts x "
-              f"{meta['samples']} responses per entrant; every cross pair compared ({meta['samples'] ** 2} per "
-              "prompt and pair of entrants); 95% CIs over prompts."), "",
-             (f"Non-transitivity on these responses: of the triples of distinct responses to a prompt (all entrants "
-              f"pooled) whose three pairs have a strict majority, {cyclic} of {cyclic + transitive} "
-              f"({cyclic / max(1, cyclic + transitive):.1%}) are cycles; {with_cycle} of {meta['prompts']} prompts "
-              "have at least one."), "",
-             ]
+    lines = [
+        (
+            f"Judge: {POPULATION} (draw mode, equal weights). {meta['prompts']} held-out prompts x "
+            f"{meta['samples']} responses per entrant; every cross pair compared ({meta['samples'] ** 2} per "
+            "prompt and pair of entrants); 95% CIs over prompts."
+        ),
+        "",
+        (
+            f"Non-transitivity on these responses: of the triples of distinct responses to a prompt (all entrants "
+            f"pooled) whose three pairs have a strict majority, {cyclic} of {cyclic + transitive} "
+            f"({cyclic / max(1, cyclic + transitive):.1%}) are cycles; {with_cycle} of {meta['prompts']} prompts "
+            "have at least one."
+        ),
+        "",
+    ]
     triples = list(itertools.combinations(names, 3))
-    policy_cycles = [list(c) for c in triples if any(
-        pop.rate(x, y).win_rate > 0.5 and pop.rate(y, z).win_rate > 0.5 and pop.rate(z, x).win_rate > 0.5
-        for x, y, z in (c, c[::-1]))]
+    policy_cycles = [
+        list(c)
+        for c in triples
+        if any(
+            pop.rate(x, y).win_rate > 0.5 and pop.rate(y, z).win_rate > 0.5 and pop.rate(z, x).win_rate > 0.5
+            for x, y, z in (c, c[::-1])
+        )
+    ]
     order = sorted(names, key=pop.mean, reverse=True)
-    lines += [(f"Cycles among the entrants (matrix point estimates): {len(policy_cycles)} of {len(triples)} triples"
-               + (f" {policy_cycles}" if policy_cycles else f"; by mean win rate: {' > '.join(order)}") + "."), "",
-              "Runs (the driver's own final eval, ground-truth judge, 47 prompts x 4 samples):", ""]
+    lines += [
+        (
+            f"Cycles among the entrants (matrix point estimates): {len(policy_cycles)} of {len(triples)} triples"
+            + (f" {policy_cycles}" if policy_cycles else f"; by mean win rate: {' > '.join(order)}")
+            + "."
+        ),
+        "",
+        "Runs (the driver's own final eval, ground-truth judge, 47 prompts x 4 samples):",
+        "",
+    ]
     lines += run_rows(policies, runs)
-    lines += ["", "Win-rate matrix under the population judge (row's win rate against column) [95% CI]:", "",
-              "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += [
+        "",
+        "Win-rate matrix under the population judge (row's win rate against column) [95% CI]:",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for a in names:
         cells = ["-" if a == b else fmt(pop.rate(a, b)) for b in names]
         lines.append(f"| **{a}** | " + " | ".join(cells) + " |")
-    lines += ["", ("Worst case: each policy's lowest win rate against the other entrants (start included), the "
-                   "opponent, 1/2 - worst (exploitability among the entrants), the mean win rate over the others, "
-                   "the worst case by the expected label (equal-weight vote) and the driver's worst win rate against "
-                   "its own opponent pool (ground truth):"), "",
-              "| policy | worst case [95% CI] | against | 1/2 - worst | mean | worst case, expected label | "
-              "worst vs own pool (GT) | words per response |", "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        (
+            "Worst case: each policy's lowest win rate against the other entrants (start included), the "
+            "opponent, 1/2 - worst (exploitability among the entrants), the mean win rate over the others, "
+            "the worst case by the expected label (equal-weight vote) and the driver's worst win rate against "
+            "its own opponent pool (ground truth):"
+        ),
+        "",
+        "| policy | worst case [95% CI] | against | 1/2 - worst | mean | worst case, expected label | "
+        "worst vs own pool (GT) | words per response |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     worst = {}
     for a in names:
         opp, w = pop.worst_case(a)
@@ -322,41 +399,81 @@ def summarise(played: dict, runs: dict[str, dict], rm_info: dict, meta: dict) ->
         pool = runs.get(a, {}).get("pool_worst")
         pool_s = f"{pool['win_rate']:.3f}" if pool else "n/a"
         words = [len(r.split()) for rs in played["responses"][a] for r in rs]
-        lines.append(f"| {a} | {fmt(w, 3)} | {opp} | {0.5 - w.win_rate:+.3f} | {pop.mean(a):.3f} | {fmt(vw, 3)} ({vopp}) | "
-                     f"{pool_s} | {sum(words) / len(words):.2f} |")
-    lines += ["", ("Per annotator group: win rate against the start by each group's own hard vote [95% CI], "
-                   "then each group's mean score of the policy's responses and the share of empty responses:"), "",
-              "| policy | " + " | ".join(GROUP_NAMES) + " | population | mean " + " / ".join(GROUP_NAMES) + " | empty |",
-              "|---|" + "---|" * (len(GROUP_NAMES) + 3)]
+        lines.append(
+            f"| {a} | {fmt(w, 3)} | {opp} | {0.5 - w.win_rate:+.3f} | {pop.mean(a):.3f} | {fmt(vw, 3)} ({vopp}) | "
+            f"{pool_s} | {sum(words) / len(words):.2f} |"
+        )
+    lines += [
+        "",
+        (
+            "Per annotator group: win rate against the start by each group's own hard vote [95% CI], "
+            "then each group's mean score of the policy's responses and the share of empty responses:"
+        ),
+        "",
+        "| policy | " + " | ".join(GROUP_NAMES) + " | population | mean " + " / ".join(GROUP_NAMES) + " | empty |",
+        "|---|" + "---|" * (len(GROUP_NAMES) + 3),
+    ]
     for a in names:
         rows = [(prompt, r) for prompt, rs in zip(played["prompts"], played["responses"][a]) for r in rs]
         means = " / ".join(f"{sum(wordlist.GROUPS[g](p, r) for p, r in rows) / len(rows):.2f}" for g in GROUP_NAMES)
         empty = sum(not r.split() for _, r in rows) / len(rows)
-        cells = ["-"] * (len(GROUP_NAMES) + 1) if a == START else (
-            [fmt(t[g].rate(a, START)) for g in GROUP_NAMES] + [fmt(pop.rate(a, START))])
+        cells = (
+            ["-"] * (len(GROUP_NAMES) + 1)
+            if a == START
+            else ([fmt(t[g].rate(a, START)) for g in GROUP_NAMES] + [fmt(pop.rate(a, START))])
+        )
         lines.append(f"| {a} | " + " | ".join(cells) + f" | {means} | {empty:.1%} |")
-    verdict = [{"nash": m, "bt": b, "nash_worst": worst[m].win_rate, "bt_worst": worst[b].win_rate,
-                "point_at_least": worst[m].win_rate >= worst[b].win_rate, "intervals": standing(worst[m], worst[b])}
-               for m in NASH for b in BRADLEY_TERRY if m in worst and b in worst]
-    lines += ["", "Target (MNPO's worst case at least that of the Bradley-Terry-trained policies, CIs overlapping "
-              "or better):", ""]
+    verdict = [
+        {
+            "nash": m,
+            "bt": b,
+            "nash_worst": worst[m].win_rate,
+            "bt_worst": worst[b].win_rate,
+            "point_at_least": worst[m].win_rate >= worst[b].win_rate,
+            "intervals": standing(worst[m], worst[b]),
+        }
+        for m in NASH
+        for b in BRADLEY_TERRY
+        if m in worst and b in worst
+    ]
+    lines += [
+        "",
+        "Target (MNPO's worst case at least that of the Bradley-Terry-trained policies, CIs overlapping or better):",
+        "",
+    ]
     for v in verdict:
-        lines.append(f"- {v['nash']} {v['nash_worst']:.3f} vs {v['bt']} {v['bt_worst']:.3f}: point estimate "
-                     f"{'at least' if v['point_at_least'] else 'below'}, intervals {v['intervals']}")
-    lines += ["", (f"BT reward model (fitted to {rm_info['params']['pairs']} population-labelled pairs, 10% held out): "
-                   f"held-out accuracy on drawn labels {rm_info['heldout_accuracy_drawn_labels']:.3f}; on "
-                   f"{rm_info['fresh_pairs']} fresh pairs it orders {rm_info['accuracy_drawn_labels']:.3f} as the drawn "
-                   f"label, {rm_info['agreement_majority']:.3f} as the population's majority "
-                   f"({rm_info['majority_pairs']} pairs with one; the equal-weight sum of the groups' scores: "
-                   f"{rm_info['score_sum_agreement_majority']:.3f}), {rm_info['agreement_ground_truth']:.3f} as the "
-                   "ground truth.")]
+        lines.append(
+            f"- {v['nash']} {v['nash_worst']:.3f} vs {v['bt']} {v['bt_worst']:.3f}: point estimate "
+            f"{'at least' if v['point_at_least'] else 'below'}, intervals {v['intervals']}"
+        )
+    lines += [
+        "",
+        (
+            f"BT reward model (fitted to {rm_info['params']['pairs']} population-labelled pairs, 10% held out): "
+            f"held-out accuracy on drawn labels {rm_info['heldout_accuracy_drawn_labels']:.3f}; on "
+            f"{rm_info['fresh_pairs']} fresh pairs it orders {rm_info['accuracy_drawn_labels']:.3f} as the drawn "
+            f"label, {rm_info['agreement_majority']:.3f} as the population's majority "
+            f"({rm_info['majority_pairs']} pairs with one; the equal-weight sum of the groups' scores: "
+            f"{rm_info['score_sum_agreement_majority']:.3f}), {rm_info['agreement_ground_truth']:.3f} as the "
+            "ground truth."
+        ),
+    ]
     data = {
-        "meta": meta, "reward_model": rm_info, "runs": runs, "verdict": verdict,
-        "cycles": {"cyclic": cyclic, "transitive": transitive, "prompts_with_cycle": with_cycle,
-                   "entrant_triples": len(triples), "entrant_cycles": policy_cycles},
+        "meta": meta,
+        "reward_model": rm_info,
+        "runs": runs,
+        "verdict": verdict,
+        "cycles": {
+            "cyclic": cyclic,
+            "transitive": transitive,
+            "prompts_with_cycle": with_cycle,
+            "entrant_triples": len(triples),
+            "entrant_cycles": policy_cycles,
+        },
         "matrices": {j: {a: {b: rate_json(tt.rate(a, b)) for b in names if b != a} for a in names} for j, tt in t.items()},
-        "worst_case": {j: {a: {"opponent": tt.worst_case(a)[0], **rate_json(tt.worst_case(a)[1])} for a in names}
-                       for j, tt in t.items()},
+        "worst_case": {
+            j: {a: {"opponent": tt.worst_case(a)[0], **rate_json(tt.worst_case(a)[1])} for a in names} for j, tt in t.items()
+        },
         "example_prompt": played["prompts"][0],
         "examples": {name: played["responses"][name][0][:4] for name in names},
     }
@@ -395,8 +512,14 @@ def plot(t: dict[str, Tournament], path: Path) -> None:
     for k, g in enumerate(judges_):
         rates = [t[g].rate(a, START) for a in policies]
         x = np.arange(len(policies)) + (k - (len(judges_) - 1) / 2) * width
-        bx.bar(x, [r.win_rate for r in rates], width, label=g,
-               yerr=[[r.win_rate - r.ci_low for r in rates], [r.ci_high - r.win_rate for r in rates]], capsize=2)
+        bx.bar(
+            x,
+            [r.win_rate for r in rates],
+            width,
+            label=g,
+            yerr=[[r.win_rate - r.ci_low for r in rates], [r.ci_high - r.win_rate for r in rates]],
+            capsize=2,
+        )
     bx.axhline(0.5, color="gray", lw=0.8)
     bx.set_xticks(range(len(policies)), policies, rotation=30, ha="right", fontsize=8)
     bx.set_ylim(0, 1)
@@ -429,7 +552,8 @@ def main(argv: list[str] | None = None) -> None:
     rm_manifest.write_text(
         "# GRPO's judge: the reward model fitted to the population's drawn labels (bench/nash_lm.py)\n"
         f"judges:\n  - {{name: bt-rm, kind: reward_model, path: {json.dumps(str(rm_path))}}}\n"
-        "eval:\n  name: ground-truth\n  kind: rule\n  function: rollout.tasks.wordlist:ground_truth\n  temperature: 0.0\n")
+        "eval:\n  name: ground-truth\n  kind: rule\n  function: rollout.tasks.wordlist:ground_truth\n  temperature: 0.0\n"
+    )
     names = args.only or list(VARIANTS)
     runs = train(names, args.steps, out, rm_manifest, args.reuse, meter)
     from driver.builtin import ensure_builtin_policy
@@ -437,17 +561,24 @@ def main(argv: list[str] | None = None) -> None:
     entrants = {START: ensure_builtin_policy(), **{name: out / name / "final" for name in names}}
     t0 = time.perf_counter()
     played = tournament(entrants, args.samples, max_tokens=24, seed=args.seed)
-    meta = {"steps": args.steps, "samples": args.samples, "prompts": len(played["prompts"]), "seed": args.seed,
-            "tournament_seconds": round(time.perf_counter() - t0, 1),
-            "wall_seconds": round(time.perf_counter() - started, 1), "cpu_seconds": round(meter.seconds() - cpu0, 1)}
+    meta = {
+        "steps": args.steps,
+        "samples": args.samples,
+        "prompts": len(played["prompts"]),
+        "seed": args.seed,
+        "tournament_seconds": round(time.perf_counter() - t0, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "cpu_seconds": round(meter.seconds() - cpu0, 1),
+    }
     text, data = summarise(played, runs, rm_info, meta)
     png = args.png or out / "nash_tournament.png"
     plot(played["results"], png)
     (out / "nash_lm.json").write_text(json.dumps(data, indent=2, default=str))
     (out / "nash_lm.md").write_text(text)
     sys.stdout.write(text)
-    sys.stderr.write(f"wall {meta['wall_seconds']:.0f} s, CPU {meta['cpu_seconds']:.0f} s (this process and its "
-                     f"descendants); heat map {png}\n")
+    sys.stderr.write(
+        f"wall {meta['wall_seconds']:.0f} s, CPU {meta['cpu_seconds']:.0f} s (this process and its descendants); heat map {png}\n"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,24 @@ LEARNER = ["learner/time/forward", "learner/time/backward", "learner/time/optimi
 def profile(algo: str, staleness: int, steps: int, out: Path, extra: list[str]) -> dict[str, float]:
     """Mean seconds per step (after the first) of one run."""
     run = out / f"{algo}-staleness{staleness}"
-    cmd = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(steps), "--output", str(run),
-           "--set", f"rollout.max_staleness={staleness}", "--set", "eval.every=0", "--set", "checkpoint.every=0", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "driver",
+        "--algo",
+        algo,
+        "--steps",
+        str(steps),
+        "--output",
+        str(run),
+        "--set",
+        f"rollout.max_staleness={staleness}",
+        "--set",
+        "eval.every=0",
+        "--set",
+        "checkpoint.every=0",
+        *extra,
+    ]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{algo} (max_staleness {staleness}) failed:\n{result.stderr[-3000:]}")
@@ -68,8 +84,11 @@ def main() -> None:
     for algo, staleness, m in rows:
         learner = " / ".join(f"{m[k]:.3f}" for k in LEARNER)
         base = on_policy.get(algo)  # with nothing overlapped, its waits are each stage's own time
-        stages = max(base["time/rollout_wait"] + base["time/judge_wait"], base["time/learner_wait"] + base["time/sync_wait"]) \
-            if base else None
+        stages = (
+            max(base["time/rollout_wait"] + base["time/judge_wait"], base["time/learner_wait"] + base["time/sync_wait"])
+            if base
+            else None
+        )
         ratio = f"{m['time/step_seconds'] / stages:.2f}" if stages and staleness > 0 else "-"
         lines.append(
             f"| {algo} | {staleness} | {m['time/step_seconds']:.3f} | {m['time/rollout_wait']:.3f} | "

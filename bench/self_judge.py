@@ -47,8 +47,7 @@ RUBRIC = (
     "Which response follows the instruction better and answers it correctly? Answer A or B: "
 )
 YESNO = (
-    "Instruction: {prompt}\nResponse: {first}\n"
-    "Does the response follow the instruction exactly and correctly? Answer Yes or No: "
+    "Instruction: {prompt}\nResponse: {first}\nDoes the response follow the instruction exactly and correctly? Answer Yes or No: "
 )
 
 
@@ -66,8 +65,7 @@ def sample_pairs(path: str, task_name: str, prompts: int, k: int, seed: int):
         for i in range(k):
             for j in range(i + 1, k):
                 if scores[i] != scores[j]:
-                    pairs.append((group[i].prompt_text, group[i].response_text, group[j].response_text,
-                                  scores[i] > scores[j]))
+                    pairs.append((group[i].prompt_text, group[i].response_text, group[j].response_text, scores[i] > scores[j]))
     mean = sum(truth(r.prompt_text, r.response_text) for r in batch.rollouts) / len(batch.rollouts)
     return pairs, mean
 
@@ -76,8 +74,7 @@ def judge(variant: str, model, tokenizer, pairs) -> list[float]:
     prompts, first, second = ([p[i] for p in pairs] for i in range(3))
     if variant.startswith("ab-"):
         template = RUBRIC if variant == "ab-rubric" else DEFAULT_PAIRWISE_TEMPLATE
-        scorer = VerdictScorer(variant, model, tokenizer, template, ("A", "B"), 16,
-                               "off" if variant == "ab-raw" else "on")
+        scorer = VerdictScorer(variant, model, tokenizer, template, ("A", "B"), 16, "off" if variant == "ab-raw" else "on")
         return scorer.compare(prompts, first, second)
     scorer = VerdictScorer(variant, model, tokenizer, YESNO, ("Yes", "No"), 16, "on")
 
@@ -107,18 +104,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     path = resolve_model_path(BUILTIN_SMOLLM2)
-    rows = ["| task | variant | pairs | accuracy | mean abs(P - 0.5) | accuracy, confident half | seconds |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| task | variant | pairs | accuracy | mean abs(P - 0.5) | accuracy, confident half | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for task in args.tasks:
         pairs, mean = sample_pairs(path, task, args.prompts, args.k, args.seed)
-        print(f"{task}: {len(pairs)} pairs with different ground truth; mean ground truth of the samples {mean:.3f}",
-              flush=True)
+        print(f"{task}: {len(pairs)} pairs with different ground truth; mean ground truth of the samples {mean:.3f}", flush=True)
         model, tokenizer = load_causal_lm(path, "float32")
         for variant in args.variants:
             start = time.perf_counter()
             acc, strength, confident = summarise(judge(variant, model, tokenizer, pairs), pairs)
-            rows.append(f"| {task} | {variant} | {len(pairs)} | {acc:.3f} | {strength:.3f} | {confident:.3f} | "
-                        f"{time.perf_counter() - start:.0f} |")
+            rows.append(
+                f"| {task} | {variant} | {len(pairs)} | {acc:.3f} | {strength:.3f} | {confident:.3f} | "
+                f"{time.perf_counter() - start:.0f} |"
+            )
             print(rows[-1], flush=True)
     table = "\n".join(rows)
     print(table)

@@ -30,9 +30,7 @@ def gather_token_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
     temporaries are [T, V] rather than [B, T, V].
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(
-            f"need logits [B, T, V] and labels [B, T], got {tuple(logits.shape)} and {tuple(labels.shape)}"
-        )
+        raise ValueError(f"need logits [B, T, V] and labels [B, T], got {tuple(logits.shape)} and {tuple(labels.shape)}")
     if logits.dtype in (torch.float32, torch.float64):
         return _gather_rows(logits, labels)
     rows = [_gather_rows(logits[b].float(), labels[b]) for b in range(logits.shape[0])]

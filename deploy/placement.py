@@ -43,8 +43,11 @@ def required_resources(cfg: RunConfig, judges: list[JudgeSpec]) -> dict[str, flo
 def custom_resources(cfg: RunConfig, judges: list[JudgeSpec]) -> dict[str, float]:
     """Custom resources (name -> total amount) the run's workers, ranks and judge replicas ask for."""
     total: dict[str, float] = {}
-    asks = [(cfg.rollout.num_workers, cfg.rollout.resources), (cfg.learner.num_workers, cfg.learner.resources),
-            *((j.replicas, j.resources) for j in judges)]
+    asks = [
+        (cfg.rollout.num_workers, cfg.rollout.resources),
+        (cfg.learner.num_workers, cfg.learner.resources),
+        *((j.replicas, j.resources) for j in judges),
+    ]
     for count, resources in asks:
         for name, amount in resources.items():
             total[name] = total.get(name, 0.0) + count * amount
@@ -78,8 +81,7 @@ def create_placement_group(cfg: RunConfig, strategy: str | None = None, timeout_
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
         raise RuntimeError(
-            f"the cluster could not place {bundles} ({strategy}) within {timeout_s:.0f}s: "
-            f"available {ray.available_resources()}"
+            f"the cluster could not place {bundles} ({strategy}) within {timeout_s:.0f}s: available {ray.available_resources()}"
         )
     return pg
 
@@ -119,9 +121,7 @@ def learner_options(cfg: RunConfig, rank: int, pg: PlacementGroup) -> dict[str, 
         num_gpus=lc.num_gpus,
         resources=dict(lc.resources),
         runtime_env={"env_vars": env},
-        scheduling_strategy=PlacementGroupSchedulingStrategy(
-            pg, placement_group_bundle_index=cfg.rollout.num_workers + rank
-        ),
+        scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=cfg.rollout.num_workers + rank),
     )
 
 

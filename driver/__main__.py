@@ -14,8 +14,15 @@ from importlib.util import find_spec
 from pathlib import Path
 
 # Import names the driver process needs (its actors also need vllm and deepspeed, in their own Python).
-DRIVER_PACKAGES = {"pydantic": "pydantic", "yaml": "PyYAML", "ray": "ray", "torch": "torch",
-                   "transformers": "transformers", "numpy": "numpy", "matplotlib": "matplotlib"}
+DRIVER_PACKAGES = {
+    "pydantic": "pydantic",
+    "yaml": "PyYAML",
+    "ray": "ray",
+    "torch": "torch",
+    "transformers": "transformers",
+    "numpy": "numpy",
+    "matplotlib": "matplotlib",
+}
 
 
 def missing_packages() -> list[str]:
@@ -32,7 +39,7 @@ def missing_stack_message(missing: list[str]) -> str:
         f"virtualenv: `source .venv/bin/activate` (for `ray job submit`: before `ray start`, since the job's "
         f"`python` is the one on the PATH the cluster started with), or name it in the entrypoint, "
         f"`ray job submit ... -- {python} -m driver`, with --runtime-env-json "
-        f"'{{\"py_executable\": \"{python}\"}}' so the run's actors use it too"
+        f'\'{{"py_executable": "{python}"}}\' so the run\'s actors use it too'
     )
 
 

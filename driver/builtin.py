@@ -155,8 +155,11 @@ def _build_locked(final: Path, build) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         info = build(tmp)
-        info.update(builder_version=BUILDER_VERSION, version_key=final.parent.name.split("-", 1)[-1],
-                    seconds_total=round(time.perf_counter() - start, 2))
+        info.update(
+            builder_version=BUILDER_VERSION,
+            version_key=final.parent.name.split("-", 1)[-1],
+            seconds_total=round(time.perf_counter() - start, 2),
+        )
         (tmp / _INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
         os.rename(tmp, final)
     except BaseException:
@@ -178,11 +181,20 @@ def _build_policy(out: Path) -> dict[str, object]:
     tokenizer = tiny_model.train_tokenizer(texts, vocab_size=int(tok_p["vocab_size"]))
     logger.info("tokenizer: %d tokens", len(tokenizer))
     policy = tiny_model.build_policy(
-        out, corpus, tokenizer, seed=int(pol_p["seed"]), steps=int(pol_p["steps"]),
-        batch_size=int(pol_p["batch_size"]), lr=float(pol_p["lr"]),
+        out,
+        corpus,
+        tokenizer,
+        seed=int(pol_p["seed"]),
+        steps=int(pol_p["steps"]),
+        batch_size=int(pol_p["batch_size"]),
+        lr=float(pol_p["lr"]),
     )
-    return {"params": {"tokenizer": tok_p, "policy": pol_p}, "vocab_size": len(tokenizer),
-            "final_loss": round(policy.final_loss, 4), "seconds": round(policy.seconds, 2)}
+    return {
+        "params": {"tokenizer": tok_p, "policy": pol_p},
+        "vocab_size": len(tokenizer),
+        "final_loss": round(policy.final_loss, 4),
+        "seconds": round(policy.seconds, 2),
+    }
 
 
 def _build_reward_model(out: Path, policy: Path) -> dict[str, object]:
@@ -194,11 +206,20 @@ def _build_reward_model(out: Path, policy: Path) -> dict[str, object]:
     rm_p = BUILD_PARAMS["reward_model"]
     pairs = wordlist.reward_model_pairs(seed=int(rm_p["seed"]), size=int(rm_p["pairs"]))
     reward = tiny_model.build_reward_model(
-        out, pairs, AutoTokenizer.from_pretrained(policy), seed=int(rm_p["seed"]), steps=int(rm_p["steps"]),
-        batch_size=int(rm_p["batch_size"]), lr=float(rm_p["lr"]),
+        out,
+        pairs,
+        AutoTokenizer.from_pretrained(policy),
+        seed=int(rm_p["seed"]),
+        steps=int(rm_p["steps"]),
+        batch_size=int(rm_p["batch_size"]),
+        lr=float(rm_p["lr"]),
     )
-    return {"params": {"reward_model": rm_p}, "final_loss": round(reward.final_loss, 4),
-            "heldout_accuracy": reward.heldout_accuracy, "seconds": round(reward.seconds, 2)}
+    return {
+        "params": {"reward_model": rm_p},
+        "final_loss": round(reward.final_loss, 4),
+        "heldout_accuracy": reward.heldout_accuracy,
+        "seconds": round(reward.seconds, 2),
+    }
 
 
 def check_model_path(path: str, what: str = "model path") -> None:

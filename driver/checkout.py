@@ -37,8 +37,9 @@ def job_ships_code(environ: Mapping[str, str]) -> bool:
     if not raw:
         return False
     runtime_env = json.loads(raw).get("runtime_env") or {}
-    return bool(runtime_env.get("working_dir") or runtime_env.get("py_modules")
-                or "PYTHONPATH" in (runtime_env.get("env_vars") or {}))
+    return bool(
+        runtime_env.get("working_dir") or runtime_env.get("py_modules") or "PYTHONPATH" in (runtime_env.get("env_vars") or {})
+    )
 
 
 def worker_runtime_env(joined: bool, environ: Mapping[str, str] | None = None) -> dict[str, Any]:

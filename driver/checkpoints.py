@@ -175,8 +175,14 @@ def writing(output: Path, step: int) -> Iterator[Path]:
             raise
         shutil.rmtree(tmp, ignore_errors=True)
         previous = complete_checkpoints(output)
-        kept = (f"the previous checkpoint {previous[-1]} is intact: free space, then resume with "
-                f"`python -m driver --resume {output}`") if previous else "there is no earlier checkpoint to resume from"
+        kept = (
+            (
+                f"the previous checkpoint {previous[-1]} is intact: free space, then resume with "
+                f"`python -m driver --resume {output}`"
+            )
+            if previous
+            else "there is no earlier checkpoint to resume from"
+        )
         raise DiskFull(
             f"disk full: no space left on the device writing checkpoint step-{step:06d} under "
             f"{checkpoint_root(output).resolve()} ({_mib(free)} free there when the write failed); {kept}"

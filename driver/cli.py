@@ -42,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m driver",
         description="Online RLHF: sample with vLLM, judge, learn with DeepSpeed, sync weights, repeat.",
-        epilog="Config precedence: --config YAML < --set KEY=VALUE < explicit flags. "
-        "See docs/config.md for every field.",
+        epilog="Config precedence: --config YAML < --set KEY=VALUE < explicit flags. See docs/config.md for every field.",
     )
     parser.add_argument("--algo", help=f"algorithm (default {defaults.algo}; see --list-algos)")
     parser.add_argument("--list-algos", action="store_true", help="print the algorithms and exit")
@@ -58,17 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start a local one)")
     parser.add_argument("--output", help="run directory (default runs/<algo>-<time>)")
     parser.add_argument(
-        "--resume", metavar="OUTPUT_DIR",
+        "--resume",
+        metavar="OUTPUT_DIR",
         help="continue a run from its last checkpoint, with its saved config (only --steps and --address may change)",
     )
     parser.add_argument(
-        "--resume-mode", choices=("never", "auto"), default="never",
+        "--resume-mode",
+        choices=("never", "auto"),
+        default="never",
         help="what a run directory (--output) that already holds a run means: 'never' (default) refuses it; "
         "'auto' continues it from its checkpoint (or says it is finished), so that relaunching the same "
         "command after a crash or a stop continues the run",
     )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override any config field, e.g. --set learner.lr=1e-5 --set rollout.samples_per_prompt=8",
     )
     return parser
@@ -77,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
     args = build_parser().parse_args(argv)
     if args.resume:
-        changed = [flag for flag in ("algo", "config", "judges", "model", "seed", "output", "task", "prompts")
-                   if getattr(args, flag)]
+        changed = [
+            flag for flag in ("algo", "config", "judges", "model", "seed", "output", "task", "prompts") if getattr(args, flag)
+        ]
         if changed or args.set:
             raise ConfigError(
                 f"--resume uses the run's saved config; only --steps and --address may change (got "
@@ -97,9 +103,15 @@ def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]
     if args.prompts and args.task not in (None, "jsonl"):
         raise ConfigError(f"--prompts is the file of the 'jsonl' task; it cannot be used with --task {args.task}")
     overrides = {
-        "task.name": "jsonl" if args.prompts else args.task, "task.path": args.prompts,
-        "algo": args.algo, "judges": args.judges, "model.path": args.model, "steps": args.steps,
-        "seed": args.seed, "address": args.address, "output": args.output,
+        "task.name": "jsonl" if args.prompts else args.task,
+        "task.path": args.prompts,
+        "algo": args.algo,
+        "judges": args.judges,
+        "model.path": args.model,
+        "steps": args.steps,
+        "seed": args.seed,
+        "address": args.address,
+        "output": args.output,
     }
     return args, build_run_config(args.config, overrides, args.set)
 
@@ -199,15 +211,21 @@ def execute(plan: RunPlan, decision: Decision) -> None:
         sys.stderr.write(f"driver: error: {err}\n")
         raise SystemExit(EXIT_DISK_FULL) from None
     except Aborted as err:
-        sys.stderr.write(f"driver: aborted by a second {err}: the step in progress is lost; the run continues from "
-                         f"its last checkpoint (`python -m driver --resume {plan.output}`)\n")
+        sys.stderr.write(
+            f"driver: aborted by a second {err}: the step in progress is lost; the run continues from "
+            f"its last checkpoint (`python -m driver --resume {plan.output}`)\n"
+        )
         raise SystemExit(128 + err.signum) from None
     if summary.stopped:
-        sys.stderr.write(f"driver: stopped by {summary.stopped} after step {summary.steps} of {plan.cfg.steps}; "
-                         f"checkpoint {summary.checkpoint}; continue with `python -m driver --resume {plan.output}` "
-                         f"(exit status {EXIT_STOPPED})\n")
+        sys.stderr.write(
+            f"driver: stopped by {summary.stopped} after step {summary.steps} of {plan.cfg.steps}; "
+            f"checkpoint {summary.checkpoint}; continue with `python -m driver --resume {plan.output}` "
+            f"(exit status {EXIT_STOPPED})\n"
+        )
         raise SystemExit(EXIT_STOPPED)
     logging.getLogger("driver").info(
         "done: %d steps in %.0fs; metrics, final policy and summary in %s",
-        summary.steps, summary.seconds, Path(plan.output).resolve(),
+        summary.steps,
+        summary.seconds,
+        Path(plan.output).resolve(),
     )

@@ -57,8 +57,9 @@ def connect(plan: RunPlan) -> bool:
             runtime_env=worker_runtime_env(joined=False),  # the workers import the project from this checkout
             **({"_node_ip_address": LOOPBACK} if loopback else {}),
         )
-    logger.info("started a local Ray cluster on %s (%s)", LOOPBACK if loopback else "the node's network address",
-                ray.cluster_resources())
+    logger.info(
+        "started a local Ray cluster on %s (%s)", LOOPBACK if loopback else "the node's network address", ray.cluster_resources()
+    )
     return True
 
 
@@ -119,8 +120,13 @@ def start_actors(plan: RunPlan, model_path: str) -> Cluster:
     eval_judge = start_judges([plan.eval_judge], cfg, model_path, prefix="eval-judge")[plan.eval_judge.name]
     ray.get(setups)
     ray.get([r.policy_version.remote() for r in rollouts])  # engines loaded
-    return Cluster(rollouts=rollouts, learners=learners, judges=judges, eval_judge=eval_judge,
-                   judge_specs={spec.name: spec for spec in plan.manifest.judges})
+    return Cluster(
+        rollouts=rollouts,
+        learners=learners,
+        judges=judges,
+        eval_judge=eval_judge,
+        judge_specs={spec.name: spec for spec in plan.manifest.judges},
+    )
 
 
 def start_judges(specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str, prefix: str = "judge") -> dict[str, list]:
@@ -159,8 +165,9 @@ def shard(prompts: list[Prompt], parts: int) -> list[list[Prompt]]:
     return out
 
 
-def sample(cluster: Cluster, step: int, prompts: list[Prompt], k: int, seeds: list[int],
-           temperature: float | None = None) -> list:
+def sample(
+    cluster: Cluster, step: int, prompts: list[Prompt], k: int, seeds: list[int], temperature: float | None = None
+) -> list:
     """Launch generation on every rollout worker; returns ObjectRef[RolloutBatch] per worker."""
     refs = [
         worker.generate.remote(PromptBatch(step=step, prompts=tuple(part), samples_per_prompt=k), seed, temperature)
@@ -197,14 +204,20 @@ def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list
     """
     version_ref, weights_ref = export_weights(cluster, step, probe)
     self_judges = [
-        replica for name, replicas in cluster.judges.items() if cluster.judge_specs[name].kind == "self"
-        for replica in replicas
+        replica for name, replicas in cluster.judges.items() if cluster.judge_specs[name].kind == "self" for replica in replicas
     ]
     return [receiver.load_weights.remote(weights_ref, version_ref) for receiver in [*cluster.rollouts, *self_judges]]
 
 
-def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str,
-                step: int, probe: list[list[int]], trial_timeout_s: float | None = None) -> tuple[list[str], list[str]]:
+def swap_judges(
+    cluster: Cluster,
+    specs: Sequence[JudgeSpec],
+    cfg: RunConfig,
+    model_path: str,
+    step: int,
+    probe: list[list[int]],
+    trial_timeout_s: float | None = None,
+) -> tuple[list[str], list[str]]:
     """Replace the training judges by `specs`; returns (started, retired) judge names.
 
     Judges whose spec is unchanged keep their actors. New ones are started, must answer and must
@@ -230,8 +243,9 @@ def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, mo
     before, before_specs = dict(cluster.judges), dict(cluster.judge_specs)
     _retire(cluster, first)
     try:
-        started = _start_ready(cluster, fresh, cfg, model_path, step, probe,
-                               TRIAL_TIMEOUT_S if trial_timeout_s is None else trial_timeout_s)
+        started = _start_ready(
+            cluster, fresh, cfg, model_path, step, probe, TRIAL_TIMEOUT_S if trial_timeout_s is None else trial_timeout_s
+        )
     except BaseException:
         if first:  # the judges stopped to make room serve again, in their old order
             back = _start_ready(cluster, [before_specs[name] for name in first], cfg, model_path, step, probe)
@@ -245,8 +259,15 @@ def swap_judges(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, mo
     return sorted(started), sorted(retired)
 
 
-def _start_ready(cluster: Cluster, specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str, step: int,
-                 probe: list[list[int]], trial_timeout_s: float | None = None) -> dict[str, list]:
+def _start_ready(
+    cluster: Cluster,
+    specs: Sequence[JudgeSpec],
+    cfg: RunConfig,
+    model_path: str,
+    step: int,
+    probe: list[list[int]],
+    trial_timeout_s: float | None = None,
+) -> dict[str, list]:
     """Start `specs` and wait until they answer; a self judge gets the current policy weights first;
     with `trial_timeout_s`, each replica then passes its trial (`try_judges`).
 
@@ -292,8 +313,7 @@ def try_judges(started: dict[str, list], specs: Sequence[JudgeSpec], batch_ref: 
     on_failure 'fail': none). JudgeTrialError naming the judge otherwise. Before any rollout was
     sampled (a resume's first step) there is nothing to try them on: logged, and they are trusted."""
     if batch_ref is None:
-        logger.warning("judge swap: no rollouts sampled yet to try the new judges %s on; trusting them untried",
-                       sorted(started))
+        logger.warning("judge swap: no rollouts sampled yet to try the new judges %s on; trusting them untried", sorted(started))
         return
     deadline = time.monotonic() + timeout_s
     try:
@@ -303,10 +323,12 @@ def try_judges(started: dict[str, list], specs: Sequence[JudgeSpec], batch_ref: 
     trial = batch.model_copy(update={"rollouts": batch.rollouts[: TRIAL_GROUPS * batch.samples_per_prompt]})
     what = f"{len(trial.rollouts)} rollouts of step {trial.step}"
     by_name = {s.name: s for s in specs}
-    calls = [(name, i, replica.judge_batch.remote(trial, trial=True))
-             for name, replicas in started.items() for i, replica in enumerate(replicas)]
-    ready, _ = ray.wait([ref for *_, ref in calls], num_returns=len(calls),
-                        timeout=max(0.0, deadline - time.monotonic()))
+    calls = [
+        (name, i, replica.judge_batch.remote(trial, trial=True))
+        for name, replicas in started.items()
+        for i, replica in enumerate(replicas)
+    ]
+    ready, _ = ray.wait([ref for *_, ref in calls], num_returns=len(calls), timeout=max(0.0, deadline - time.monotonic()))
     for name, i, ref in calls:
         spec = by_name[name]
         who = f"judge {name!r} (kind {spec.kind}{f', replica {i}' if len(started[name]) > 1 else ''})"

@@ -41,7 +41,11 @@ class JudgeFailures:
         self.skipped: dict[str, int] = {}
 
     def apply(
-        self, step: int, batches: list[RolloutBatch], judgements: list[list[Judgement]], refs: Sequence[Any],
+        self,
+        step: int,
+        batches: list[RolloutBatch],
+        judgements: list[list[Judgement]],
+        refs: Sequence[Any],
         specs: Mapping[str, JudgeSpec],
     ) -> tuple[list[RolloutBatch], list[list[Judgement]], list[Any]]:
         """(batches, judgements, what the learner gets) of one step, without the unjudged groups.
@@ -90,12 +94,16 @@ class JudgeFailures:
             f"(cap {_cap(self.specs.get(name)):.0%}; last: {reason})"
             for name, reason in last_reason.items()
         )
-        logger.warning("step %d: %d of %d prompt groups dropped from training for missing verdicts; %s",
-                       step, dropped_groups, total_groups, shares)
+        logger.warning(
+            "step %d: %d of %d prompt groups dropped from training for missing verdicts; %s",
+            step,
+            dropped_groups,
+            total_groups,
+            shares,
+        )
         if not kept_batches:
             raise JudgeFailureError(
-                f"step {step}: every prompt group lacks a verdict from some judge, so there is nothing to train on; "
-                f"{shares}"
+                f"step {step}: every prompt group lacks a verdict from some judge, so there is nothing to train on; {shares}"
             )
         return kept_batches, kept_judgements, kept_batches
 
@@ -134,8 +142,13 @@ def _reindexed(j: Judgement, groups: list[int], k: int) -> Judgement:
     """`j` on the rollouts of `groups` only, indices renumbered; no missing verdict left in it."""
     new = {g * k + a: n * k + a for n, g in enumerate(groups) for a in range(k)}
     rewards = None if j.rewards is None else tuple(j.rewards[old] for old in sorted(new))
-    preferences = None if j.preferences is None else tuple(
-        PairPreference(first=new[p.first], second=new[p.second], probability=p.probability)
-        for p in j.preferences if p.first in new
+    preferences = (
+        None
+        if j.preferences is None
+        else tuple(
+            PairPreference(first=new[p.first], second=new[p.second], probability=p.probability)
+            for p in j.preferences
+            if p.first in new
+        )
     )
     return Judgement(judge=j.judge, rewards=rewards, preferences=preferences, seconds=j.seconds)

@@ -67,8 +67,11 @@ class ManifestWatcher:
         if stamp is None:
             if not self._missing_reported:
                 self._missing_reported = True
-                logger.warning("judge manifest %s is gone (deleted or moved); keeping the current judges. Saving a "
-                               "manifest at that path again swaps to it as usual", self.path)
+                logger.warning(
+                    "judge manifest %s is gone (deleted or moved); keeping the current judges. Saving a "
+                    "manifest at that path again swaps to it as usual",
+                    self.path,
+                )
             self._stamp = None  # a file back at the path is read, even with the old mtime and size
             return None
         self._missing_reported = False

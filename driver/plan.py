@@ -38,8 +38,9 @@ def ground_truth_judge(task: Task) -> RuleJudgeSpec | None:
     """The task's ground truth as a rule judge (hard comparisons), or None if it has none."""
     if task.ground_truth is None:
         return None
-    return RuleJudgeSpec(name="ground-truth", kind="rule", function=task.ground_truth,
-                         args=task.ground_truth_args, temperature=0.0)
+    return RuleJudgeSpec(
+        name="ground-truth", kind="rule", function=task.ground_truth, args=task.ground_truth_args, temperature=0.0
+    )
 
 
 def task_manifest(task: Task) -> JudgeManifest:
@@ -172,8 +173,13 @@ def default_judges(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def resolve_plan(cfg: RunConfig, manifest: JudgeManifest | None, resume: bool = False,
-                 manifest_path: str | Path | None = None, task: Task | None = None) -> RunPlan:
+def resolve_plan(
+    cfg: RunConfig,
+    manifest: JudgeManifest | None,
+    resume: bool = False,
+    manifest_path: str | Path | None = None,
+    task: Task | None = None,
+) -> RunPlan:
     """Check everything; `manifest` None means the task's ground truth (`task_manifest`)."""
     get_algorithm(cfg.algo)  # raises, listing the valid names
     cfg = resolved(cfg)  # the algorithm's section checked (and no other's), written out in full
@@ -202,10 +208,17 @@ def resolve_plan(cfg: RunConfig, manifest: JudgeManifest | None, resume: bool = 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     output = Path(cfg.output) if cfg.output else Path("runs") / f"{cfg.algo}-{stamp}"
     if not resume and (output / "metrics.jsonl").exists():
-        raise ValueError(f"output directory {str(output)!r} already holds a run (metrics.jsonl); choose another --output, "
-                         f"or continue it (`--resume {output}`, or this command with `--resume-mode auto`)")
-    return RunPlan(cfg=cfg, task=task, manifest=manifest, output=output,
-                   manifest_path=Path(manifest_path) if manifest_path is not None else None)
+        raise ValueError(
+            f"output directory {str(output)!r} already holds a run (metrics.jsonl); choose another --output, "
+            f"or continue it (`--resume {output}`, or this command with `--resume-mode auto`)"
+        )
+    return RunPlan(
+        cfg=cfg,
+        task=task,
+        manifest=manifest,
+        output=output,
+        manifest_path=Path(manifest_path) if manifest_path is not None else None,
+    )
 
 
 def check_context(cfg: RunConfig, task: Task, model_path: str) -> int:

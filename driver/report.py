@@ -61,8 +61,7 @@ def draw_reward(ax: Axes, train: Records, evals: Records) -> None:
     _line(ax, train, "rollout/reward_mean", "reward mean")
     steps, (mean, std) = series(train, "rollout/reward_mean", "rollout/reward_std")
     if steps:
-        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                        alpha=0.25, label="± std")
+        ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.25, label="± std")
     ax.set_ylabel("combined judge reward")
 
 
@@ -113,8 +112,12 @@ class Panel:
 
 PANELS = (
     Panel("reward.png", "Rollout reward", ("rollout/reward_mean",), draw_reward),
-    Panel("eval_win_rate.png", "Evaluation: win rate vs the starting policy",
-          ("eval/win_rate", "eval/pool_worst_win_rate"), draw_eval_win_rate),
+    Panel(
+        "eval_win_rate.png",
+        "Evaluation: win rate vs the starting policy",
+        ("eval/win_rate", "eval/pool_worst_win_rate"),
+        draw_eval_win_rate,
+    ),
     Panel("kl.png", "KL to the reference policy", ("learner/kl_to_reference", "eval/kl_to_reference"), draw_kl),
     Panel("loss.png", "Learner loss", ("learner/loss",), draw_loss),
     Panel("throughput.png", "Throughput", ("rollout/tokens_per_s", "time/step_seconds"), draw_throughput),
@@ -200,10 +203,14 @@ def _final_eval_line(final: dict[str, Any]) -> str:
 
 
 EVAL_COLUMNS = (  # (header, key, format); optional columns appear when any eval record has the key
-    ("win rate", "eval/win_rate", ".3f"), ("95% CI low", "eval/win_rate_ci_low", ".3f"),
-    ("95% CI high", "eval/win_rate_ci_high", ".3f"), ("mean reward", "eval/mean_reward", ".3f"),
-    ("start mean reward", "eval/start_mean_reward", ".3f"), ("response tokens", "eval/response_tokens", ".1f"),
-    ("KL to reference", "eval/kl_to_reference", ".3f"), ("pool worst win rate", "eval/pool_worst_win_rate", ".3f"),
+    ("win rate", "eval/win_rate", ".3f"),
+    ("95% CI low", "eval/win_rate_ci_low", ".3f"),
+    ("95% CI high", "eval/win_rate_ci_high", ".3f"),
+    ("mean reward", "eval/mean_reward", ".3f"),
+    ("start mean reward", "eval/start_mean_reward", ".3f"),
+    ("response tokens", "eval/response_tokens", ".1f"),
+    ("KL to reference", "eval/kl_to_reference", ".3f"),
+    ("pool worst win rate", "eval/pool_worst_win_rate", ".3f"),
 )
 
 
@@ -227,13 +234,20 @@ def write_summary(output_dir: Path) -> Path:
     steps, (reward,) = series(train, "rollout/reward_mean")
     if steps:
         best = max(range(len(reward)), key=reward.__getitem__)
-        lines.append(f"- reward (rollout/reward_mean): last {reward[-1]:.3f} at step {steps[-1]}, "
-                     f"best {reward[best]:.3f} at step {steps[best]}")
+        lines.append(
+            f"- reward (rollout/reward_mean): last {reward[-1]:.3f} at step {steps[-1]}, "
+            f"best {reward[best]:.3f} at step {steps[best]}"
+        )
     lines.append(_final_eval_line(evals[-1]) if evals else "- final evaluation: none recorded")
     if evals:
         columns = [c for c in EVAL_COLUMNS if any(c[1] in r for r in evals)]
-        lines += ["", "## Evaluations", "", "| step | " + " | ".join(h for h, _, _ in columns) + " |",
-                  "|---:|" + "---:|" * len(columns)]
+        lines += [
+            "",
+            "## Evaluations",
+            "",
+            "| step | " + " | ".join(h for h, _, _ in columns) + " |",
+            "|---:|" + "---:|" * len(columns),
+        ]
         lines += [f"| {r['step']} | " + " | ".join(_num(r, key, fmt) for _, key, fmt in columns) + " |" for r in evals]
     plots = [p.filename for p in PANELS if (output_dir / PLOTS_DIR / p.filename).exists()]
     if plots:

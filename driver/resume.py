@@ -74,8 +74,7 @@ class Decision:
 # ---------------------------------------------------------------------- the decision
 def decide(output: Path, cfg: RunConfig, mode: Mode) -> Decision:
     """See the module docstring; raises ResumeRefused."""
-    holds_run = (output / METRICS_FILE).exists() or (output / SUMMARY_FILE).exists() or bool(
-        checkpoints.step_directories(output))
+    holds_run = (output / METRICS_FILE).exists() or (output / SUMMARY_FILE).exists() or bool(checkpoints.step_directories(output))
     if mode == "never":
         if holds_run:
             raise ResumeRefused(
@@ -98,8 +97,10 @@ def decide(output: Path, cfg: RunConfig, mode: Mode) -> Decision:
             changes = config_changes(saved, cfg) if saved is not None else []
             if steps == finished and not changes:
                 return Decision("finished", message=_finished_message(output, finished))
-            raise ResumeRefused(f"{output} finished {finished} steps and has no checkpoint to continue from; "
-                                f"start a new run (e.g. from its policy: --model {output / 'final'})")
+            raise ResumeRefused(
+                f"{output} finished {finished} steps and has no checkpoint to continue from; "
+                f"start a new run (e.g. from its policy: --model {output / 'final'})"
+            )
         raise ResumeRefused(
             f"{output} has no complete checkpoint to resume from (the run stopped before its first one, "
             f"checkpoint.every={cfg.checkpoint.every}); move it away or choose another --output to start again"
@@ -134,8 +135,9 @@ def decide(output: Path, cfg: RunConfig, mode: Mode) -> Decision:
         )
     last = checkpoint.state.last_eval
     if steps == step and not (last is not None and last.step == step - 1):
-        raise ResumeRefused(f"steps={steps} is the step of the last checkpoint ({checkpoint.path}): nothing is "
-                            f"left to train; ask for more steps")
+        raise ResumeRefused(
+            f"steps={steps} is the step of the last checkpoint ({checkpoint.path}): nothing is left to train; ask for more steps"
+        )
     return Decision("continue", checkpoint)
 
 
@@ -146,8 +148,9 @@ def check_reference(checkpoint: Checkpoint, reference: str, model_path: str) -> 
 
 
 def _finished_message(output: Path, finished: int) -> str:
-    return (f"{output} already finished its {finished} steps (summary.json): nothing to do; "
-            f"ask for more steps (--steps) to extend it")
+    return (
+        f"{output} already finished its {finished} steps (summary.json): nothing to do; ask for more steps (--steps) to extend it"
+    )
 
 
 def _listed(changes: list[str], most: int = 6) -> str:
@@ -180,8 +183,7 @@ def config_changes(saved: RunConfig, requested: RunConfig) -> list[str]:
     "mnpo (removed)". `algo` comes first."""
     a, b = saved.model_dump(mode="json"), requested.model_dump(mode="json")
     skipped = (*ALLOWED_CHANGES, *NOT_COMPARED)
-    return _differences({k: v for k, v in a.items() if k not in skipped},
-                        {k: v for k, v in b.items() if k not in skipped}, "")
+    return _differences({k: v for k, v in a.items() if k not in skipped}, {k: v for k, v in b.items() if k not in skipped}, "")
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str) -> list[str]:
@@ -257,8 +259,9 @@ def newest_usable(output: Path) -> Checkpoint | None:
             problems.append(f"{path.name}: {err}")
             continue
         if problems:
-            logger.warning("checkpoint %s is unusable (%s); resuming from the previous one, %s",
-                           found[-1], "; ".join(problems), path)
+            logger.warning(
+                "checkpoint %s is unusable (%s); resuming from the previous one, %s", found[-1], "; ".join(problems), path
+            )
         return checkpoint
     if problems:
         raise ResumeRefused(f"no usable checkpoint in {checkpoints.checkpoint_root(output)}: {'; '.join(problems)}")

@@ -111,8 +111,7 @@ def run(plan: RunPlan, resume: Checkpoint | None = None) -> Summary:
 
 
 class Loop:
-    def __init__(self, plan: RunPlan, cluster: Cluster, model_path: str, started: float,
-                 stop: StopSignals | None = None):
+    def __init__(self, plan: RunPlan, cluster: Cluster, model_path: str, started: float, stop: StopSignals | None = None):
         self.plan, self.cfg, self.cluster, self.model_path, self.started = plan, plan.cfg, cluster, model_path, started
         self.stop = stop or StopSignals()  # (not installed: never requested)
         self.last_checkpoint: Path | None = None
@@ -122,8 +121,9 @@ class Loop:
         self.snapshot_every = getattr(algorithm_config(self.cfg), "snapshot_every", 0)
         self.evals: dict[int, EvalSamples] = {}  # policy version -> held-out samples
         self.run_name = plan.output.resolve().name
-        self.watcher = (ManifestWatcher(plan.manifest_path, self.cfg.algo, plan.manifest, self.cfg.security)
-                        if plan.manifest_path else None)
+        self.watcher = (
+            ManifestWatcher(plan.manifest_path, self.cfg.algo, plan.manifest, self.cfg.security) if plan.manifest_path else None
+        )
         self.judge_events = {"judges/swaps": 0.0, "judges/rejected_manifests": 0.0}
         self.judge_failures = JudgeFailures()  # verdicts missing under on_failure: skip, per judge
         # Ray's metrics agent drops a gauge that is not set again within a few report intervals:
@@ -147,8 +147,12 @@ class Loop:
         samples_log = self.plan.output / SAMPLES_FILE
         if resume_step is not None:
             truncate_after(samples_log, resume_step)
-        with MetricsWriter(self.plan.output, tensorboard=cfg.tracking.tensorboard, wandb=wandb_settings(self.plan),
-                           resume_step=resume_step) as writer, samples_log.open("a") as samples:
+        with (
+            MetricsWriter(
+                self.plan.output, tensorboard=cfg.tracking.tensorboard, wandb=wandb_settings(self.plan), resume_step=resume_step
+            ) as writer,
+            samples_log.open("a") as samples,
+        ):
             for step in range(state.next_step, cfg.steps):
                 if self.stop.requested:  # a SIGTERM / SIGINT: stop at this step boundary
                     break
@@ -156,8 +160,9 @@ class Loop:
                     self.maybe_swap_judges(queue, launched, state.probe)
                 while launched < cfg.steps and len(queue) <= cfg.rollout.max_staleness:
                     seeds = [derive_seed(cfg.seed, "train", launched, i) for i in range(len(self.cluster.rollouts))]
-                    refs = sample(self.cluster, launched, stream.next(cfg.rollout.prompts_per_step),
-                                  cfg.rollout.samples_per_prompt, seeds)
+                    refs = sample(
+                        self.cluster, launched, stream.next(cfg.rollout.prompts_per_step), cfg.rollout.samples_per_prompt, seeds
+                    )
                     queue.append(InFlight(launched, refs, judge(self.cluster.judges, refs, launched)))
                     launched += 1
                 record, examples = self.train_step(queue.popleft(), state.probe, queue_depth=len(queue))
@@ -175,8 +180,7 @@ class Loop:
                     self.eval_samples(version, step)  # the next snapshot's samples, while it is served
                 if evaluating:  # (also records this version's samples for the pool)
                     final = self.evaluate(version, step, state.start)
-                    self.emit(writer, {"step": step, "time": round(time.perf_counter() - self.started, 3),
-                                       **eval_record(final)})
+                    self.emit(writer, {"step": step, "time": round(time.perf_counter() - self.started, 3), **eval_record(final)})
                 if cfg.checkpoint.every and done % cfg.checkpoint.every == 0:  # (the last step's included)
                     state = self.checkpoint(state, done, version, final)
         if done < cfg.steps:
@@ -188,16 +192,27 @@ class Loop:
         """Step 0: the starting policy's held-out samples (the win-rate baseline) and the sync probe."""
         start, batches = self.eval_samples(0, step=0)
         probe = [list(r.prompt_token_ids + r.response_token_ids)[:32] for r in batches[0].rollouts[:2]]
-        return DriverState(next_step=0, prompt_position=0, policy_version=0, probe=probe,
-                           reference=checkpoints.reference_identity(self.model_path), start=start)
+        return DriverState(
+            next_step=0,
+            prompt_position=0,
+            policy_version=0,
+            probe=probe,
+            reference=checkpoints.reference_identity(self.model_path),
+            start=start,
+        )
 
     def stopped(self, state: DriverState, done: int, version: int, final: EvalResult | None) -> Summary:
         """A stop signal ended the loop after step `done` - 1: checkpoint this boundary (unless the
         schedule just did), so that a resume continues exactly from here."""
         if self.last_checkpoint is None or checkpoints.step_of(self.last_checkpoint) != done:
             self.checkpoint(state, done, version, final)
-        return Summary(steps=done, seconds=time.perf_counter() - self.started, final_eval=final,
-                       stopped=self.stop.name, checkpoint=self.last_checkpoint)
+        return Summary(
+            steps=done,
+            seconds=time.perf_counter() - self.started,
+            final_eval=final,
+            stopped=self.stop.name,
+            checkpoint=self.last_checkpoint,
+        )
 
     def train_step(self, item: InFlight, probe: list[list[int]], queue_depth: int) -> tuple[dict[str, float], dict]:
         """One step; returns its metrics record and its samples.jsonl entry."""
@@ -206,18 +221,26 @@ class Loop:
         judge_start = time.perf_counter()  # what was left of sampling when the step began, then judging
         judgements: list[list[Judgement]] = [ray.get(refs) for refs in item.judgements]
         judge_seconds = time.perf_counter() - judge_start
-        batches, judgements, trained = self.judge_failures.apply(item.step, batches, judgements, item.batches,
-                                                                 self.cluster.judge_specs)
+        batches, judgements, trained = self.judge_failures.apply(
+            item.step, batches, judgements, item.batches, self.cluster.judge_specs
+        )
         learn_start = time.perf_counter()
-        results = ray.get([
-            learner.train_step.remote(item.step, self.plan.judge_weights, self.plan.judge_temperatures,
-                                     [tuple(j) for j in judgements], *trained)
-            for learner in self.cluster.learners
-        ])
+        results = ray.get(
+            [
+                learner.train_step.remote(
+                    item.step, self.plan.judge_weights, self.plan.judge_temperatures, [tuple(j) for j in judgements], *trained
+                )
+                for learner in self.cluster.learners
+            ]
+        )
         sync_start = time.perf_counter()
         reports = ray.get(publish_weights(self.cluster, item.step, probe))
-        waits = {"time/rollout_wait": judge_start - step_start, "time/judge_wait": learn_start - judge_start,
-                 "time/learner_wait": sync_start - learn_start, "time/sync_wait": time.perf_counter() - sync_start}
+        waits = {
+            "time/rollout_wait": judge_start - step_start,
+            "time/judge_wait": learn_start - judge_start,
+            "time/learner_wait": sync_start - learn_start,
+            "time/sync_wait": time.perf_counter() - sync_start,
+        }
         record = {
             "step": item.step,
             "time": round(time.perf_counter() - self.started, 3),
@@ -253,19 +276,24 @@ class Loop:
             if owed:
                 ray.wait(owed, num_returns=len(owed))  # drain: the old judges finish what they were given
             try:
-                started, retired = swap_judges(self.cluster, change.manifest.judges, self.cfg, self.model_path,
-                                               launched, probe)
+                started, retired = swap_judges(self.cluster, change.manifest.judges, self.cfg, self.model_path, launched, probe)
             except (RuntimeError, ray.exceptions.RayError) as err:
                 logger.error("judge swap at step %d failed; keeping the current judges: %s", launched, err)
                 self.watcher.current = self.plan.manifest
-                change = ManifestChange(manifest=None, reason=f"the new judges did not start or failed their trial: {err}",
-                                        digest=change.digest)
+                change = ManifestChange(
+                    manifest=None, reason=f"the new judges did not start or failed their trial: {err}", digest=change.digest
+                )
             else:
                 self.plan = replace(self.plan, manifest=change.manifest)
                 self.judge_events["judges/swaps"] += 1
                 event.update(event="swapped", judges=list(self.cluster.judges), started=started, retired=retired)
-                logger.info("judges swapped from step %d: now %s (started %s, retired %s)",
-                            launched, list(self.cluster.judges), started, retired)
+                logger.info(
+                    "judges swapped from step %d: now %s (started %s, retired %s)",
+                    launched,
+                    list(self.cluster.judges),
+                    started,
+                    retired,
+                )
         if change.manifest is None:
             self.judge_events["judges/rejected_manifests"] += 1
             event.update(event="rejected", judges=list(self.cluster.judges), reason=change.reason)
@@ -299,15 +327,23 @@ class Loop:
         pool_worst, pool_versions = None, ()
         if self.uses_pool:
             pool_versions = tuple(sorted(set(ray.get(self.cluster.learners[0].opponent_versions.remote()))))
-            rates = [win_rate_from_rewards(current.rewards, self.evals[v].rewards, k, temperature)
-                     for v in pool_versions if v in self.evals]
+            rates = [
+                win_rate_from_rewards(current.rewards, self.evals[v].rewards, k, temperature)
+                for v in pool_versions
+                if v in self.evals
+            ]
             pool_worst = min(rates, key=lambda w: w.win_rate) if rates else None
         result = EvalResult(
-            step=step, judge=self.plan.eval_judge.name,
+            step=step,
+            judge=self.plan.eval_judge.name,
             vs_start=win_rate_from_rewards(current.rewards, start.rewards, k, temperature),
-            mean_reward=_mean(current.rewards), start_mean_reward=_mean(start.rewards),
-            mean_response_tokens=_mean(current.lengths), start_mean_response_tokens=_mean(start.lengths),
-            kl_to_reference=kl, pool_worst=pool_worst, pool_versions=pool_versions,
+            mean_reward=_mean(current.rewards),
+            start_mean_reward=_mean(start.rewards),
+            mean_response_tokens=_mean(current.lengths),
+            start_mean_response_tokens=_mean(start.lengths),
+            kl_to_reference=kl,
+            pool_worst=pool_worst,
+            pool_versions=pool_versions,
         )
         log_eval(result)
         return result
@@ -316,13 +352,17 @@ class Loop:
     def checkpoint(self, state: DriverState, done: int, version: int, last_eval: EvalResult | None) -> DriverState:
         """Everything to continue after step `done` - 1, written atomically (a full disk raises DiskFull)."""
         pool_versions = set(ray.get(self.cluster.learners[0].opponent_versions.remote()))
-        state = DriverState(**{
-            **state.model_dump(),
-            "next_step": done, "prompt_position": done * self.cfg.rollout.prompts_per_step, "policy_version": version,
-            # the ring's snapshots, and this version's samples when it is pushed at the next step
-            "pool": [e.model_dump() for v, e in sorted(self.evals.items()) if v in pool_versions | {version} and v != 0],
-            "last_eval": last_eval.model_dump() if last_eval else None,
-        })
+        state = DriverState(
+            **{
+                **state.model_dump(),
+                "next_step": done,
+                "prompt_position": done * self.cfg.rollout.prompts_per_step,
+                "policy_version": version,
+                # the ring's snapshots, and this version's samples when it is pushed at the next step
+                "pool": [e.model_dump() for v, e in sorted(self.evals.items()) if v in pool_versions | {version} and v != 0],
+                "last_eval": last_eval.model_dump() if last_eval else None,
+            }
+        )
         with checkpoints.writing(self.plan.output, done) as tmp:
             ray.get([learner.save_checkpoint.remote(str(tmp.resolve())) for learner in self.cluster.learners])
             dump_config(self.cfg, tmp / "config.yaml")
@@ -345,8 +385,11 @@ class Loop:
         shutil.rmtree(staging, ignore_errors=True)
         ray.get([learner.save.remote(str(staging.resolve()), self.model_path) for learner in self.cluster.learners])
         replace_directory(staging, out / "final")
-        summary = {"steps": self.cfg.steps, "seconds": round(time.perf_counter() - self.started, 1),
-                   "final_eval": final.model_dump() if final else None}
+        summary = {
+            "steps": self.cfg.steps,
+            "seconds": round(time.perf_counter() - self.started, 1),
+            "final_eval": final.model_dump() if final else None,
+        }
         write_atomically(out / "summary.json", json.dumps(summary, indent=2))
         if self.cfg.tracking.plots:
             from driver.report import make_plots, write_summary
@@ -355,6 +398,7 @@ class Loop:
             logger.info("learning curves: %s; summary: %s", out / "plots", write_summary(out))
             if not plots:
                 logger.warning("no plots were written (metrics.jsonl had nothing to plot)")
+
 
 def replace_directory(new: Path, target: Path) -> None:
     """Put `new` in place of `target`; the old one is deleted only after the new one is in place
@@ -380,8 +424,7 @@ def write_config(cfg, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def sample_log_entry(step: int, batches: list[RolloutBatch], judgements: list[list[Judgement]],
-                     examples: int = 3) -> dict:
+def sample_log_entry(step: int, batches: list[RolloutBatch], judgements: list[list[Judgement]], examples: int = 3) -> dict:
     """samples.jsonl line: the step's prompt ids and a few responses with each judge's reward."""
     first = batches[0]
     return {
@@ -389,8 +432,11 @@ def sample_log_entry(step: int, batches: list[RolloutBatch], judgements: list[li
         "policy_version": first.policy_version,
         "prompt_ids": [group[0].prompt_id for b in batches for group in b.groups()],
         "examples": [
-            {"prompt": r.prompt_text, "response": r.response_text,
-             "rewards": {j.judge: j.rewards[i] for j in judgements[0] if j.rewards is not None}}
+            {
+                "prompt": r.prompt_text,
+                "response": r.response_text,
+                "rewards": {j.judge: j.rewards[i] for j in judgements[0] if j.rewards is not None},
+            }
             for i, r in enumerate(first.rollouts[:examples])
         ],
     }
@@ -414,18 +460,32 @@ def log_eval(result: EvalResult) -> None:
     logger.info(
         "eval after step %d (judge %s, %d held-out prompts): win rate vs starting policy %.3f [95%% CI %.3f, %.3f] "
         "-> the policy %s; mean reward %.3f -> %.3f; mean response tokens %.1f -> %.1f; KL to reference %.3f%s",
-        result.step + 1, result.judge, wr.num_prompts, wr.win_rate, wr.ci_low, wr.ci_high, verdict,
-        result.start_mean_reward, result.mean_reward, result.start_mean_response_tokens,
-        result.mean_response_tokens, result.kl_to_reference or 0.0, pool,
+        result.step + 1,
+        result.judge,
+        wr.num_prompts,
+        wr.win_rate,
+        wr.ci_low,
+        wr.ci_high,
+        verdict,
+        result.start_mean_reward,
+        result.mean_reward,
+        result.start_mean_response_tokens,
+        result.mean_response_tokens,
+        result.kl_to_reference or 0.0,
+        pool,
     )
 
 
 def eval_record(result: EvalResult) -> dict[str, float]:
     wr = result.vs_start
     record = {
-        "eval/win_rate": wr.win_rate, "eval/win_rate_ci_low": wr.ci_low, "eval/win_rate_ci_high": wr.ci_high,
-        "eval/mean_reward": result.mean_reward, "eval/start_mean_reward": result.start_mean_reward,
-        "eval/response_tokens": result.mean_response_tokens, "eval/kl_to_reference": result.kl_to_reference,
+        "eval/win_rate": wr.win_rate,
+        "eval/win_rate_ci_low": wr.ci_low,
+        "eval/win_rate_ci_high": wr.ci_high,
+        "eval/mean_reward": result.mean_reward,
+        "eval/start_mean_reward": result.start_mean_reward,
+        "eval/response_tokens": result.mean_response_tokens,
+        "eval/kl_to_reference": result.kl_to_reference,
     }
     if result.pool_worst is not None:
         record["eval/pool_worst_win_rate"] = result.pool_worst.win_rate

@@ -60,5 +60,7 @@ class StopSignals:
         if self.received is not None:
             raise Aborted(signum)
         self.received = signum
-        logger.warning("%s received: stopping after the current step with a checkpoint (send it again to abort at once)",
-                       signal.Signals(signum).name)
+        logger.warning(
+            "%s received: stopping after the current step with a checkpoint (send it again to abort at once)",
+            signal.Signals(signum).name,
+        )

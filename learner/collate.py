@@ -96,7 +96,8 @@ class SequenceTensors:
         mask = self.attention_mask[rows]
         width = max(int(mask.sum(-1).max()), 2) if len(rows) else 2
         return SequenceTensors(
-            input_ids=self.input_ids[rows, :width], attention_mask=mask[:, :width],
+            input_ids=self.input_ids[rows, :width],
+            attention_mask=mask[:, :width],
             response_mask=self.response_mask[rows, : width - 1],
         )
 

@@ -31,8 +31,7 @@ TAG = "critic"
 
 
 class Critic:
-    def __init__(self, model_path: str, cfg: LearnerConfig, lr: float, ds_config: dict, dtype: torch.dtype,
-                 device: torch.device):
+    def __init__(self, model_path: str, cfg: LearnerConfig, lr: float, ds_config: dict, dtype: torch.dtype, device: torch.device):
         import deepspeed  # deferred: see learner/distributed.py
 
         verbosity = transformers.logging.get_verbosity()

@@ -93,17 +93,23 @@ class PolicyLearner:
         self.opponents = None
         if self.spec.needs_opponents:
             self.snapshot_every: int = self.algo_cfg.snapshot_every
-            self.opponents = OpponentRing(snapshot_template.to(self.device),
-                                          self.spec.fixed_opponents or self.algo_cfg.num_opponents)
+            self.opponents = OpponentRing(
+                snapshot_template.to(self.device), self.spec.fixed_opponents or self.algo_cfg.num_opponents
+            )
         optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas,
+            [p for p in model.parameters() if p.requires_grad],
+            lr=cfg.lr,
+            betas=cfg.betas,
             weight_decay=cfg.weight_decay,
         )
         warmup = max(cfg.warmup_steps, 1)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
         ds_config = deepspeed_config(cfg, run.model.dtype, world_size)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=ds_config,
         )
         if self.lora:
             lora.exclude_tied_frozen_from_checkpoints(self.engine)
@@ -113,20 +119,36 @@ class PolicyLearner:
 
             self.critic = Critic(model_path, cfg, self.algo_cfg.critic_lr, ds_config, torch_dtype, self.device)
         self.models = Models(
-            policy=self.engine, reference=self.reference if self.spec.needs_reference else None,
-            opponents=self.opponents, critic=self.critic, device=self.device, pad_token_id=self.pad_token_id,
-            micro_batch_size=cfg.micro_batch_size, rank=rank, world_size=world_size, seed=run.seed,
-            logits_to_keep=takes_logits_to_keep(base_model), offpolicy_clip=cfg.offpolicy_clip,
+            policy=self.engine,
+            reference=self.reference if self.spec.needs_reference else None,
+            opponents=self.opponents,
+            critic=self.critic,
+            device=self.device,
+            pad_token_id=self.pad_token_id,
+            micro_batch_size=cfg.micro_batch_size,
+            rank=rank,
+            world_size=world_size,
+            seed=run.seed,
+            logits_to_keep=takes_logits_to_keep(base_model),
+            offpolicy_clip=cfg.offpolicy_clip,
         )
         logger.info(
             "learner rank %d: %s, ZeRO-%d, %.2fM parameters (%.2fM trained%s), algo %s",
-            rank, model_path, cfg.zero_stage, sum(p.numel() for p in model.parameters()) / 1e6,
-            lora.adapter_parameters(model) / 1e6, f", LoRA rank {cfg.lora.rank}" if self.lora else "", run.algo,
+            rank,
+            model_path,
+            cfg.zero_stage,
+            sum(p.numel() for p in model.parameters()) / 1e6,
+            lora.adapter_parameters(model) / 1e6,
+            f", LoRA rank {cfg.lora.rank}" if self.lora else "",
+            run.algo,
         )
 
     # ------------------------------------------------------------------ training
     def train_step(
-        self, judged: Sequence[JudgedBatch], step: int, judge_weights: Mapping[str, float],
+        self,
+        judged: Sequence[JudgedBatch],
+        step: int,
+        judge_weights: Mapping[str, float],
         judge_temperatures: Mapping[str, float] | None = None,
     ) -> LearnerStepResult:
         """Train on `judged` (one JudgedBatch per rollout worker, all of one policy_version).
@@ -144,14 +166,13 @@ class PolicyLearner:
         if self.spec.family == "pair":
             metrics = pair_step(self.models, self.spec, self.algo_cfg, judged, judge_weights, temperatures)
         else:
-            metrics = sequence_step(self.models, self.spec, self.algo_cfg, judged, step, judge_weights, temperatures,
-                                    version=self.version)
+            metrics = sequence_step(
+                self.models, self.spec, self.algo_cfg, judged, step, judge_weights, temperatures, version=self.version
+            )
         self.version += 1
         metrics["learner/lr"] = float(self.scheduler.get_last_lr()[0])
         metrics["learner/seconds"] = time.perf_counter() - start
-        return LearnerStepResult(
-            step=step, policy_version=self.version, trained_on_version=versions.pop(), metrics=metrics
-        )
+        return LearnerStepResult(step=step, policy_version=self.version, trained_on_version=versions.pop(), metrics=metrics)
 
     @torch.no_grad()
     def kl_to_reference(self, batches: Sequence[RolloutBatch]) -> float:
@@ -171,7 +192,9 @@ class PolicyLearner:
     def save_checkpoint(self, directory: str) -> None:
         """Policy, optimizer, scheduler (DeepSpeed, every rank) and the opponent ring (rank 0)."""
         self.engine.save_checkpoint(  # with LoRA: the adapters and their optimizer state (the base is the start)
-            directory, tag="learner", client_state={"version": self.version, "torch_rng": torch.get_rng_state()},
+            directory,
+            tag="learner",
+            client_state={"version": self.version, "torch_rng": torch.get_rng_state()},
             exclude_frozen_parameters=self.lora,
         )
         if self.critic is not None:

@@ -50,8 +50,10 @@ class Game:
         check_preference(self.preference)
         ref = self.reference
         if ref.shape != (self.preference.shape[0],) or not (ref > 0).all() or abs(ref.sum() - 1) > 1e-9:
-            raise ValueError(f"game {self.name!r}: reference must be a full-support distribution over "
-                             f"{self.preference.shape[0]} responses, got {ref.tolist()}")
+            raise ValueError(
+                f"game {self.name!r}: reference must be a full-support distribution over "
+                f"{self.preference.shape[0]} responses, got {ref.tolist()}"
+            )
 
     @property
     def size(self) -> int:
@@ -86,12 +88,15 @@ def rock_paper_scissors(margin: float = 0.5, reference: tuple[float, ...] = (0.6
     regularised equilibrium: a policy has to move, and the right amount depends on tau.
     """
     kind = "hard" if margin == 0.5 else "soft"
-    return Game(f"{kind}_rps", _cyclic(3, margin), np.array(reference, dtype=np.float64),
-                f"{kind} rock-paper-scissors (win prob {0.5 + margin:g})")
+    return Game(
+        f"{kind}_rps",
+        _cyclic(3, margin),
+        np.array(reference, dtype=np.float64),
+        f"{kind} rock-paper-scissors (win prob {0.5 + margin:g})",
+    )
 
 
-def condorcet(weights: tuple[float, float, float] = (0.40, 0.35, 0.25),
-              reference: tuple[float, ...] = (0.2, 0.3, 0.5)) -> Game:
+def condorcet(weights: tuple[float, float, float] = (0.40, 0.35, 0.25), reference: tuple[float, ...] = (0.2, 0.3, 0.5)) -> Game:
     """Three annotator groups with transitive but cyclically shifted rankings of responses A, B, C.
 
     Group 1 ranks A > B > C, group 2 B > C > A, group 3 C > A > B; a pair is judged by a group drawn
@@ -108,8 +113,12 @@ def condorcet(weights: tuple[float, float, float] = (0.40, 0.35, 0.25),
         for j in range(3):
             if i != j:
                 p[i, j] = sum(w for w, r in zip(weights, rankings) if r.index(i) < r.index(j))
-    return Game("condorcet", p, np.array(reference, dtype=np.float64),
-                f"3 annotator groups, cyclic rankings, weights {w1:g}/{w2:g}/{w3:g}")
+    return Game(
+        "condorcet",
+        p,
+        np.array(reference, dtype=np.float64),
+        f"3 annotator groups, cyclic rankings, weights {w1:g}/{w2:g}/{w3:g}",
+    )
 
 
 def random_skew(n: int = 8, seed: int = 0) -> Game:
@@ -129,13 +138,18 @@ def random_skew(n: int = 8, seed: int = 0) -> Game:
     return Game("random", p, ref / ref.sum(), f"random skew-symmetric, {n} responses, no Condorcet winner")
 
 
-def bradley_terry_game(scores: tuple[float, ...] = (1.0, 0.5, 0.0, -0.5, -1.0),
-                       reference: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3)) -> Game:
+def bradley_terry_game(
+    scores: tuple[float, ...] = (1.0, 0.5, 0.0, -0.5, -1.0), reference: tuple[float, ...] = (0.1, 0.15, 0.2, 0.25, 0.3)
+) -> Game:
     """Transitive control: P[i, j] = sigmoid(s_i - s_j); the reference prefers the worse responses."""
     s = np.array(scores, dtype=np.float64)
     p = 1.0 / (1.0 + np.exp(-(s[:, None] - s[None, :])))
-    return Game("bradley_terry", p, np.array(reference, dtype=np.float64),
-                f"transitive Bradley-Terry, scores {', '.join(f'{x:g}' for x in scores)}")
+    return Game(
+        "bradley_terry",
+        p,
+        np.array(reference, dtype=np.float64),
+        f"transitive Bradley-Terry, scores {', '.join(f'{x:g}' for x in scores)}",
+    )
 
 
 def condorcet_winners(preference: np.ndarray) -> list[int]:
@@ -195,14 +209,12 @@ def win_rates(preference: np.ndarray, pi: np.ndarray) -> np.ndarray:
     return pi @ preference.T
 
 
-def regularised_best_response(preference: np.ndarray, pi: np.ndarray, reference: np.ndarray,
-                              tau: float) -> np.ndarray:
+def regularised_best_response(preference: np.ndarray, pi: np.ndarray, reference: np.ndarray, tau: float) -> np.ndarray:
     """argmax_p [P(p > pi) - tau KL(p || pi_ref)] = softmax(log pi_ref + P pi / tau) (Gibbs variational principle)."""
     return softmax(_log(reference) + win_rates(preference, pi) / tau)
 
 
-def regularised_value(preference: np.ndarray, pi: np.ndarray, reference: np.ndarray,
-                      tau: float) -> float | np.ndarray:
+def regularised_value(preference: np.ndarray, pi: np.ndarray, reference: np.ndarray, tau: float) -> float | np.ndarray:
     """max_p [P(p > pi) - tau KL(p || pi_ref)] = tau log sum_y pi_ref(y) exp(P(y > pi) / tau)."""
     return _out(tau * _logsumexp(_log(reference) + win_rates(preference, pi) / tau))
 
@@ -240,8 +252,9 @@ def best_response_win(preference: np.ndarray, pi: np.ndarray) -> float | np.ndar
     return _out(win_rates(preference, pi).max(axis=-1))
 
 
-def regularised_nash(preference: np.ndarray, reference: np.ndarray, tau: float,
-                     tolerance: float = 1e-13, max_iterations: int = 500_000) -> np.ndarray:
+def regularised_nash(
+    preference: np.ndarray, reference: np.ndarray, tau: float, tolerance: float = 1e-13, max_iterations: int = 500_000
+) -> np.ndarray:
     """The KL-regularised Nash equilibrium pi* = softmax(log pi_ref + P pi* / tau), to `tolerance`
     in max_y |pi(y) - BR(pi)(y)| (BR: `regularised_best_response`).
 
@@ -291,8 +304,7 @@ def rotation_strengths(preference: np.ndarray, pi: np.ndarray) -> np.ndarray:
     return np.abs(np.linalg.eigvals(half @ ((preference - preference.T) / 2) @ half))
 
 
-def population_rate(preference: np.ndarray, pi_star: np.ndarray, eta: float, ratio: float,
-                    weights: tuple[float, ...]) -> float:
+def population_rate(preference: np.ndarray, pi_star: np.ndarray, eta: float, ratio: float, weights: tuple[float, ...]) -> float:
     """Linear convergence factor per iteration of TD-MNPO's exact population update near pi_star.
 
     The update (learner/game_play.py `mnpo_population_step`, Wu et al. 2025, arXiv 2509.23102, eq. 17

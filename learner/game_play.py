@@ -90,8 +90,17 @@ class _Recorder:
 
     def record(self, queries: int, last: np.ndarray, avg: np.ndarray) -> None:
         p, ref, tau = self.game.preference, self.game.reference, self.tau
-        self.rows.append((queries, duality_gap(p, last, ref, tau), duality_gap(p, avg, ref, tau),
-                          best_response_win(p, last), best_response_win(p, avg), kl(last, ref), kl(avg, ref)))
+        self.rows.append(
+            (
+                queries,
+                duality_gap(p, last, ref, tau),
+                duality_gap(p, avg, ref, tau),
+                best_response_win(p, last),
+                best_response_win(p, avg),
+                kl(last, ref),
+                kl(avg, ref),
+            )
+        )
 
     def trace(self, final: np.ndarray) -> Trace:
         cols = list(zip(*self.rows))
@@ -99,8 +108,14 @@ class _Recorder:
 
 
 # ---------------------------------------------------------------------------- the adapter
-def pair_inputs(policy_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, opponent_logprobs: torch.Tensor | None,
-                rows: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> PairInputs:
+def pair_inputs(
+    policy_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    opponent_logprobs: torch.Tensor | None,
+    rows: torch.Tensor,
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+) -> PairInputs:
     """PairInputs for B pairs of one-token responses: sequence logprob = log pi(response).
 
     Args:
@@ -112,21 +127,28 @@ def pair_inputs(policy_logprobs: torch.Tensor, ref_logprobs: torch.Tensor, oppon
     """
     opp = None if opponent_logprobs is None else opponent_logprobs[:, rows]  # [M, B, N]
     return PairInputs(
-        policy_chosen=policy_logprobs[rows, chosen], policy_rejected=policy_logprobs[rows, rejected],
-        ref_chosen=ref_logprobs[chosen], ref_rejected=ref_logprobs[rejected],
+        policy_chosen=policy_logprobs[rows, chosen],
+        policy_rejected=policy_logprobs[rows, rejected],
+        ref_chosen=ref_logprobs[chosen],
+        ref_rejected=ref_logprobs[rejected],
         opponent_chosen=None if opp is None else opp[:, torch.arange(len(rows)), chosen],
         opponent_rejected=None if opp is None else opp[:, torch.arange(len(rows)), rejected],
         probability=torch.ones(chosen.shape[0], dtype=policy_logprobs.dtype),
     )
 
 
-def sequence_inputs(policy_logprobs: torch.Tensor, old_logprobs: torch.Tensor, rows: torch.Tensor,
-                    actions: torch.Tensor, targets: torch.Tensor) -> SequenceInputs:
+def sequence_inputs(
+    policy_logprobs: torch.Tensor, old_logprobs: torch.Tensor, rows: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor
+) -> SequenceInputs:
     """SequenceInputs for B one-token responses ([B, 1] token tensors, every position in the mask);
     `policy_logprobs` / `old_logprobs` are [S, N], `rows` picks each response's policy."""
     return SequenceInputs(
-        logprobs=policy_logprobs[rows, actions][:, None], old_logprobs=old_logprobs[rows, actions][:, None],
-        ref_logprobs=None, advantages=None, targets=targets, mask=torch.ones(len(rows), 1, dtype=torch.bool),
+        logprobs=policy_logprobs[rows, actions][:, None],
+        old_logprobs=old_logprobs[rows, actions][:, None],
+        ref_logprobs=None,
+        advantages=None,
+        targets=targets,
+        mask=torch.ones(len(rows), 1, dtype=torch.bool),
     )
 
 
@@ -144,8 +166,9 @@ def sequence_objective(algo: str, cfg: BaseModel, inputs: SequenceInputs, weight
 
 
 # ---------------------------------------------------------------------------- data
-def sample_pairs(rng: np.random.Generator, preference: np.ndarray, pi: np.ndarray,
-                 n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_pairs(
+    rng: np.random.Generator, preference: np.ndarray, pi: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """n on-policy pairs per policy (pi: [S, N]) labelled by Bernoulli(P); ties (y = y') dropped.
 
     Returns (rows, chosen, rejected), each [B] with B <= S n; `rows` names each pair's policy.
@@ -173,8 +196,9 @@ def exact_pairs(preference: np.ndarray, pi: np.ndarray) -> tuple[np.ndarray, np.
     return i, j, weights / weights.sum()
 
 
-def sample_groups(rng: np.random.Generator, preference: np.ndarray, pi: np.ndarray, groups: int,
-                  k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_groups(
+    rng: np.random.Generator, preference: np.ndarray, pi: np.ndarray, groups: int, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """groups x k on-policy samples per policy (pi: [S, N]) and each one's mean label against the
     other k-1 of its group (identical responses score 1/2). Returns (rows, actions, targets), [S groups k]."""
     s = pi.shape[0]
@@ -219,9 +243,15 @@ def fit_bradley_terry(wins: np.ndarray, prior: float, start: np.ndarray | None =
 
 
 # ---------------------------------------------------------------------------- closed forms
-def mnpo_population_step(preference: np.ndarray, sampling: np.ndarray, reference: np.ndarray,
-                         opponents: list[np.ndarray], weights: tuple[float, ...], ratio: float,
-                         eta: float) -> np.ndarray:
+def mnpo_population_step(
+    preference: np.ndarray,
+    sampling: np.ndarray,
+    reference: np.ndarray,
+    opponents: list[np.ndarray],
+    weights: tuple[float, ...],
+    ratio: float,
+    eta: float,
+) -> np.ndarray:
     """Minimiser of TD-MNPO's expected loss over on-policy pairs from `sampling` (full support).
 
     For the squared loss (logits - 1/(2 eta))^2 (Wu et al. 2025, arXiv 2509.23102, eq. 17) with
@@ -241,8 +271,18 @@ def mnpo_population_step(preference: np.ndarray, sampling: np.ndarray, reference
 
 
 # ---------------------------------------------------------------------------- training
-def run(game: Game, method: Method, *, tau: float, steps: int, queries_per_step: int, mode: Mode = "sampled",
-        seeds: tuple[int, ...] = (0,), group_size: int = 4, record_every: int = 1) -> Trace:
+def run(
+    game: Game,
+    method: Method,
+    *,
+    tau: float,
+    steps: int,
+    queries_per_step: int,
+    mode: Mode = "sampled",
+    seeds: tuple[int, ...] = (0,),
+    group_size: int = 4,
+    record_every: int = 1,
+) -> Trace:
     """Train `method` on `game` once per seed (independent runs, batched), with exact measures.
 
     Each run gets `queries_per_step` labels per step; SPPO uses floor(Q / (K(K-1)/2)) groups of K =
@@ -255,8 +295,9 @@ def run(game: Game, method: Method, *, tau: float, steps: int, queries_per_step:
         return _run_bt(game, method, tau, steps, queries_per_step, mode, rng, len(seeds), record_every)
     spec, cfg = get_algorithm(method.algo), method.config
     if not isinstance(cfg, spec.config):
-        raise TypeError(f"{method.algo} reads the {spec.config_section!r} section ({spec.config.__name__}), "
-                        f"got {type(cfg).__name__}")
+        raise TypeError(
+            f"{method.algo} reads the {spec.config_section!r} section ({spec.config.__name__}), got {type(cfg).__name__}"
+        )
     if spec.family == "sequence" and spec.name != "sppo":
         raise ValueError(f"{spec.name}: of the sequence family only SPPO trains on preferences")
     s = len(seeds)
@@ -312,8 +353,9 @@ def _pair_step(algo, cfg, game, pi, mode, rng, n, logprobs, ref_logprobs, ring):
         if len(rows) == 0:  # every run drew only ties (a collapsed policy): a zero gradient, as the learner
             return logprobs.sum() * 0.0
     opponents = None if ring is None else torch.stack(ring)
-    inputs = pair_inputs(logprobs, ref_logprobs, opponents, torch.as_tensor(rows), torch.as_tensor(chosen),
-                         torch.as_tensor(rejected))
+    inputs = pair_inputs(
+        logprobs, ref_logprobs, opponents, torch.as_tensor(rows), torch.as_tensor(chosen), torch.as_tensor(rejected)
+    )
     return pair_objective(algo, cfg, inputs, torch.as_tensor(weights, dtype=torch.float64))
 
 
@@ -326,8 +368,13 @@ def _sppo_step(algo, cfg, game, pi, mode, rng, groups, k, logprobs):
     else:
         rows, actions, targets = sample_groups(rng, game.preference, pi, groups, k)
         weights = np.full(len(rows), 1.0 / (groups * k))
-    inputs = sequence_inputs(logprobs, logprobs.detach(), torch.as_tensor(rows), torch.as_tensor(actions),
-                             torch.as_tensor(targets, dtype=torch.float64))
+    inputs = sequence_inputs(
+        logprobs,
+        logprobs.detach(),
+        torch.as_tensor(rows),
+        torch.as_tensor(actions),
+        torch.as_tensor(targets, dtype=torch.float64),
+    )
     return sequence_objective(algo, cfg, inputs, torch.as_tensor(weights, dtype=torch.float64))
 
 

@@ -24,8 +24,9 @@ def wrap(model: torch.nn.Module, cfg: LoraConfig) -> torch.nn.Module:
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    peft_cfg = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                              target_modules=list(cfg.target_modules), bias="none")
+    peft_cfg = PeftLoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules), bias="none"
+    )
     try:
         return get_peft_model(model, peft_cfg)
     except ValueError as err:  # e.g. a target module the architecture does not have
@@ -38,8 +39,11 @@ def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
-    deltas = {name: module.get_delta_weight(module.active_adapters[0])
-              for name, module in base.named_modules() if isinstance(module, LoraLayer)}
+    deltas = {
+        name: module.get_delta_weight(module.active_adapters[0])
+        for name, module in base.named_modules()
+        if isinstance(module, LoraLayer)
+    }
     out: dict[str, torch.Tensor] = {}
     for key, value in base.state_dict().items():
         if ".lora_" in key:

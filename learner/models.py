@@ -95,8 +95,11 @@ def zero_backward(engine: Any) -> None:
 
 
 def accumulate(
-    engines: Sequence[Any], chunks: Sequence[Chunk], rows: int,
-    losses: Callable[[Chunk], tuple[Sequence[Tensor], dict[str, float]]], size: Callable[[Chunk], int] = len,
+    engines: Sequence[Any],
+    chunks: Sequence[Chunk],
+    rows: int,
+    losses: Callable[[Chunk], tuple[Sequence[Tensor], dict[str, float]]],
+    size: Callable[[Chunk], int] = len,
 ) -> tuple[dict[str, float], list[float]]:
     """One optimizer step of each engine, gradients accumulated over micro-batches.
 

@@ -27,8 +27,12 @@ from protocols import JudgedBatch
 
 
 def pair_step(
-    models: Models, spec: AlgorithmSpec, cfg: Any, judged: Sequence[JudgedBatch],
-    judge_weights: Mapping[str, float], temperatures: Mapping[str, float],
+    models: Models,
+    spec: AlgorithmSpec,
+    cfg: Any,
+    judged: Sequence[JudgedBatch],
+    judge_weights: Mapping[str, float],
+    temperatures: Mapping[str, float],
 ) -> dict[str, float]:
     """One optimizer step on this rank's shard of the pairs built from `judged`; returns metrics."""
     pairing = get_pairing(cfg.pairing)
@@ -42,11 +46,13 @@ def pair_step(
         return [loss], metrics
 
     metrics, (norm,) = accumulate([models.policy], chunks, len(shard), losses)
-    metrics.update({
-        "learner/pairs": float(len(pairs)),
-        "learner/tied_groups": float(max(groups - len(pairs), 0)),
-        "learner/grad_norm": norm,
-    })
+    metrics.update(
+        {
+            "learner/pairs": float(len(pairs)),
+            "learner/tied_groups": float(max(groups - len(pairs), 0)),
+            "learner/grad_norm": norm,
+        }
+    )
     return metrics
 
 
@@ -60,14 +66,18 @@ def pair_loss(models: Models, spec: AlgorithmSpec, cfg: Any, t: PairTensors) -> 
             ref_tokens = models.token_logprobs(models.reference, t)
             ref = sequence_logprobs(ref_tokens, t.response_mask, reduction)
         if models.opponents is not None:
-            opp = torch.stack([sequence_logprobs(models.token_logprobs(m, t), t.response_mask, reduction)
-                               for m in models.opponents.models])
+            opp = torch.stack(
+                [sequence_logprobs(models.token_logprobs(m, t), t.response_mask, reduction) for m in models.opponents.models]
+            )
     policy_tokens = models.token_logprobs(models.policy, t)
     policy = sequence_logprobs(policy_tokens, t.response_mask, reduction)
     inputs = PairInputs(
-        policy_chosen=policy[:n], policy_rejected=policy[n:],
-        ref_chosen=None if ref is None else ref[:n], ref_rejected=None if ref is None else ref[n:],
-        opponent_chosen=None if opp is None else opp[:, :n], opponent_rejected=None if opp is None else opp[:, n:],
+        policy_chosen=policy[:n],
+        policy_rejected=policy[n:],
+        ref_chosen=None if ref is None else ref[:n],
+        ref_rejected=None if ref is None else ref[n:],
+        opponent_chosen=None if opp is None else opp[:, :n],
+        opponent_rejected=None if opp is None else opp[:, n:],
         probability=t.probability.to(policy.dtype),
     )
     loss, metrics = spec.pair_loss(inputs, cfg)

@@ -39,8 +39,19 @@ from protocols.batches import JudgedBatch, Rollout
 from protocols.preference import bradley_terry
 
 __all__ = [
-    "PAIRINGS", "Pair", "PairingFn", "all_pairs", "best_vs_worst", "combined_rewards", "get_pairing",
-    "has_rewards", "per_judge", "preference_matrix", "ranked", "sampled", "win_probabilities",
+    "PAIRINGS",
+    "Pair",
+    "PairingFn",
+    "all_pairs",
+    "best_vs_worst",
+    "combined_rewards",
+    "get_pairing",
+    "has_rewards",
+    "per_judge",
+    "preference_matrix",
+    "ranked",
+    "sampled",
+    "win_probabilities",
 ]
 
 
@@ -113,9 +124,7 @@ def _values(judged: JudgedBatch, judge_weights: Mapping[str, float], matrices: l
     return [win_rates(m) for m in matrices]
 
 
-def best_vs_worst(
-    judged: JudgedBatch, judge_weights: Mapping[str, float], judge_temperatures: Mapping[str, float]
-) -> list[Pair]:
+def best_vs_worst(judged: JudgedBatch, judge_weights: Mapping[str, float], judge_temperatures: Mapping[str, float]) -> list[Pair]:
     """One pair per prompt: the best-scored sample (chosen) vs the worst (rejected).
 
     When every judge gave rewards: scores are combined rewards and `probability` is 1.0 (a hard
@@ -139,9 +148,7 @@ def best_vs_worst(
     return pairs
 
 
-def ranked(
-    judged: JudgedBatch, judge_weights: Mapping[str, float], judge_temperatures: Mapping[str, float]
-) -> list[Pair]:
+def ranked(judged: JudgedBatch, judge_weights: Mapping[str, float], judge_temperatures: Mapping[str, float]) -> list[Pair]:
     """OSP's ranked pairing: floor(K/2) pairs per prompt, rank 1 vs rank K, 2 vs K-1, ...
 
     Samples are ranked by win probability (descending; ties: lower index first); the higher-ranked
@@ -165,9 +172,7 @@ def ranked(
     return pairs
 
 
-def all_pairs(
-    judged: JudgedBatch, judge_weights: Mapping[str, float], judge_temperatures: Mapping[str, float]
-) -> list[Pair]:
+def all_pairs(judged: JudgedBatch, judge_weights: Mapping[str, float], judge_temperatures: Mapping[str, float]) -> list[Pair]:
     """Every judged pair i < j of a group whose P[i][j] is not 0.5, oriented so probability >= 0.5.
 
     Order: group by group, then (i, j) lexicographically. Unjudged pairs (None) are skipped.
@@ -195,9 +200,7 @@ def _seed(prompt_id: str, policy_version: int) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def sampled(
-    judged: JudgedBatch, judge_weights: Mapping[str, float], judge_temperatures: Mapping[str, float]
-) -> list[Pair]:
+def sampled(judged: JudgedBatch, judge_weights: Mapping[str, float], judge_temperatures: Mapping[str, float]) -> list[Pair]:
     """MNPO as in the paper: best vs worst, the order drawn with probability P(best > worst).
 
     Best and worst as in `best_vs_worst` (combined rewards when every judge gave rewards, else win
@@ -226,9 +229,7 @@ def sampled(
     return pairs
 
 
-def per_judge(
-    judged: JudgedBatch, judge_weights: Mapping[str, float], judge_temperatures: Mapping[str, float]
-) -> list[Pair]:
+def per_judge(judged: JudgedBatch, judge_weights: Mapping[str, float], judge_temperatures: Mapping[str, float]) -> list[Pair]:
     """HT-MNPO: each group labelled by one judge alone, judges taking turns.
 
     With n judges in the order of `judged.judgements`, group g (index within this batch) is labelled

@@ -35,9 +35,7 @@ def judge_weight(judge_weights: Mapping[str, float], judgement: Judgement) -> fl
     """The manifest weight of the judge of `judgement`; ValueError naming the judge if missing or <= 0."""
     if judgement.judge not in judge_weights:
         gave = "rewards" if judgement.rewards is not None else "preferences"
-        raise ValueError(
-            f"judge {judgement.judge!r} gave {gave} but has no weight; weights given for {sorted(judge_weights)}"
-        )
+        raise ValueError(f"judge {judgement.judge!r} gave {gave} but has no weight; weights given for {sorted(judge_weights)}")
     w = judge_weights[judgement.judge]
     if not w > 0.0:
         raise ValueError(f"judge {judgement.judge!r} has weight {w}; weights must be > 0")
@@ -158,4 +156,3 @@ def win_probabilities(
     judge compared with anything. Arguments as in `preference_matrix`.
     """
     return [p for m in preference_matrix(judged, judge_weights, judge_temperatures) for p in win_rates(m)]
-

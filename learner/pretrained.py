@@ -61,10 +61,16 @@ def convert_gguf(gguf: Path, out: Path) -> dict[str, object]:
     model.tie_weights()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    generation = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                  pad_token_id=tokenizer.pad_token_id)
+    generation = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     generation.save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
     logger.info("converted %s: %.1fM parameters in %.1fs", gguf.name, params / 1e6, time.perf_counter() - start)
-    return {"source": gguf.name, "parameters": params, "vocab_size": len(tokenizer),
-            "chat_template": bool(tokenizer.chat_template), "seconds": round(time.perf_counter() - start, 2)}
+    return {
+        "source": gguf.name,
+        "parameters": params,
+        "vocab_size": len(tokenizer),
+        "chat_template": bool(tokenizer.chat_template),
+        "seconds": round(time.perf_counter() - start, 2),
+    }

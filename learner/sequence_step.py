@@ -36,8 +36,14 @@ from protocols import JudgedBatch
 
 
 def sequence_step(
-    models: Models, spec: AlgorithmSpec, cfg: Any, judged: Sequence[JudgedBatch], step: int,
-    judge_weights: Mapping[str, float], temperatures: Mapping[str, float], version: int | None = None,
+    models: Models,
+    spec: AlgorithmSpec,
+    cfg: Any,
+    judged: Sequence[JudgedBatch],
+    step: int,
+    judge_weights: Mapping[str, float],
+    temperatures: Mapping[str, float],
+    version: int | None = None,
 ) -> dict[str, float]:
     """`epochs` x `minibatches` optimizer steps on this rank's prompt groups; returns metrics.
 
@@ -46,8 +52,10 @@ def sequence_step(
     groups = len(rollouts) // k
     mine = [i for g in range(models.rank, groups, models.world_size) for i in range(g * k, (g + 1) * k)]
     if not mine:
-        raise ValueError(f"rank {models.rank} got no prompt group ({groups} groups for {models.world_size} ranks); "
-                         "use fewer learner ranks or more prompts per step")
+        raise ValueError(
+            f"rank {models.rank} got no prompt group ({groups} groups for {models.world_size} ranks); "
+            "use fewer learner ranks or more prompts per step"
+        )
     metrics: dict[str, float] = {"learner/sequences": float(len(rollouts)), "learner/score_mean": sum(scores) / len(scores)}
     t = collate_sequences([rollouts[i] for i in mine], models.pad_token_id)
     local_scores = torch.tensor([scores[i] for i in mine], dtype=torch.float32)
@@ -65,8 +73,9 @@ def sequence_step(
         advantages, returns, estimated = estimator(inputs, cfg)
         metrics.update(estimated)
     if correct and advantages is not None and old is not None:
-        advantages = _offpolicy_weighted(advantages, old, [rollouts[i] for i in mine], t, staleness,
-                                         models.offpolicy_clip, metrics)
+        advantages = _offpolicy_weighted(
+            advantages, old, [rollouts[i] for i in mine], t, staleness, models.offpolicy_clip, metrics
+        )
     if ref is not None and old is not None:
         metrics["learner/kl_to_reference"] = float(masked_sum(kl_k1(old, ref), t.response_mask, dim=-1).mean())
     metrics["learner/response_tokens"] = float(t.response_mask.sum(-1).float().mean())
@@ -84,8 +93,9 @@ def sequence_step(
     return metrics
 
 
-def _offpolicy_weighted(advantages: Tensor, old: Tensor, rollouts: list, t: SequenceTensors, staleness: Tensor,
-                        clip: float, metrics: dict[str, float]) -> Tensor:
+def _offpolicy_weighted(
+    advantages: Tensor, old: Tensor, rollouts: list, t: SequenceTensors, staleness: Tensor, clip: float, metrics: dict[str, float]
+) -> Tensor:
     """The advantages of stale rows times the truncated importance weights (learner/advantages.py
     `truncated_importance_weights`); fresh rows keep theirs. Logs learner/offpolicy/* over the stale tokens."""
     stale = t.response_mask & (staleness > 0)[:, None]
@@ -93,13 +103,15 @@ def _offpolicy_weighted(advantages: Tensor, old: Tensor, rollouts: list, t: Sequ
     weights = truncated_importance_weights(old, sampler, stale, clip)
     ratio = torch.exp(torch.where(stale, old - sampler, 0.0))
     tokens = max(int(stale.sum()), 1)
-    metrics.update({
-        "learner/offpolicy/stale_share": float((staleness > 0).float().mean()),
-        "learner/offpolicy/staleness_mean": float(staleness.float().mean()),
-        "learner/offpolicy/staleness_max": float(staleness.max()),
-        "learner/offpolicy/ratio_mean": float(torch.where(stale, ratio, 0.0).sum()) / tokens,
-        "learner/offpolicy/clipped_share": float((stale & (ratio > clip)).sum()) / tokens,
-    })
+    metrics.update(
+        {
+            "learner/offpolicy/stale_share": float((staleness > 0).float().mean()),
+            "learner/offpolicy/staleness_mean": float(staleness.float().mean()),
+            "learner/offpolicy/staleness_max": float(staleness.max()),
+            "learner/offpolicy/ratio_mean": float(torch.where(stale, ratio, 0.0).sum()) / tokens,
+            "learner/offpolicy/clipped_share": float((stale & (ratio > clip)).sum()) / tokens,
+        }
+    )
     return advantages * weights
 
 
@@ -163,16 +175,24 @@ def _update(models: Models, spec: AlgorithmSpec, cfg: Any, x: _Tensors, rows: Te
         old = x.cut(x.old, chunk, w, device) if x.old is not None else logprobs.detach()  # no update yet: the same
         ref = x.cut(x.ref, chunk, w, device)
         inputs = SequenceInputs(
-            logprobs=logprobs, old_logprobs=old, ref_logprobs=ref, advantages=x.cut(x.advantages, chunk, w, device),
-            targets=x.scores[chunk].to(device), mask=part.response_mask,
+            logprobs=logprobs,
+            old_logprobs=old,
+            ref_logprobs=ref,
+            advantages=x.cut(x.advantages, chunk, w, device),
+            targets=x.scores[chunk].to(device),
+            mask=part.response_mask,
         )
         loss, metrics = spec.sequence_loss(inputs, cfg)
         if x.old is None and ref is not None:  # the step's KL, from the update's own (pre-update) logprobs
             metrics["learner/kl_to_reference"] = float(masked_sum(kl_k1(old, ref), part.response_mask, dim=-1).mean())
         if models.critic is None or spec.critic_loss is None:
             return [loss], metrics
-        critic = CriticInputs(values=models.critic.forward(part), old_values=x.cut(x.values, chunk, w, device),
-                              returns=x.cut(x.returns, chunk, w, device), mask=part.response_mask)
+        critic = CriticInputs(
+            values=models.critic.forward(part),
+            old_values=x.cut(x.values, chunk, w, device),
+            returns=x.cut(x.returns, chunk, w, device),
+            mask=part.response_mask,
+        )
         value_loss, critic_metrics = spec.critic_loss(critic, cfg)
         return [loss, value_loss], {**metrics, **critic_metrics}
 

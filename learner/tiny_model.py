@@ -141,8 +141,19 @@ def _optimizer(
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _fit(model: torch.nn.Module, loss_of, num_rows: int, what: str, *, seed: int, steps: int,
-         batch_size: int, lr: float, warmup: int, log_every: int) -> float:
+def _fit(
+    model: torch.nn.Module,
+    loss_of,
+    num_rows: int,
+    what: str,
+    *,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    warmup: int,
+    log_every: int,
+) -> float:
     """AdamW with clipping on batches drawn with replacement by a `seed`ed generator; `loss_of(idx)`
     gives the mean loss of rows `idx`. Returns the last step's loss."""
     start = time.perf_counter()
@@ -170,9 +181,7 @@ def _encode(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> list[list[i
 # --------------------------------------------------------------------------- policy (SFT)
 
 
-def sft_rows(
-    tokenizer: PreTrainedTokenizerFast, corpus: Sequence[tuple[str, str]]
-) -> tuple[list[list[int]], list[list[int]]]:
+def sft_rows(tokenizer: PreTrainedTokenizerFast, corpus: Sequence[tuple[str, str]]) -> tuple[list[list[int]], list[list[int]]]:
     """(input_ids, labels) rows: prompt + response + EOS, labels IGNORE_INDEX on prompt tokens so
     the loss covers the response and its EOS only (the policy never has to model prompts)."""
     prompt_ids = _encode(tokenizer, [p for p, _ in corpus])
@@ -216,8 +225,18 @@ def build_policy(
             batch_labels = _pad_right([labels[i] for i in idx], IGNORE_INDEX)
             return model(input_ids=input_ids, attention_mask=mask, labels=batch_labels).loss
 
-        loss_value = _fit(model, sft_loss, len(inputs), "policy SFT", seed=seed, steps=steps,
-                          batch_size=batch_size, lr=lr, warmup=warmup, log_every=log_every)
+        loss_value = _fit(
+            model,
+            sft_loss,
+            len(inputs),
+            "policy SFT",
+            seed=seed,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            warmup=warmup,
+            log_every=log_every,
+        )
         model.eval()
         out_dir = Path(out_dir)
         model.generation_config = GenerationConfig(
@@ -310,14 +329,28 @@ def build_reward_model(
             rewards = model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
             return bradley_terry_loss(rewards[: len(idx)], rewards[len(idx) :]).mean()
 
-        loss_value = _fit(model, bt_loss, len(train_pairs), "reward model", seed=seed, steps=steps,
-                          batch_size=batch_size, lr=lr, warmup=warmup, log_every=log_every)
+        loss_value = _fit(
+            model,
+            bt_loss,
+            len(train_pairs),
+            "reward model",
+            seed=seed,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            warmup=warmup,
+            log_every=log_every,
+        )
         model.eval()
         accuracy = pair_accuracy(model, tokenizer, heldout_pairs) if heldout_pairs else None
         out_dir = Path(out_dir)
         model.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
     seconds = time.perf_counter() - start
-    logger.info("reward model saved to %s (held-out pair accuracy %s, %.1fs)", out_dir,
-                "n/a" if accuracy is None else f"{accuracy:.3f}", seconds)
+    logger.info(
+        "reward model saved to %s (held-out pair accuracy %s, %.1fs)",
+        out_dir,
+        "n/a" if accuracy is None else f"{accuracy:.3f}",
+        seconds,
+    )
     return BuildReport(steps=steps, seconds=seconds, final_loss=loss_value, heldout_accuracy=accuracy)

@@ -47,9 +47,7 @@ class Rollout(BaseModel):
     response_token_ids: tuple[int, ...] = Field(
         description="Sampled tokens, including the EOS token when finish_reason is 'stop'."
     )
-    logprobs: tuple[float, ...] = Field(
-        description="Sampler logprob of each response token (same length as response_token_ids)."
-    )
+    logprobs: tuple[float, ...] = Field(description="Sampler logprob of each response token (same length as response_token_ids).")
     policy_version: int = Field(ge=0, description="Weight version that sampled this response.")
     finish_reason: Literal["stop", "length"]
 
@@ -121,9 +119,10 @@ class Judgement(BaseModel):
     preferences: tuple[PairPreference, ...] | None = None
     seconds: float | None = Field(default=None, ge=0.0, description="Time the judge spent on this batch.")
     failed: int = Field(
-        default=0, ge=0,
+        default=0,
+        ge=0,
         description="Verdicts asked of the judge that it could not give (only with on_failure: skip): rewards "
-                    "(NaN in `rewards`) or pair preferences (absent from `preferences`).",
+        "(NaN in `rewards`) or pair preferences (absent from `preferences`).",
     )
     unjudged: tuple[int, ...] = Field(
         default=(), description="Rollouts (batch indices, ascending) some verdict of this judge is missing for."

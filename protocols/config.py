@@ -72,14 +72,12 @@ class RolloutConfig(BaseModel):
     resources: CustomResources = Field(
         default={},
         description="Ray custom resources per rollout worker, e.g. {rollout_node: 1}: pins the workers to the nodes "
-                    "started with them (`ray start --resources`; docs/deploy.md).",
+        "started with them (`ray start --resources`; docs/deploy.md).",
     )
     sync_tolerance: float = Field(
         default=1e-3, gt=0.0, description="Max |engine - learner| probe logprob gap after a weight sync."
     )
-    max_staleness: int = Field(
-        default=0, ge=0, description="Batches sampled ahead of the learner (0 = strictly on-policy)."
-    )
+    max_staleness: int = Field(default=0, ge=0, description="Batches sampled ahead of the learner (0 = strictly on-policy).")
 
 
 class LoraConfig(BaseModel):
@@ -91,7 +89,8 @@ class LoraConfig(BaseModel):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
     target_modules: tuple[str, ...] = Field(
         default=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-        min_length=1, description="Linear layers that get adapters (names of Llama-style modules).",
+        min_length=1,
+        description="Linear layers that get adapters (names of Llama-style modules).",
     )
 
 
@@ -106,20 +105,19 @@ class LearnerConfig(BaseModel):
     betas: tuple[float, float] = Field(default=(0.9, 0.95), description="AdamW betas, each in [0, 1).")
     warmup_steps: int = Field(default=5, ge=0, description="Linear learning-rate warmup steps.")
     grad_clip: float = Field(default=1.0, gt=0.0, description="Global gradient-norm clip.")
-    micro_batch_size: int = Field(
-        default=64, ge=2, description="Sequences per forward/backward pass (a pair is 2 sequences)."
-    )
+    micro_batch_size: int = Field(default=64, ge=2, description="Sequences per forward/backward pass (a pair is 2 sequences).")
     num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs per learner rank.")
     num_gpus: float = Field(default=0.0, ge=0.0, description="Ray GPUs per learner rank.")
     resources: CustomResources = Field(
         default={},
         description="Ray custom resources per learner rank, e.g. {learner_node: 1}: pins the ranks to the nodes "
-                    "started with them (`ray start --resources`; docs/deploy.md).",
+        "started with them (`ray start --resources`; docs/deploy.md).",
     )
     master_port: int = Field(default=0, ge=0, le=65535, description="torch.distributed port (0 = pick a free one).")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="LoRA adapters (learner/lora.py); off by default.")
     offpolicy_clip: float = Field(
-        default=2.0, ge=0.0,
+        default=2.0,
+        ge=0.0,
         description="Sequence family, samples of an older policy (rollout.max_staleness > 0): each token's advantage is "
         "weighted by min(pi / pi_sampler, offpolicy_clip), truncated importance sampling; 0 = no correction.",
     )
@@ -165,7 +163,7 @@ class PlacementConfig(BaseModel):
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         default="PACK",
         description="Ray placement-group strategy of the workers' and ranks' bundles: PACK (as few nodes as fit), "
-                    "SPREAD (as many as possible), STRICT_PACK (one node or fail), STRICT_SPREAD (one per node or fail).",
+        "SPREAD (as many as possible), STRICT_PACK (one node or fail), STRICT_SPREAD (one per node or fail).",
     )
     timeout_s: float = Field(
         default=120.0, gt=0.0, description="Seconds to wait for the cluster to place them before the run fails."
@@ -183,18 +181,18 @@ class SecurityConfig(BaseModel):
     allowed_modules: tuple[str, ...] | None = Field(
         default=None,
         description="Modules rule judges may import their function from (a package allows its submodules), e.g. "
-                    "[rollout.tasks]; none: any module on the path.",
+        "[rollout.tasks]; none: any module on the path.",
     )
     allowed_http_hosts: tuple[str, ...] | None = Field(
         default=None,
         description="Hosts http judges may send prompts and their API key to ('host' or 'host:port' of base_url), "
-                    "e.g. [127.0.0.1:8000, api.example.com]; none: any.",
+        "e.g. [127.0.0.1:8000, api.example.com]; none: any.",
     )
     local_cluster_bind: Literal["loopback", "network"] = Field(
         default="loopback",
         description="A Ray cluster the driver starts itself: 'loopback' binds all its services (the unauthenticated "
-                    "Prometheus metrics endpoint included) to 127.0.0.1; 'network' is Ray's default, the node's address "
-                    "(the metrics endpoint on every interface), for scraping from another machine.",
+        "Prometheus metrics endpoint included) to 127.0.0.1; 'network' is Ray's default, the node's address "
+        "(the metrics endpoint on every interface), for scraping from another machine.",
     )
 
 
@@ -233,16 +231,19 @@ class RunConfig(BaseModel):
     def _section_models_as_mappings(cls, data: Any) -> Any:
         """An algorithm section may be given as its config model (`mnpo=MNPOConfig(eta=1.0)`)."""
         if isinstance(data, dict):
-            return {k: v.model_dump(mode="json") if isinstance(v, BaseModel) and k not in cls.model_fields else v
-                    for k, v in data.items()}
+            return {
+                k: v.model_dump(mode="json") if isinstance(v, BaseModel) and k not in cls.model_fields else v
+                for k, v in data.items()
+            }
         return data
 
     @model_validator(mode="after")
     def _sections_are_mappings(self) -> RunConfig:
         for name, value in (self.model_extra or {}).items():
             if not isinstance(value, dict):
-                raise ValueError(f"unknown field {name!r} (got {value!r}); an algorithm's section is a mapping, "
-                                 "e.g. 'mnpo: {eta: 0.5}'")
+                raise ValueError(
+                    f"unknown field {name!r} (got {value!r}); an algorithm's section is a mapping, e.g. 'mnpo: {{eta: 0.5}}'"
+                )
         return self
 
     @property

@@ -40,19 +40,24 @@ class _Common(BaseModel):
         default_factory=dict, description="Ray custom resources per replica, e.g. {rollout_node: 0.01} (docs/deploy.md)."
     )
     temperature: float = Field(
-        default=1.0, ge=0.0, allow_inf_nan=False,
+        default=1.0,
+        ge=0.0,
+        allow_inf_nan=False,
         description="Bradley-Terry temperature turning rewards into P(a > b); 0 = hard comparison.",
     )
     on_failure: Literal["fail", "skip"] = Field(
         default="fail",
         description="A verdict the judge cannot give (it raised, returned NaN/None/a wrong shape, an answer naming "
-                    "neither choice): 'fail' stops the run with an error naming the judge; 'skip' drops the prompt "
-                    "groups without it from training and counts them.",
+        "neither choice): 'fail' stops the run with an error naming the judge; 'skip' drops the prompt "
+        "groups without it from training and counts them.",
     )
     max_skipped_fraction: float = Field(
-        default=0.1, ge=0.0, lt=1.0, allow_inf_nan=False,
+        default=0.1,
+        ge=0.0,
+        lt=1.0,
+        allow_inf_nan=False,
         description="on_failure 'skip': the run stops once more than this fraction of the verdicts asked of the "
-                    "judge so far had none (ignored with 'fail').",
+        "judge so far had none (ignored with 'fail').",
     )
 
 
@@ -123,7 +128,9 @@ class _PairwiseCommon(_Common):
 
 class _LMVerdict(_PairwiseCommon):
     verdict_temperature: float = Field(
-        default=1.0, gt=0.0, allow_inf_nan=False,
+        default=1.0,
+        gt=0.0,
+        allow_inf_nan=False,
         description="p = sigmoid((l_A - l_B) / T) per order: T < 1 sharpens a weak judge's near-0.5 verdicts.",
     )
     orders: Literal["average", "logit_difference"] = Field(
@@ -156,7 +163,8 @@ class HttpJudgeSpec(_PairwiseCommon):
     base_url: str = Field(pattern=r"^https?://", description="API root, e.g. http://127.0.0.1:8000/v1.")
     model: str = Field(min_length=1, description="Model name sent with each request.")
     api_key_env: str | None = Field(
-        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Environment variable holding the API key (sent as a bearer token, never logged).",
     )
     max_concurrency: int = Field(default=8, ge=1, description="Requests in flight at once.")
@@ -164,7 +172,9 @@ class HttpJudgeSpec(_PairwiseCommon):
     retries: int = Field(default=3, ge=0, description="Retries of a failed request (429, 5xx, network).")
     backoff_s: float = Field(default=0.5, ge=0.0, description="First retry delay; doubles each retry.")
     top_logprobs: int = Field(
-        default=20, ge=0, le=20,
+        default=20,
+        ge=0,
+        le=20,
         description="Top logprobs asked for the verdict token (vLLM allows 20, some hosted APIs 5; 0 = read the text).",
     )
 

@@ -27,9 +27,7 @@ def uses_chat_template(tokenizer, mode: ChatMode, what: str = "the policy") -> b
 
 def chat_text(tokenizer, user_text: str) -> str:
     """The templated text of one user turn, ending where the assistant's reply starts."""
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
-    )
+    return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True)
 
 
 def prompt_token_ids(tokenizer, text: str, chat: bool) -> list[int]:

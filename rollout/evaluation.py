@@ -44,8 +44,5 @@ def win_rate_from_rewards(
     if len(policy) != len(baseline) or len(policy) % samples_per_prompt:
         raise ValueError(f"need equal reward lists in groups of {samples_per_prompt}, got {len(policy)} and {len(baseline)}")
     k = samples_per_prompt
-    rows = [
-        [bradley_terry(policy[i + j], baseline[i + j], temperature) for j in range(k)]
-        for i in range(0, len(policy), k)
-    ]
+    rows = [[bradley_terry(policy[i + j], baseline[i + j], temperature) for j in range(k)] for i in range(0, len(policy), k)]
     return win_rate(rows)

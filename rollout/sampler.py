@@ -37,8 +37,16 @@ __all__ = ["VLLMSampler", "WeightSyncError"]
 class VLLMSampler:
     """One vLLM engine serving the current policy version."""
 
-    def __init__(self, model_path: str, cfg: RolloutConfig, *, dtype: str, seed: int, name: str = "rollout-0",
-                 chat_template: ChatMode = "auto"):
+    def __init__(
+        self,
+        model_path: str,
+        cfg: RolloutConfig,
+        *,
+        dtype: str,
+        seed: int,
+        name: str = "rollout-0",
+        chat_template: ChatMode = "auto",
+    ):
         self.cfg = cfg
         self.name = name
         self.policy_version = 0
@@ -54,8 +62,13 @@ class VLLMSampler:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.chat = uses_chat_template(self.tokenizer, chat_template)
-        logger.info("%s: vLLM engine for %s ready in %.1fs (%s)", name, model_path, time.perf_counter() - start,
-                    "prompts through the chat template" if self.chat else "raw prompts")
+        logger.info(
+            "%s: vLLM engine for %s ready in %.1fs (%s)",
+            name,
+            model_path,
+            time.perf_counter() - start,
+            "prompts through the chat template" if self.chat else "raw prompts",
+        )
 
     # ------------------------------------------------------------------ sampling
     def generate(self, batch: PromptBatch, *, seed: int | None = None, temperature: float | None = None) -> RolloutBatch:
@@ -116,12 +129,11 @@ class VLLMSampler:
         """Replace the served weights in place, verify them against the learner's probe (rollout/sync.py)."""
 
         def load() -> None:
-            self.llm.collective_rpc(
-                "reload_weights", kwargs=dict(weights_iterator=list(weights), is_checkpoint_format=True)
-            )
+            self.llm.collective_rpc("reload_weights", kwargs=dict(weights_iterator=list(weights), is_checkpoint_format=True))
             self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
 
-        report = load_verified(version, self.policy_version, load, self.prompt_logprobs, self.cfg.sync_tolerance,
-                               who=self.name, worker=self.name)
+        report = load_verified(
+            version, self.policy_version, load, self.prompt_logprobs, self.cfg.sync_tolerance, who=self.name, worker=self.name
+        )
         self.policy_version = version.version
         return report

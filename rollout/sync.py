@@ -27,8 +27,14 @@ def probe_gap(served: Sequence[Sequence[float]], probe: SyncProbe) -> float:
 
 
 def load_verified(
-    version: WeightVersion, current: int, load: Callable[[], object], served_logprobs: ServedLogprobs,
-    tolerance: float, *, who: str, worker: str,
+    version: WeightVersion,
+    current: int,
+    load: Callable[[], object],
+    served_logprobs: ServedLogprobs,
+    tolerance: float,
+    *,
+    who: str,
+    worker: str,
 ) -> SyncReport:
     """Load a newer weight version with `load()` and prove it on the version's probe.
 

@@ -94,8 +94,7 @@ def head_to_head(
 
 def mirror(rate: WinRate) -> WinRate:
     """The same comparison from the other side: 1 - rate, interval (1 - high, 1 - low)."""
-    return rate.model_copy(update={"win_rate": 1.0 - rate.win_rate, "ci_low": 1.0 - rate.ci_high,
-                                   "ci_high": 1.0 - rate.ci_low})
+    return rate.model_copy(update={"win_rate": 1.0 - rate.win_rate, "ci_low": 1.0 - rate.ci_high, "ci_high": 1.0 - rate.ci_low})
 
 
 @dataclass(frozen=True)

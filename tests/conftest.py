@@ -42,7 +42,8 @@ def ray_cluster():
     from driver.checkout import worker_runtime_env
 
     # The project is not installed: its workers import it from this checkout, as a run's do.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-             runtime_env=worker_runtime_env(joined=False))
+    ray.init(
+        address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, runtime_env=worker_runtime_env(joined=False)
+    )
     yield ray
     ray.shutdown()

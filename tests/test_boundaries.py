@@ -160,10 +160,22 @@ def test_scanner_finds_every_kind_of_import():
         "from .. import batches\n"
     )
     names = [name for _, name in imported_modules(source, "rollout.judges.rule")]
-    assert sorted(names) == sorted([
-        "os", "ray.util", "typing", "vllm", "deepspeed", "torch", "importlib", "yaml.constructor", "numpy",
-        "rollout.judges", "rollout.judges.base", "rollout",
-    ])
+    assert sorted(names) == sorted(
+        [
+            "os",
+            "ray.util",
+            "typing",
+            "vllm",
+            "deepspeed",
+            "torch",
+            "importlib",
+            "yaml.constructor",
+            "numpy",
+            "rollout.judges",
+            "rollout.judges.base",
+            "rollout",
+        ]
+    )
     # in a package's __init__, '.' is the package itself
     assert imported_modules("from .batches import FROZEN\n", "protocols.__init__") == [(1, "protocols.batches")]
 
@@ -175,17 +187,30 @@ def test_cycle_finder_sees_deferred_and_type_checking_imports():
         "learner.__init__": "",
         "learner.ops": "from learner import collate\n",  # a submodule taken from a package: not the __init__
         "learner.collate": "from . import ops\n",
-        "a": "import b\n", "b": "import importlib\nimportlib.import_module('c')\n", "c": "from a import x\n",
+        "a": "import b\n",
+        "b": "import importlib\nimportlib.import_module('c')\n",
+        "c": "from a import x\n",
     }
     graph = module_graph(sources)
     assert graph["learner.ops"] == {"learner.collate"}
-    assert import_cycles(graph) == [["a", "b", "c"], ["learner.collate", "learner.ops"], ["learner.engine", "learner.sequence_step"]]
+    assert import_cycles(graph) == [
+        ["a", "b", "c"],
+        ["learner.collate", "learner.ops"],
+        ["learner.engine", "learner.sequence_step"],
+    ]
 
 
 def test_scan_covers_the_library():
     scanned = {str(path.relative_to(REPO)) for _, path in source_files()}
-    for expected in ("actors/judge.py", "rollout/judges/reward_model.py", "protocols/__init__.py", "common/tensors.py",
-                     "deploy/placement.py", "driver/run.py", "learner/algorithms/mnpo.py"):
+    for expected in (
+        "actors/judge.py",
+        "rollout/judges/reward_model.py",
+        "protocols/__init__.py",
+        "common/tensors.py",
+        "deploy/placement.py",
+        "driver/run.py",
+        "learner/algorithms/mnpo.py",
+    ):
         assert expected in scanned
     # deferred imports inside functions are seen (learner/engine.py imports DeepSpeed in a method)
     assert any(where.startswith("learner/engine.py") and name == "deepspeed" for _, where, name in IMPORTS)
@@ -209,11 +234,7 @@ def test_protocols_import_only_pydantic_and_the_standard_library():
 
 
 def test_import_direction_between_project_packages():
-    offenders = [
-        f"{where}: {pkg} imports {name}"
-        for pkg, where, name in IMPORTS
-        if name in LAYERS and name not in LAYERS[pkg]
-    ]
+    offenders = [f"{where}: {pkg} imports {name}" for pkg, where, name in IMPORTS if name in LAYERS and name not in LAYERS[pkg]]
     assert offenders == [], "protocols, common <- rollout, learner <- actors <- driver; deploy uses protocols only"
 
 

@@ -19,15 +19,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # every top-level package of the checkout (a folder with an __init__.py), and the issue's six
-PACKAGES = sorted({p.parent.name for p in REPO.glob("*/__init__.py")}
-                  | {"driver", "actors", "learner", "rollout", "protocols", "deploy"})
+PACKAGES = sorted(
+    {p.parent.name for p in REPO.glob("*/__init__.py")} | {"driver", "actors", "learner", "rollout", "protocols", "deploy"}
+)
 
 
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     """pyproject.toml and the package folders, copied (a build writes build/ and *.egg-info in its source)."""
-    pytest.importorskip("setuptools", reason="building without isolation needs setuptools in this Python "
-                                             "(pyproject: setuptools>=68); with isolation pip would fetch it")
+    pytest.importorskip(
+        "setuptools",
+        reason="building without isolation needs setuptools in this Python "
+        "(pyproject: setuptools>=68); with isolation pip would fetch it",
+    )
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(REPO / "pyproject.toml", src)
@@ -40,9 +44,23 @@ def source(tmp_path: Path) -> Path:
 def test_pip_install_puts_nothing_but_the_metadata_into_site_packages(source, tmp_path):
     site = tmp_path / "site"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     installed = sorted(p.name for p in site.iterdir())
@@ -62,7 +80,10 @@ def test_editable_install_maps_no_package(source, tmp_path):
     wheels.mkdir()
     done = subprocess.run(
         [sys.executable, "-c", f"import setuptools.build_meta as b; print(b.build_editable({str(wheels)!r}))"],
-        cwd=source, capture_output=True, text=True, timeout=120,
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (wheel,) = wheels.glob("*.whl")

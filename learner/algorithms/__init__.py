@@ -52,11 +52,14 @@ def algorithm_config(run: RunConfig) -> BaseModel:
     others = sorted(set(sections) - {spec.config_section})
     if others:
         readers = {name: sorted(a.name for a in ALGORITHMS.values() if a.config_section == name) for name in others}
-        said = "; ".join(f"'{name}' is read by {', '.join(readers[name])}" if readers[name] else
-                         f"'{name}' is not a config section" for name in others)
+        said = "; ".join(
+            f"'{name}' is read by {', '.join(readers[name])}" if readers[name] else f"'{name}' is not a config section"
+            for name in others
+        )
         raise AlgorithmConfigError(
             f"the run config sets section(s) {', '.join(repr(o) for o in others)}, which algorithm {run.algo!r} does not "
-            f"read ({said}); {run.algo} reads '{spec.config_section}': remove the others or change --algo")
+            f"read ({said}); {run.algo} reads '{spec.config_section}': remove the others or change --algo"
+        )
     try:
         config: BaseModel = spec.config.model_validate(sections.get(spec.config_section, {}))
         return config

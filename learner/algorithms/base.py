@@ -46,8 +46,11 @@ PairingName = Annotated[str, AfterValidator(_known_pairing)]
 
 
 def pairing_field(default: str) -> Any:
-    return Field(default=default, description="How K judged samples become (chosen, rejected) pairs: "
-                 + "; ".join(f"{name}: {(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in PAIRINGS.items()))
+    return Field(
+        default=default,
+        description="How K judged samples become (chosen, rejected) pairs: "
+        + "; ".join(f"{name}: {(fn.__doc__ or '').strip().splitlines()[0]}" for name, fn in PAIRINGS.items()),
+    )
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,9 @@ class AlgorithmSpec(Generic[C]):
         if (self.family == "sequence") != (self.sequence_loss is not None):
             raise ValueError(f"algorithm {self.name!r}: a sequence-family spec needs sequence_loss (and only those)")
         if self.advantage is not None and self.advantage not in ESTIMATORS:
-            raise ValueError(f"algorithm {self.name!r}: unknown advantage estimator {self.advantage!r}; "
-                             f"valid: {', '.join(ESTIMATORS)}")
+            raise ValueError(
+                f"algorithm {self.name!r}: unknown advantage estimator {self.advantage!r}; valid: {', '.join(ESTIMATORS)}"
+            )
         if self.family == "pair" and "pairing" not in self.config.model_fields:
             raise ValueError(f"algorithm {self.name!r}: a pair-family config needs a `pairing` field")
 

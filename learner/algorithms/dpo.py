@@ -60,9 +60,7 @@ def check_beta(beta: float) -> None:
         raise ValueError(f"beta must be > 0, got {beta}")
 
 
-def preference_margin(
-    policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor
-) -> Tensor:
+def preference_margin(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor) -> Tensor:
     """h_pi(y_w, y_l) - h_ref(y_w, y_l) per pair; DPO's Delta is beta times this.
 
     Args:
@@ -73,14 +71,19 @@ def preference_margin(
     Returns:
         [B] log-ratio margin; > 0 means pi prefers y_w over y_l more than pi_ref does.
     """
-    check_pair_shapes(policy_chosen, policy_rejected=policy_rejected, ref_chosen=ref_chosen,
-                      ref_rejected=ref_rejected)
+    check_pair_shapes(policy_chosen, policy_rejected=policy_rejected, ref_chosen=ref_chosen, ref_rejected=ref_rejected)
     return (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected).detach()
 
 
 def pair_metrics(
-    algo: str, per_pair_loss: Tensor, beta: float, policy_chosen: Tensor, policy_rejected: Tensor,
-    ref_chosen: Tensor, ref_rejected: Tensor, **extra: Tensor,
+    algo: str,
+    per_pair_loss: Tensor,
+    beta: float,
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    **extra: Tensor,
 ) -> dict[str, float]:
     """Batch means keyed 'learner/<algo>/<name>' as floats (one host transfer).
 
@@ -93,9 +96,14 @@ def pair_metrics(
         rejected = beta * (policy_rejected - ref_rejected)
         margin = chosen - rejected
         named = {
-            "loss": per_pair_loss, "margin": margin, "accuracy": (margin > 0).to(margin.dtype),
-            "chosen_rewards": chosen, "rejected_rewards": rejected,
-            "policy_chosen_logprobs": policy_chosen, "policy_rejected_logprobs": policy_rejected, **extra,
+            "loss": per_pair_loss,
+            "margin": margin,
+            "accuracy": (margin > 0).to(margin.dtype),
+            "chosen_rewards": chosen,
+            "rejected_rewards": rejected,
+            "policy_chosen_logprobs": policy_chosen,
+            "policy_rejected_logprobs": policy_rejected,
+            **extra,
         }
         values = torch.stack([v.detach().to(margin.dtype).mean() for v in named.values()]).tolist()
     return {f"learner/{algo}/{k}": float(v) for k, v in zip(named, values)}
@@ -118,8 +126,7 @@ def dpo_loss(
     check_beta(beta)
     delta = beta * preference_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
     per_pair_loss = -F.logsigmoid(delta)
-    return per_pair_loss, pair_metrics("dpo", per_pair_loss, beta, policy_chosen, policy_rejected,
-                                       ref_chosen, ref_rejected)
+    return per_pair_loss, pair_metrics("dpo", per_pair_loss, beta, policy_chosen, policy_rejected, ref_chosen, ref_rejected)
 
 
 def reference_pair(inputs: PairInputs, algo: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:

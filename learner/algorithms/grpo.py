@@ -39,8 +39,13 @@ class GRPOConfig(BaseModel):
 
 
 def grpo_token_loss(
-    logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | None, advantages: Tensor, mask: Tensor,
-    clip_eps: float, kl_coef: float,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    ref_logprobs: Tensor | None,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_eps: float,
+    kl_coef: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-token GRPO loss (eq. 3, negated).
 
@@ -78,11 +83,11 @@ def sequence_loss(inputs: SequenceInputs, cfg: GRPOConfig) -> tuple[Tensor, dict
     """
     old = needed(inputs.old_logprobs, "SequenceInputs.old_logprobs", "grpo")
     advantages = needed(inputs.advantages, "SequenceInputs.advantages", "grpo")
-    per_token, ratio, kl = grpo_token_loss(inputs.logprobs, old, inputs.ref_logprobs, advantages, inputs.mask,
-                                           cfg.clip_eps, cfg.kl_coef)
+    per_token, ratio, kl = grpo_token_loss(
+        inputs.logprobs, old, inputs.ref_logprobs, advantages, inputs.mask, cfg.clip_eps, cfg.kl_coef
+    )
     per_sequence = masked_mean(per_token, inputs.mask, dim=-1)
-    metrics = policy_metrics("grpo", per_sequence, ratio, inputs.logprobs, old, advantages, inputs.mask,
-                             cfg.clip_eps, kl=kl)
+    metrics = policy_metrics("grpo", per_sequence, ratio, inputs.logprobs, old, advantages, inputs.mask, cfg.clip_eps, kl=kl)
     return per_sequence, metrics
 
 

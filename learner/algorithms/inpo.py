@@ -28,9 +28,15 @@ def pair_loss(inputs: PairInputs, cfg: MNPOConfig) -> tuple[Tensor, dict[str, fl
         raise ValueError(f"INPO plays exactly one opponent snapshot, got opponent logprobs of shape {shape}")
     weights = torch.ones(1, dtype=inputs.policy_chosen.dtype, device=inputs.policy_chosen.device)
     loss, metrics = mnpo_loss(
-        inputs.policy_chosen, inputs.policy_rejected, needed(inputs.ref_chosen, "ref_chosen", "inpo"),
-        needed(inputs.ref_rejected, "ref_rejected", "inpo"), needed(inputs.opponent_chosen, "opponent_chosen", "inpo"),
-        needed(inputs.opponent_rejected, "opponent_rejected", "inpo"), weights, ratio=cfg.ratio, eta=cfg.eta,
+        inputs.policy_chosen,
+        inputs.policy_rejected,
+        needed(inputs.ref_chosen, "ref_chosen", "inpo"),
+        needed(inputs.ref_rejected, "ref_rejected", "inpo"),
+        needed(inputs.opponent_chosen, "opponent_chosen", "inpo"),
+        needed(inputs.opponent_rejected, "opponent_rejected", "inpo"),
+        weights,
+        ratio=cfg.ratio,
+        eta=cfg.eta,
     )
     return loss, {key.replace("learner/mnpo/", "learner/inpo/"): value for key, value in metrics.items()}
 

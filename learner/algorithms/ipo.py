@@ -43,8 +43,7 @@ def ipo_loss(
     logits = preference_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
     target = 1.0 / (2.0 * beta)
     per_pair_loss = (logits - target) ** 2
-    metrics = pair_metrics("ipo", per_pair_loss, beta, policy_chosen, policy_rejected, ref_chosen,
-                           ref_rejected, logits=logits)
+    metrics = pair_metrics("ipo", per_pair_loss, beta, policy_chosen, policy_rejected, ref_chosen, ref_rejected, logits=logits)
     metrics["learner/ipo/target"] = target
     return per_pair_loss, metrics
 

@@ -110,8 +110,9 @@ def mnpo_loss(
             (h_pi - h_ref), ref_accuracy (fraction h_pi > h_ref), policy_chosen_logprobs,
             policy_rejected_logprobs, opponent{j}_margin (h of opponent row j-1, j = 1..M).
     """
-    _check_inputs(policy_chosen, policy_rejected, ref_chosen, ref_rejected, opponent_chosen,
-                  opponent_rejected, opponent_weights, ratio, eta)
+    _check_inputs(
+        policy_chosen, policy_rejected, ref_chosen, ref_rejected, opponent_chosen, opponent_rejected, opponent_weights, ratio, eta
+    )
     h_policy = policy_chosen - policy_rejected  # [B]
     h_ref = (ref_chosen - ref_rejected).detach()  # [B]
     h_opponents = (opponent_chosen - opponent_rejected).detach()  # [M, B]
@@ -120,14 +121,20 @@ def mnpo_loss(
     logits = h_policy - ratio * h_ref - (1.0 - ratio) * h_mix
     target = 1.0 / (2.0 * eta)
     per_pair_loss = (logits - target) ** 2
-    metrics = _metrics(per_pair_loss, logits, target, h_policy, h_ref, h_mix, h_opponents,
-                       policy_chosen, policy_rejected)
+    metrics = _metrics(per_pair_loss, logits, target, h_policy, h_ref, h_mix, h_opponents, policy_chosen, policy_rejected)
     return per_pair_loss, metrics
 
 
 def _check_inputs(
-    policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor,
-    opponent_chosen: Tensor, opponent_rejected: Tensor, opponent_weights: Tensor, ratio: float, eta: float,
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    opponent_chosen: Tensor,
+    opponent_rejected: Tensor,
+    opponent_weights: Tensor,
+    ratio: float,
+    eta: float,
 ) -> None:
     """Loud shape/range errors; cheap next to the forward passes that produced the inputs."""
     b = policy_chosen.shape[0] if policy_chosen.dim() == 1 else -1
@@ -156,8 +163,15 @@ def _check_inputs(
 
 
 def _metrics(
-    per_pair_loss: Tensor, logits: Tensor, target: float, h_policy: Tensor, h_ref: Tensor, h_mix: Tensor,
-    h_opponents: Tensor, policy_chosen: Tensor, policy_rejected: Tensor,
+    per_pair_loss: Tensor,
+    logits: Tensor,
+    target: float,
+    h_policy: Tensor,
+    h_ref: Tensor,
+    h_mix: Tensor,
+    h_opponents: Tensor,
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
 ) -> dict[str, float]:
     """Batch means as Python floats; one host transfer for all of them."""
     with torch.no_grad():
@@ -183,12 +197,17 @@ def _metrics(
 
 def pair_loss(inputs: PairInputs, cfg: MNPOConfig) -> tuple[Tensor, dict[str, float]]:
     """The learner's entry point: `mnpo_loss` with the configured opponent weights."""
-    weights = torch.tensor(cfg.normalised_weights(), dtype=inputs.policy_chosen.dtype,
-                           device=inputs.policy_chosen.device)
+    weights = torch.tensor(cfg.normalised_weights(), dtype=inputs.policy_chosen.dtype, device=inputs.policy_chosen.device)
     return mnpo_loss(
-        inputs.policy_chosen, inputs.policy_rejected, needed(inputs.ref_chosen, "ref_chosen", "mnpo"),
-        needed(inputs.ref_rejected, "ref_rejected", "mnpo"), needed(inputs.opponent_chosen, "opponent_chosen", "mnpo"),
-        needed(inputs.opponent_rejected, "opponent_rejected", "mnpo"), weights, ratio=cfg.ratio, eta=cfg.eta,
+        inputs.policy_chosen,
+        inputs.policy_rejected,
+        needed(inputs.ref_chosen, "ref_chosen", "mnpo"),
+        needed(inputs.ref_rejected, "ref_rejected", "mnpo"),
+        needed(inputs.opponent_chosen, "opponent_chosen", "mnpo"),
+        needed(inputs.opponent_rejected, "opponent_rejected", "mnpo"),
+        weights,
+        ratio=cfg.ratio,
+        eta=cfg.eta,
     )
 
 

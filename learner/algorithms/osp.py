@@ -41,8 +41,12 @@ class OSPConfig(BaseModel):
 
 
 def spce_loss(
-    policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor,
-    probability: Tensor, beta: float,
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    probability: Tensor,
+    beta: float,
 ) -> tuple[Tensor, dict[str, float]]:
     """Per-pair soft-preference cross-entropy and metrics.
 
@@ -63,8 +67,9 @@ def spce_loss(
     delta = beta * preference_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
     p = probability.detach().to(delta.dtype)
     per_pair_loss = -(p * F.logsigmoid(delta) + (1.0 - p) * F.logsigmoid(-delta))
-    return per_pair_loss, pair_metrics("osp", per_pair_loss, beta, policy_chosen, policy_rejected,
-                                       ref_chosen, ref_rejected, probability=p)
+    return per_pair_loss, pair_metrics(
+        "osp", per_pair_loss, beta, policy_chosen, policy_rejected, ref_chosen, ref_rejected, probability=p
+    )
 
 
 def pair_loss(inputs: PairInputs, cfg: OSPConfig) -> tuple[Tensor, dict[str, float]]:

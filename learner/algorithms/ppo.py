@@ -113,8 +113,15 @@ def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor
 
 
 def policy_metrics(
-    algo: str, per_sequence_loss: Tensor, ratio: Tensor, logprobs: Tensor, old_logprobs: Tensor,
-    advantages: Tensor, mask: Tensor, clip_eps: float, **extra_token_means: Tensor,
+    algo: str,
+    per_sequence_loss: Tensor,
+    ratio: Tensor,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_eps: float,
+    **extra_token_means: Tensor,
 ) -> dict[str, float]:
     """Metrics keyed 'learner/<algo>/<name>', floats (one host transfer).
 
@@ -147,8 +154,7 @@ def clipped_sequence_loss(inputs: SequenceInputs, clip_eps: float, algo: str) ->
     advantages = needed(inputs.advantages, "SequenceInputs.advantages", algo)
     per_token, ratio = clipped_policy_loss(inputs.logprobs, old, advantages, inputs.mask, clip_eps)
     per_sequence = masked_mean(per_token, inputs.mask, dim=-1)
-    return per_sequence, policy_metrics(algo, per_sequence, ratio, inputs.logprobs, old, advantages,
-                                        inputs.mask, clip_eps)
+    return per_sequence, policy_metrics(algo, per_sequence, ratio, inputs.logprobs, old, advantages, inputs.mask, clip_eps)
 
 
 def sequence_loss(inputs: SequenceInputs, cfg: PPOConfig) -> tuple[Tensor, dict[str, float]]:

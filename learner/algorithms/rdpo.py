@@ -28,8 +28,12 @@ from learner.algorithms.dpo import DPOConfig, check_beta, pair_metrics, preferen
 
 
 def rdpo_loss(
-    policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor,
-    beta: float, flip_rate: float,
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    beta: float,
+    flip_rate: float,
 ) -> tuple[Tensor, dict[str, float]]:
     """Per-pair rDPO loss and metrics.
 
@@ -49,8 +53,7 @@ def rdpo_loss(
     delta = beta * preference_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
     weighted = -(1.0 - flip_rate) * F.logsigmoid(delta) + flip_rate * F.logsigmoid(-delta)
     per_pair_loss = weighted / (1.0 - 2.0 * flip_rate)
-    return per_pair_loss, pair_metrics("rdpo", per_pair_loss, beta, policy_chosen, policy_rejected,
-                                       ref_chosen, ref_rejected)
+    return per_pair_loss, pair_metrics("rdpo", per_pair_loss, beta, policy_chosen, policy_rejected, ref_chosen, ref_rejected)
 
 
 def pair_loss(inputs: PairInputs, cfg: DPOConfig) -> tuple[Tensor, dict[str, float]]:

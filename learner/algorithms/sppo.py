@@ -69,8 +69,12 @@ def sppo_loss(
     target = eta * (win_probability.detach().to(log_ratio.dtype) - 0.5)
     per_sequence_loss = (log_ratio - target) ** 2
     with torch.no_grad():
-        named = {"loss": per_sequence_loss, "log_ratio": log_ratio, "target": target,
-                 "win_probability": win_probability.to(log_ratio.dtype)}
+        named = {
+            "loss": per_sequence_loss,
+            "log_ratio": log_ratio,
+            "target": target,
+            "win_probability": win_probability.to(log_ratio.dtype),
+        }
         values = torch.stack([v.detach().mean() for v in named.values()]).tolist()
     return per_sequence_loss, {f"learner/sppo/{k}": float(v) for k, v in zip(named, values)}
 

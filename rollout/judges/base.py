@@ -169,9 +169,7 @@ def _checked(values: object, n: int, what: str, items: str) -> list[Verdict]:
     return [as_verdict(v) for v in values]
 
 
-def collect_verdicts(
-    judge: Judge, batch: RolloutBatch, comparisons: Literal["all_pairs", "adjacent"] = "all_pairs"
-) -> Verdicts:
+def collect_verdicts(judge: Judge, batch: RolloutBatch, comparisons: Literal["all_pairs", "adjacent"] = "all_pairs") -> Verdicts:
     """`score` on every rollout and/or `compare` on the pairs, every item checked; never raises for
     a judge's failure (a call that raises leaves its items without a verdict, naming the error)."""
     prompts = [r.prompt_text for r in batch.rollouts]
@@ -197,9 +195,12 @@ def collect_verdicts(
     if isinstance(judge, PairwiseComparer):
         pairs = comparison_pairs(len(responses), batch.samples_per_prompt, comparisons)
         try:
-            probabilities = _checked(judge.compare(
-                [prompts[i] for i, _ in pairs], [responses[i] for i, _ in pairs], [responses[j] for _, j in pairs]
-            ), len(pairs), "probabilities", "pairs")
+            probabilities = _checked(
+                judge.compare([prompts[i] for i, _ in pairs], [responses[i] for i, _ in pairs], [responses[j] for _, j in pairs]),
+                len(pairs),
+                "probabilities",
+                "pairs",
+            )
         except Exception as err:
             probabilities = [NoVerdict(f"raised {type(err).__name__}: {err}", err)] * len(pairs)
         preferences = []
@@ -224,8 +225,9 @@ def describe_missing(verdicts: Verdicts, limit: int = 3) -> str:
         reasons.setdefault(no.reason, []).append(item)
     if len(reasons) == 1 and len(verdicts.missing) == verdicts.asked:
         return f"no verdict for any of its {verdicts.asked}: {next(iter(reasons))}"
-    parts = [f"{', '.join(items[:3])}{', ...' if len(items) > 3 else ''}: {reason}"
-             for reason, items in list(reasons.items())[:limit]]
+    parts = [
+        f"{', '.join(items[:3])}{', ...' if len(items) > 3 else ''}: {reason}" for reason, items in list(reasons.items())[:limit]
+    ]
     more = f"; and {len(reasons) - limit} other reasons" if len(reasons) > limit else ""
     return f"no verdict for {len(verdicts.missing)} of {verdicts.asked}: " + "; ".join(parts) + more
 

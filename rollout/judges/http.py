@@ -106,8 +106,7 @@ class HttpJudge:
             if not key:
                 state = "is not set" if key is None else "is empty"
                 raise ValueError(
-                    f"judge {spec.name!r}: the environment variable named by 'api_key_env' "
-                    f"({spec.api_key_env}) {state}"
+                    f"judge {spec.name!r}: the environment variable named by 'api_key_env' ({spec.api_key_env}) {state}"
                 )
             self._secret = key
             self._headers["Authorization"] = f"Bearer {key}"
@@ -142,10 +141,16 @@ class HttpJudge:
             logger.warning(
                 "judge %r: %d of %d verdicts named neither choice %r (top logprobs or text); no verdict for them. "
                 "First generated text: %r",
-                self.name, len(unparsed), len(texts), self.choices, unparsed[0][:80],
+                self.name,
+                len(unparsed),
+                len(texts),
+                self.choices,
+                unparsed[0][:80],
             )
         return [
-            p if p is not None else NoVerdict(
+            p
+            if p is not None
+            else NoVerdict(
                 f"answered without a verdict: neither {self.choices[0]!r} nor {self.choices[1]!r} in the top "
                 f"logprobs or the text (generated {self._redact(text)[:40]!r})"
             )
@@ -186,7 +191,12 @@ class HttpJudge:
                 delay = self.backoff_s * 2**attempt
                 logger.warning(
                     "judge %r: POST %s failed (%s); retry %d/%d in %.2fs",
-                    self.name, self.path, cause, attempt + 1, self.retries, delay,
+                    self.name,
+                    self.path,
+                    cause,
+                    attempt + 1,
+                    self.retries,
+                    delay,
                 )
                 time.sleep(delay)
         raise HttpJudgeError(

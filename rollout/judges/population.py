@@ -92,9 +92,7 @@ class PopulationJudge:
         rng = random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
         return rng.choices(range(len(self.weights)), weights=self.weights)[0]
 
-    def member_probabilities(
-        self, m: int, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]
-    ) -> list[Verdict]:
+    def member_probabilities(self, m: int, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[Verdict]:
         """Member m's P(first > second) for every triple, in one call of the member (NoVerdict, naming
         the member, where it has none)."""
         judge, spec = self.judges[m], self.specs[m]

@@ -29,15 +29,28 @@ DEFAULT_SYNC_TOLERANCE = 1e-3  # RolloutConfig.sync_tolerance's default; the dri
 
 class SelfJudge:
     def __init__(
-        self, spec: SelfJudgeSpec, policy_path: str, *, dtype: str = "float32",
+        self,
+        spec: SelfJudgeSpec,
+        policy_path: str,
+        *,
+        dtype: str = "float32",
         sync_tolerance: float = DEFAULT_SYNC_TOLERANCE,
     ):
         self.name = spec.name
         self.sync_tolerance = sync_tolerance
         self.policy_version = 0  # the starting policy, as on the rollout workers
         self.model, tokenizer = load_causal_lm(policy_path, dtype)
-        self.scorer = VerdictScorer(spec.name, self.model, tokenizer, spec.template, spec.choices, spec.batch_size,
-                                    spec.chat_template, spec.verdict_temperature, spec.orders)
+        self.scorer = VerdictScorer(
+            spec.name,
+            self.model,
+            tokenizer,
+            spec.template,
+            spec.choices,
+            spec.batch_size,
+            spec.chat_template,
+            spec.verdict_temperature,
+            spec.orders,
+        )
         logger.info("self judge %r loaded the policy from %s (%s)", self.name, policy_path, dtype)
 
     def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
@@ -50,7 +63,14 @@ class SelfJudge:
         def load() -> None:
             self.model.load_state_dict(dict(weights), strict=True)  # copies into the existing parameters
 
-        report = load_verified(version, self.policy_version, load, partial(probe_logprobs, self.model),
-                               self.sync_tolerance, who=f"judge {self.name!r}", worker=f"judge-{self.name}")
+        report = load_verified(
+            version,
+            self.policy_version,
+            load,
+            partial(probe_logprobs, self.model),
+            self.sync_tolerance,
+            who=f"judge {self.name!r}",
+            worker=f"judge-{self.name}",
+        )
         self.policy_version = version.version
         return report

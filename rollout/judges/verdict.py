@@ -115,8 +115,10 @@ class VerdictScorer:
         n = len(prompts)
         if not n == len(first) == len(second):
             raise ValueError(f"got {n} prompts, {len(first)} first and {len(second)} second responses")
-        texts = [fill_template(self.template, p, a, b)
-                 for p, a, b in zip([*prompts, *prompts], [*first, *second], [*second, *first], strict=True)]
+        texts = [
+            fill_template(self.template, p, a, b)
+            for p, a, b in zip([*prompts, *prompts], [*first, *second], [*second, *first], strict=True)
+        ]
         gap = self.verdict_logit_gap(texts)
         return torch.sigmoid((gap[:n] - gap[n:]) / (2 * self.verdict_temperature)).tolist()
 
@@ -133,8 +135,9 @@ class VerdictScorer:
         device = next(self.model.parameters()).device
         out: list[torch.Tensor] = []
         for lo in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[lo : lo + self.batch_size], return_tensors="pt", padding=True,
-                                 add_special_tokens=not self.chat).to(device)  # a chat text has its own
+            enc = self.tokenizer(
+                texts[lo : lo + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=not self.chat
+            ).to(device)  # a chat text has its own
             mask = enc["attention_mask"]  # [B, T], zeros on the left
             self._warn_if_long(mask.shape[1])
             position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)  # 0 at each row's first real token
@@ -150,5 +153,7 @@ class VerdictScorer:
             self._warned_long = True
             logger.warning(
                 "judge %r: a judge prompt has %d tokens, more than the model's context %d; it is not truncated",
-                self.name, length, self.max_length,
+                self.name,
+                length,
+                self.max_length,
             )

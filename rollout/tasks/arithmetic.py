@@ -198,9 +198,7 @@ _NUMBER_WORD_RE = re.compile(r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 
 def numbers(response: str) -> list[Decimal]:
     """The numbers written in digits in `response`, in order (see the module docstring)."""
-    return [
-        Decimal(sign + digits.replace(",", "") + (frac or "")) for sign, digits, frac in _NUMBER_RE.findall(response)
-    ]
+    return [Decimal(sign + digits.replace(",", "") + (frac or "")) for sign, digits, frac in _NUMBER_RE.findall(response)]
 
 
 def extract_answer(question: Question, response: str) -> Decimal | None:

@@ -67,8 +67,9 @@ def hashed_prompt_id(task: str, text: str) -> str:
     return f"{task}-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def draw_distinct(task: str, seed: int, size: int,
-                  draw: Callable[[random.Random], tuple[str, Drawn]]) -> list[tuple[Prompt, Drawn]]:
+def draw_distinct(
+    task: str, seed: int, size: int, draw: Callable[[random.Random], tuple[str, Drawn]]
+) -> list[tuple[Prompt, Drawn]]:
     """`size` prompts with distinct texts from `draw(rng)` -> (text, what it was built from), with
     rng = random.Random(f"{task}:{seed}"); ValueError naming `task.size` if the generator cannot
     find that many."""

@@ -75,15 +75,71 @@ REQUESTS: tuple[str, ...] = (
     "Say something about {topic}.",
 )
 TOPICS: tuple[str, ...] = (
-    "the ocean", "the moon", "a rainy day", "your morning", "cats", "dogs", "coffee", "a city at night",
-    "winter", "summer", "a good friend", "music", "the forest", "trains", "books", "the mountains",
-    "bread", "a garden", "the sky", "rivers", "school", "a birthday", "the wind", "a small village",
-    "football", "the desert", "bicycles", "snow", "the stars", "cooking", "a lighthouse", "tea",
-    "bees", "an old house", "the beach", "autumn leaves", "a market", "robots", "birds", "the sun",
+    "the ocean",
+    "the moon",
+    "a rainy day",
+    "your morning",
+    "cats",
+    "dogs",
+    "coffee",
+    "a city at night",
+    "winter",
+    "summer",
+    "a good friend",
+    "music",
+    "the forest",
+    "trains",
+    "books",
+    "the mountains",
+    "bread",
+    "a garden",
+    "the sky",
+    "rivers",
+    "school",
+    "a birthday",
+    "the wind",
+    "a small village",
+    "football",
+    "the desert",
+    "bicycles",
+    "snow",
+    "the stars",
+    "cooking",
+    "a lighthouse",
+    "tea",
+    "bees",
+    "an old house",
+    "the beach",
+    "autumn leaves",
+    "a market",
+    "robots",
+    "birds",
+    "the sun",
 )
 KEYWORDS: tuple[str, ...] = (
-    "blue", "quiet", "friend", "light", "water", "happy", "small", "green", "home", "warm", "bright",
-    "slow", "gold", "soft", "old", "tree", "dream", "river", "smile", "stone", "wind", "song", "time",
+    "blue",
+    "quiet",
+    "friend",
+    "light",
+    "water",
+    "happy",
+    "small",
+    "green",
+    "home",
+    "warm",
+    "bright",
+    "slow",
+    "gold",
+    "soft",
+    "old",
+    "tree",
+    "dream",
+    "river",
+    "smile",
+    "stone",
+    "wind",
+    "song",
+    "time",
     "sweet",
 )
 START_WORDS: tuple[str, ...] = ("Yes", "Today", "Imagine", "Sometimes", "Here", "Once", "Every", "Honestly")
@@ -108,7 +164,10 @@ KINDS: tuple[str, ...] = tuple(PHRASES)
 CONFLICTS: frozenset[frozenset[str]] = frozenset(
     frozenset(pair)
     for pair in (
-        ("word_exact", "word_max"), ("word_exact", "bullets"), ("word_max", "bullets"), ("bullets", "start_word"),
+        ("word_exact", "word_max"),
+        ("word_exact", "bullets"),
+        ("word_max", "bullets"),
+        ("bullets", "start_word"),
     )
 )
 MAX_CONSTRAINTS = 3
@@ -263,7 +322,7 @@ def satisfaction(constraint: Constraint, response: str) -> float:
     if kind == "start_word":
         return float(folded[: len(target)] == target)
     if kind == "end_phrase":
-        return float(folded[-len(target):] == target)
+        return float(folded[-len(target) :] == target)
     return 0.0
 
 

@@ -53,7 +53,9 @@ def load(cfg: TaskConfig) -> Task:
             f"has none; give every prompt an answer, or none (and name the judges with --judges)"
         )
     return Task(
-        name="jsonl", train=tuple(train), heldout=tuple(heldout),
+        name="jsonl",
+        train=tuple(train),
+        heldout=tuple(heldout),
         ground_truth="rollout.tasks.jsonl:reference_answer" if with_answer else None,
         ground_truth_args={"path": path} if with_answer else {},
         description=f"{len(rows)} prompts from {cfg.path}" + (" with reference answers" if with_answer else ""),
@@ -89,8 +91,11 @@ def read_rows(path: str) -> list[dict]:
             if row["id"] in ids:
                 raise ValueError(f"{where}: id {row['id']!r} repeats line {ids[row['id']]}")
             ids[row["id"]] = number
-            if "answer" in row and (isinstance(row["answer"], bool) or not isinstance(row["answer"], str | int | float)
-                                    or not str(row["answer"]).strip()):
+            if "answer" in row and (
+                isinstance(row["answer"], bool)
+                or not isinstance(row["answer"], str | int | float)
+                or not str(row["answer"]).strip()
+            ):
                 raise ValueError(f"{where}: field 'answer' must be non-empty text or a number")
             if row.get("split") not in (None, "train", "heldout"):
                 raise ValueError(f"{where}: field 'split' must be 'train' or 'heldout', got {row['split']!r}")

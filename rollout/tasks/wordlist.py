@@ -31,26 +31,55 @@ from protocols import Prompt, TaskConfig
 from rollout.tasks.base import Task
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    "fruits": ("apple", "pear", "plum", "peach", "grape", "mango", "lemon", "cherry", "melon", "kiwi",
-               "banana", "apricot"),
-    "animals": ("cat", "dog", "horse", "cow", "sheep", "goat", "tiger", "lion", "zebra", "mouse",
-                "rabbit", "bear"),
-    "colors": ("red", "blue", "green", "yellow", "purple", "pink", "brown", "black", "white", "gray",
-               "violet", "beige"),
-    "tools": ("hammer", "saw", "drill", "wrench", "pliers", "chisel", "axe", "shovel", "rake",
-              "trowel", "clamp", "spanner"),
-    "vegetables": ("carrot", "potato", "onion", "garlic", "celery", "spinach", "lettuce", "cabbage",
-                   "pea", "bean", "radish", "turnip"),
-    "countries": ("france", "spain", "italy", "germany", "japan", "china", "india", "brazil",
-                  "mexico", "canada", "egypt", "peru"),
-    "sports": ("soccer", "tennis", "golf", "hockey", "rugby", "boxing", "cricket", "baseball",
-               "cycling", "rowing", "skiing", "surfing"),
-    "instruments": ("piano", "guitar", "violin", "drum", "flute", "harp", "cello", "trumpet", "organ",
-                    "banjo", "oboe", "tuba"),
-    "metals": ("iron", "copper", "gold", "silver", "tin", "zinc", "lead", "nickel", "cobalt",
-               "platinum", "aluminum", "titanium"),
-    "birds": ("robin", "crow", "eagle", "owl", "sparrow", "hawk", "swan", "duck", "goose", "parrot",
-              "pigeon", "finch"),
+    "fruits": ("apple", "pear", "plum", "peach", "grape", "mango", "lemon", "cherry", "melon", "kiwi", "banana", "apricot"),
+    "animals": ("cat", "dog", "horse", "cow", "sheep", "goat", "tiger", "lion", "zebra", "mouse", "rabbit", "bear"),
+    "colors": ("red", "blue", "green", "yellow", "purple", "pink", "brown", "black", "white", "gray", "violet", "beige"),
+    "tools": ("hammer", "saw", "drill", "wrench", "pliers", "chisel", "axe", "shovel", "rake", "trowel", "clamp", "spanner"),
+    "vegetables": (
+        "carrot",
+        "potato",
+        "onion",
+        "garlic",
+        "celery",
+        "spinach",
+        "lettuce",
+        "cabbage",
+        "pea",
+        "bean",
+        "radish",
+        "turnip",
+    ),
+    "countries": (
+        "france",
+        "spain",
+        "italy",
+        "germany",
+        "japan",
+        "china",
+        "india",
+        "brazil",
+        "mexico",
+        "canada",
+        "egypt",
+        "peru",
+    ),
+    "sports": (
+        "soccer",
+        "tennis",
+        "golf",
+        "hockey",
+        "rugby",
+        "boxing",
+        "cricket",
+        "baseball",
+        "cycling",
+        "rowing",
+        "skiing",
+        "surfing",
+    ),
+    "instruments": ("piano", "guitar", "violin", "drum", "flute", "harp", "cello", "trumpet", "organ", "banjo", "oboe", "tuba"),
+    "metals": ("iron", "copper", "gold", "silver", "tin", "zinc", "lead", "nickel", "cobalt", "platinum", "aluminum", "titanium"),
+    "birds": ("robin", "crow", "eagle", "owl", "sparrow", "hawk", "swan", "duck", "goose", "parrot", "pigeon", "finch"),
 }
 TEMPLATES: tuple[str, ...] = ("list {n} {cat}:", "name {n} {cat}:", "give {n} {cat}:", "write {n} {cat}:")
 COUNTS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
@@ -102,7 +131,9 @@ def load(cfg: TaskConfig) -> Task:
     `size`, `heldout_percent` and `seed` do not apply: the split is `HELDOUT_PERCENT`, fixed,
     because the built-in model's tokenizer and warm start are built from it."""
     return Task(
-        name="wordlist", train=tuple(train_prompts()), heldout=tuple(heldout_prompts()),
+        name="wordlist",
+        train=tuple(train_prompts()),
+        heldout=tuple(heldout_prompts()),
         ground_truth="rollout.tasks.wordlist:ground_truth",
         groups={name: f"rollout.tasks.wordlist:{name}" for name in GROUPS},
         description='"list 3 fruits:" -> " apple pear plum"; ground truth: topical 0.5, exact_count 0.3, varied 0.2',
@@ -200,9 +231,7 @@ def sft_corpus(seed: int, size: int, prompts: Sequence[Prompt] | None = None) ->
     return out
 
 
-def reward_model_pairs(
-    seed: int, size: int, prompts: Sequence[Prompt] | None = None
-) -> list[tuple[str, str, str]]:
+def reward_model_pairs(seed: int, size: int, prompts: Sequence[Prompt] | None = None) -> list[tuple[str, str, str]]:
     """`size` (prompt, chosen, rejected) triples: two corpus-style responses to one prompt
     (default: train prompts), ordered so ground_truth(chosen) > ground_truth(rejected); ties are
     skipped (and redrawn), so every triple carries a strict preference."""

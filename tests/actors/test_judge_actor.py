@@ -135,7 +135,8 @@ def test_bad_judge_output_is_an_error_naming_the_judge_and_skip_counts_it(ray_cl
             ray_cluster.get(strict.judge_batch.remote(batch))
         assert isinstance(info.value.cause, JudgeOutputError)
         assert str(info.value.cause).startswith(
-            "judge 'faulty' (kind rule) at step 9: no verdict for 2 of 8: rollout 1, rollout 2: returned nan")
+            "judge 'faulty' (kind rule) at step 9: no verdict for 2 of 8: rollout 1, rollout 2: returned nan"
+        )
         assert "1 failed (last at step 9: JudgeOutputError)" in ray_cluster.get(strict.__ray_call__.remote(repr))
         judgement = ray_cluster.get(lenient.judge_batch.remote(batch))
         assert judgement.failed == 2 and judgement.unjudged == (1, 2) and "returned nan" in judgement.failure

@@ -55,8 +55,9 @@ def in_process(spec, batch: RolloutBatch, mode: str = "all_pairs") -> list[float
     judge = build_judge(spec, path_of(spec), members)
     pairs = comparison_pairs(len(batch.rollouts), K, mode)
     r = batch.rollouts
-    return judge.compare([r[i].prompt_text for i, _ in pairs], [r[i].response_text for i, _ in pairs],
-                         [r[j].response_text for _, j in pairs])
+    return judge.compare(
+        [r[i].prompt_text for i, _ in pairs], [r[i].response_text for i, _ in pairs], [r[j].response_text for _, j in pairs]
+    )
 
 
 def start(ray_cluster, spec, policy_path: str):
@@ -70,8 +71,7 @@ def start(ray_cluster, spec, policy_path: str):
 
 
 def test_pairwise_judge_actor(ray_cluster, builtin_models, batch):
-    spec = PairwiseJudgeSpec(name="policy-as-judge", kind="pairwise", path="builtin:policy", batch_size=4,
-                             comparisons="adjacent")
+    spec = PairwiseJudgeSpec(name="policy-as-judge", kind="pairwise", path="builtin:policy", batch_size=4, comparisons="adjacent")
     actor = start(ray_cluster, spec, str(builtin_models.policy))
     try:
         judgement = ray_cluster.get(actor.judge_batch.remote(batch))
@@ -91,7 +91,10 @@ def test_pairwise_judge_actor(ray_cluster, builtin_models, batch):
 def test_population_judge_actor(ray_cluster, builtin_models, batch):
     # one member of each usable kind without a server: rule, reward_model, pairwise
     spec = PopulationJudgeSpec(
-        name="crowd", kind="population", mode="draw", seed=3,
+        name="crowd",
+        kind="population",
+        mode="draw",
+        seed=3,
         members=(
             dict(name="topical", kind="rule", function="rollout.tasks.wordlist:topical", temperature=0.0),
             dict(name="rm", kind="reward_model", path="builtin:reward-model", temperature=0.5),
@@ -153,8 +156,11 @@ LAYER = "model.layers.1.mlp.down_proj.weight"
 
 def version_of(number: int, state: dict[str, torch.Tensor], probe: SyncProbe) -> WeightVersion:
     return WeightVersion(
-        version=number, step=number - 1, num_tensors=len(state),
-        num_bytes=sum(t.numel() * t.element_size() for t in state.values()), probe=probe,
+        version=number,
+        step=number - 1,
+        num_tensors=len(state),
+        num_bytes=sum(t.numel() * t.element_size() for t in state.values()),
+        probe=probe,
     )
 
 
@@ -176,7 +182,10 @@ def test_self_judge_actor_follows_the_policy(ray_cluster, builtin_models, batch)
         state, sequences, probe = modified_policy(policy, scale=3.0)
         learner = StandInLearner.remote(version_of(1, state, probe), state)
         cluster = Cluster(
-            rollouts=[], learners=[learner], judges={"self": [actor], "gt-kinds": [rule_actor]}, eval_judge=[],
+            rollouts=[],
+            learners=[learner],
+            judges={"self": [actor], "gt-kinds": [rule_actor]},
+            eval_judge=[],
             judge_specs={"self": spec, "gt-kinds": gt},
         )
         refs = publish_weights(cluster, 0, sequences)

@@ -27,13 +27,22 @@ class FakeSampler:
 
     def generate(self, batch: PromptBatch, *, seed=None, temperature=None) -> RolloutBatch:
         rollouts = tuple(
-            Rollout(prompt_id=p.prompt_id, prompt_text=p.text, prompt_token_ids=(1, 2), response_text=" a b",
-                    response_token_ids=(5, 6, 2), logprobs=(-0.1, -0.2, -0.3), policy_version=self.policy_version,
-                    finish_reason="stop")
-            for p in batch.prompts for _ in range(batch.samples_per_prompt)
+            Rollout(
+                prompt_id=p.prompt_id,
+                prompt_text=p.text,
+                prompt_token_ids=(1, 2),
+                response_text=" a b",
+                response_token_ids=(5, 6, 2),
+                logprobs=(-0.1, -0.2, -0.3),
+                policy_version=self.policy_version,
+                finish_reason="stop",
+            )
+            for p in batch.prompts
+            for _ in range(batch.samples_per_prompt)
         )
-        return RolloutBatch(step=batch.step, policy_version=self.policy_version,
-                            samples_per_prompt=batch.samples_per_prompt, rollouts=rollouts)
+        return RolloutBatch(
+            step=batch.step, policy_version=self.policy_version, samples_per_prompt=batch.samples_per_prompt, rollouts=rollouts
+        )
 
     def load_weights(self, weights, version) -> SyncReport:
         self.policy_version = version
@@ -61,9 +70,21 @@ def test_learner_actor_repr_follows_updates():
     actor = plain(LearnerActor)(1, 2)
     assert repr(actor) == "learner-1 | learner rank 1/2"  # outside Ray: named as the driver names it
     assert ray.is_initialized() == ray_was_up  # asking for the actor's name did not start Ray
-    actor._track(LearnerStepResult(step=11, policy_version=12, trained_on_version=11,
-                                   metrics={"learner/pairs": 32.0, "learner/seconds": 0.25, "learner/loss": 0.75541}))
+    actor._track(
+        LearnerStepResult(
+            step=11,
+            policy_version=12,
+            trained_on_version=11,
+            metrics={"learner/pairs": 32.0, "learner/seconds": 0.25, "learner/loss": 0.75541},
+        )
+    )
     assert repr(actor) == "learner-1 | learner rank 1/2 | policy v12 | step 11 | 128 pairs/s | loss 0.7554"
-    actor._track(LearnerStepResult(step=12, policy_version=13, trained_on_version=12,  # sequence family (PPO, GRPO)
-                                   metrics={"learner/sequences": 64.0, "learner/seconds": 0.5, "learner/loss": -0.5}))
+    actor._track(
+        LearnerStepResult(
+            step=12,
+            policy_version=13,
+            trained_on_version=12,  # sequence family (PPO, GRPO)
+            metrics={"learner/sequences": 64.0, "learner/seconds": 0.5, "learner/loss": -0.5},
+        )
+    )
     assert repr(actor) == "learner-1 | learner rank 1/2 | policy v13 | step 12 | 128 sequences/s | loss -0.5000"

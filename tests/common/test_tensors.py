@@ -67,7 +67,6 @@ def test_gather_empty_batch_and_bad_shapes():
         gather_token_logprobs(torch.zeros(2, 5), torch.zeros(2, dtype=torch.long))
 
 
-
 class TableLM(torch.nn.Module):
     """A causal LM whose next-token logits depend on the current token only: logits[t] = table[ids[t]]."""
 

@@ -48,7 +48,11 @@ def custom_resources(group: dict) -> dict[str, float]:
 
 def test_there_is_a_raycluster_and_a_rayjob_for_cpu_and_for_gpu():
     assert {(load(p)["kind"], "gpu" if "gpu" in p.name else "cpu") for p in MANIFESTS} == {
-        ("RayCluster", "cpu"), ("RayCluster", "gpu"), ("RayJob", "cpu"), ("RayJob", "gpu")}
+        ("RayCluster", "cpu"),
+        ("RayCluster", "gpu"),
+        ("RayJob", "cpu"),
+        ("RayJob", "gpu"),
+    }
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
@@ -57,16 +61,21 @@ def test_manifest_matches_the_crd_subset(path):
     jsonschema.validate(load(path), SCHEMA, cls=jsonschema.Draft202012Validator)
 
 
-@pytest.mark.parametrize("broken, where", [
-    (lambda d: d.update(apiVersion="ray.io/v1alpha1"), "apiVersion"),
-    (lambda d: d["metadata"].update(name="Online_RLHF"), "name"),
-    (lambda d: cluster_spec(d)["headGroupSpec"]["rayStartParams"].update({"num-cpus": 0}), "num-cpus"),
-    (lambda d: cluster_spec(d)["workerGroupSpecs"][0]["template"]["spec"]["containers"][0].pop("image"), "image"),
-    (lambda d: cluster_spec(d)["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"].pop("limits"),
-     "limits"),
-    (lambda d: cluster_spec(d)["headGroupSpec"].update(templates={}), "templates"),  # a misspelt field
-    (lambda d: d["spec"].pop("entrypoint") if d["kind"] == "RayJob" else d["spec"].pop("headGroupSpec"), "required"),
-])
+@pytest.mark.parametrize(
+    "broken, where",
+    [
+        (lambda d: d.update(apiVersion="ray.io/v1alpha1"), "apiVersion"),
+        (lambda d: d["metadata"].update(name="Online_RLHF"), "name"),
+        (lambda d: cluster_spec(d)["headGroupSpec"]["rayStartParams"].update({"num-cpus": 0}), "num-cpus"),
+        (lambda d: cluster_spec(d)["workerGroupSpecs"][0]["template"]["spec"]["containers"][0].pop("image"), "image"),
+        (
+            lambda d: cluster_spec(d)["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"].pop("limits"),
+            "limits",
+        ),
+        (lambda d: cluster_spec(d)["headGroupSpec"].update(templates={}), "templates"),  # a misspelt field
+        (lambda d: d["spec"].pop("entrypoint") if d["kind"] == "RayJob" else d["spec"].pop("headGroupSpec"), "required"),
+    ],
+)
 @pytest.mark.parametrize("path", [KUBERAY / "raycluster-cpu.yaml", KUBERAY / "rayjob-gpu.yaml"], ids=lambda p: p.name)
 def test_the_schema_refuses_broken_manifests(path, broken, where):
     doc = load(path)
@@ -87,8 +96,11 @@ def test_pods_run_this_ray_from_the_project_image_and_hold_no_secret(path):
             for env in container.get("env", []):
                 if SECRET_NAME.search(env["name"]):
                     assert "value" not in env and "secretKeyRef" in env["valueFrom"], f"{path.name}: {env['name']}"
-    worker_gpus = [c["resources"]["limits"].get("nvidia.com/gpu") for g in cluster_spec(doc)["workerGroupSpecs"]
-                   for c in g["template"]["spec"]["containers"]]
+    worker_gpus = [
+        c["resources"]["limits"].get("nvidia.com/gpu")
+        for g in cluster_spec(doc)["workerGroupSpecs"]
+        for c in g["template"]["spec"]["containers"]
+    ]
     assert all(worker_gpus) if gpu else not any(worker_gpus)
 
 
@@ -136,8 +148,9 @@ def test_the_cluster_fits_the_run_it_is_for(path):
     for group in pods(doc):
         mounts = group["template"]["spec"]["containers"][0].get("volumeMounts", [])
         volumes = {v["name"]: v for v in group["template"]["spec"].get("volumes", [])}
-        shared = [m for m in mounts if output.is_relative_to(m["mountPath"])
-                  and "persistentVolumeClaim" in volumes.get(m["name"], {})]
+        shared = [
+            m for m in mounts if output.is_relative_to(m["mountPath"]) and "persistentVolumeClaim" in volumes.get(m["name"], {})
+        ]
         assert shared, f"{path.name}: {output} is not on a persistent volume in group {group.get('groupName', 'head')}"
 
 
@@ -192,16 +205,19 @@ def test_the_dockerfile_passes_the_lint():
     assert lint(DOCKERFILE.read_text()) == []
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("WORKDIR /app\nFROM python:3.11.9-slim\nUSER ray\n", "the first instruction is not FROM"),
-    ("FROM python:latest\nWORKDIR /app\nUSER ray\n", "pin a tag other than latest"),
-    ("FROM python\nWORKDIR /app\nUSER ray\n", "pin a tag other than latest"),
-    ("FROM python:3.11.9-slim\nUSER ray\n", "no WORKDIR"),
-    ("FROM python:3.11.9-slim\nWORKDIR /app\n", "runs as root"),
-    ("FROM python:3.11.9-slim\nWORKDIR /app\nENV PATH=/x \\\n    JUDGE_API_KEY=abc\nUSER ray\n", "JUDGE_API_KEY"),
-    ("FROM python:3.11.9-slim\nWORKDIR /app\nARG HF_TOKEN\nUSER ray\n", "HF_TOKEN"),
-    ("FROM python:3.11.9-slim\nWORKDIR /app\nENV X=0123456789abcdef0123456789abcdef\nUSER ray\n", "secret value"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("WORKDIR /app\nFROM python:3.11.9-slim\nUSER ray\n", "the first instruction is not FROM"),
+        ("FROM python:latest\nWORKDIR /app\nUSER ray\n", "pin a tag other than latest"),
+        ("FROM python\nWORKDIR /app\nUSER ray\n", "pin a tag other than latest"),
+        ("FROM python:3.11.9-slim\nUSER ray\n", "no WORKDIR"),
+        ("FROM python:3.11.9-slim\nWORKDIR /app\n", "runs as root"),
+        ("FROM python:3.11.9-slim\nWORKDIR /app\nENV PATH=/x \\\n    JUDGE_API_KEY=abc\nUSER ray\n", "JUDGE_API_KEY"),
+        ("FROM python:3.11.9-slim\nWORKDIR /app\nARG HF_TOKEN\nUSER ray\n", "HF_TOKEN"),
+        ("FROM python:3.11.9-slim\nWORKDIR /app\nENV X=0123456789abcdef0123456789abcdef\nUSER ray\n", "secret value"),
+    ],
+)
 def test_the_lint_catches(text, problem):
     assert any(problem in p for p in lint(text)), lint(text)
 
@@ -211,8 +227,12 @@ def test_the_image_installs_with_setup_sh_and_copies_the_checkout():
     runs = " ".join(rest for k, rest in steps if k == "RUN")
     assert "GPU=${GPU}" in runs and "bash deploy/setup.sh" in runs  # CPU by default, GPU=1 with --build-arg GPU=1
     assert ("ARG", "GPU=0") in steps
-    assert any(k == "COPY" and rest.split()[-2:] == [".", "/app"] for k, rest in steps if k == "COPY"
-               for rest in [rest.replace("--chown=ray:ray ", "")])
+    assert any(
+        k == "COPY" and rest.split()[-2:] == [".", "/app"]
+        for k, rest in steps
+        if k == "COPY"
+        for rest in [rest.replace("--chown=ray:ray ", "")]
+    )
     assert ("WORKDIR", "/app") in steps
     env = " ".join(rest for k, rest in steps if k == "ENV")
     assert "PYTHONPATH=/app" in env and "PATH=/app/.venv/bin:$PATH" in env

@@ -48,8 +48,15 @@ def test_precedence_file_then_set_then_explicit_flags(tmp_path):
 
 def test_later_set_wins_and_values_are_parsed_as_yaml():
     cfg = build_run_config(
-        None, {}, ["learner.lr=1e-3", "learner.lr=2e-5", "learner.betas=[0.8, 0.9]", "mnpo.opponent_weights=null",
-                   "address=ray://head:10001"],
+        None,
+        {},
+        [
+            "learner.lr=1e-3",
+            "learner.lr=2e-5",
+            "learner.betas=[0.8, 0.9]",
+            "mnpo.opponent_weights=null",
+            "address=ray://head:10001",
+        ],
     )
     assert cfg.learner.lr == 2e-5
     assert cfg.learner.betas == (0.8, 0.9)
@@ -163,10 +170,12 @@ def manifest_error(data: dict) -> ValidationError:
 
 
 def test_describe_errors_names_the_judge_by_index_and_name():
-    data = {"judges": [
-        {"name": "gt", "kind": "rule", "function": "rollout.tasks.wordlist:ground_truth"},
-        {"name": "rm", "kind": "reward_model", "path": "/rm", "batch_size": 0},
-    ]}
+    data = {
+        "judges": [
+            {"name": "gt", "kind": "rule", "function": "rollout.tasks.wordlist:ground_truth"},
+            {"name": "rm", "kind": "reward_model", "path": "/rm", "batch_size": 0},
+        ]
+    }
     message = describe_errors(manifest_error(data), data, "judges.yaml")
     # the union tag ('reward_model') is not part of the field name
     assert message == (
@@ -190,10 +199,12 @@ def test_describe_errors_bad_or_missing_kind_is_reported_as_the_kind_field():
 
 
 def test_describe_errors_without_a_name_gives_only_the_index():
-    data = {"judges": [
-        {"name": "gt", "kind": "rule", "function": "m:f"},
-        {"kind": "rule", "function": "not an import path"},
-    ]}
+    data = {
+        "judges": [
+            {"name": "gt", "kind": "rule", "function": "m:f"},
+            {"kind": "rule", "function": "not an import path"},
+        ]
+    }
     message = describe_errors(manifest_error(data), data, "m.yaml")
     assert message.startswith("m.yaml: judges[1]: field 'name': Field required; ")
     assert "judges[1]: field 'function': Value error, 'not an import path' is not of the form" in message
@@ -210,9 +221,7 @@ def test_load_manifest_error_names_file_judge_and_field(tmp_path):
     path = write(tmp_path, "judges:\n  - {name: rm, kind: reward_model, path: /rm, weight: 0}\n", "judges.yaml")
     with pytest.raises(ConfigError) as excinfo:
         load_manifest(path)
-    assert str(excinfo.value).startswith(
-        f"{path}: judges[0] (name 'rm'): field 'weight': Input should be greater than 0 (got 0)"
-    )
+    assert str(excinfo.value).startswith(f"{path}: judges[0] (name 'rm'): field 'weight': Input should be greater than 0 (got 0)")
 
 
 # --------------------------------------------------------------------------- dump_config
@@ -220,7 +229,11 @@ def test_load_manifest_error_names_file_judge_and_field(tmp_path):
 
 def test_dump_config_round_trips(tmp_path):
     cfg = RunConfig(
-        algo="mnpo", steps=17, seed=-4, output=str(tmp_path / "run"), address="ray://head:10001",
+        algo="mnpo",
+        steps=17,
+        seed=-4,
+        output=str(tmp_path / "run"),
+        address="ray://head:10001",
         rollout=RolloutConfig(num_workers=2, temperature=0.7, top_p=0.95, kv_cache_gib=0.5),
         learner=LearnerConfig(zero_stage=3, lr=1.5e-5, betas=(0.8, 0.99), micro_batch_size=8),
         mnpo=MNPOConfig(num_opponents=3, opponent_weights=(0.5, 0.25, 0.25), ratio=1 / 3),

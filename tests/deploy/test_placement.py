@@ -16,17 +16,23 @@ from protocols import JudgeManifest, LearnerConfig, RolloutConfig, RuleJudgeSpec
 
 
 def judge(name: str = "gt", replicas: int = 1, **resources: float) -> RuleJudgeSpec:
-    return RuleJudgeSpec(name=name, kind="rule", function="rollout.tasks.wordlist:ground_truth", replicas=replicas,
-                         resources=resources)
+    return RuleJudgeSpec(
+        name=name, kind="rule", function="rollout.tasks.wordlist:ground_truth", replicas=replicas, resources=resources
+    )
 
 
-PINNED = RunConfig(rollout=RolloutConfig(num_workers=2, resources={"rollout_node": 1}),
-                   learner=LearnerConfig(num_workers=1, num_cpus=2, resources={"learner_node": 1}))
+PINNED = RunConfig(
+    rollout=RolloutConfig(num_workers=2, resources={"rollout_node": 1}),
+    learner=LearnerConfig(num_workers=1, num_cpus=2, resources={"learner_node": 1}),
+)
 
 
 def test_custom_resources_reach_the_bundles_and_every_actor_s_options():
-    assert placement.group_bundles(PINNED) == [{"CPU": 1.0, "rollout_node": 1.0}, {"CPU": 1.0, "rollout_node": 1.0},
-                                               {"CPU": 2.0, "learner_node": 1.0}]
+    assert placement.group_bundles(PINNED) == [
+        {"CPU": 1.0, "rollout_node": 1.0},
+        {"CPU": 1.0, "rollout_node": 1.0},
+        {"CPU": 2.0, "learner_node": 1.0},
+    ]
     pg = object()
     assert [placement.rollout_options(PINNED, i, pg)["resources"] for i in range(2)] == [{"rollout_node": 1.0}] * 2
     assert placement.learner_options(PINNED, 0, pg)["resources"] == {"learner_node": 1.0}
@@ -39,10 +45,18 @@ def test_custom_resources_reach_the_bundles_and_every_actor_s_options():
 def test_required_resources_add_up_custom_resources_and_a_local_cluster_gets_all_of_them():
     judges = [judge("a", replicas=3, rollout_node=0.01), judge("b", other=2)]
     assert placement.custom_resources(PINNED, judges) == {"rollout_node": 2.03, "learner_node": 1.0, "other": 2.0}
-    assert placement.required_resources(PINNED, judges) == {"CPU": 4.0, "GPU": 0.0, "rollout_node": 2.03,
-                                                            "learner_node": 1.0, "other": 2.0}
+    assert placement.required_resources(PINNED, judges) == {
+        "CPU": 4.0,
+        "GPU": 0.0,
+        "rollout_node": 2.03,
+        "learner_node": 1.0,
+        "other": 2.0,
+    }
     assert placement.local_resources(PINNED, [judge("big", replicas=2, other=900)]) == {
-        "rollout_node": 1000.0, "learner_node": 1000.0, "other": 1800.0}
+        "rollout_node": 1000.0,
+        "learner_node": 1000.0,
+        "other": 1800.0,
+    }
     assert placement.local_resources(RunConfig(), [judge()]) == {}
 
 
@@ -50,8 +64,9 @@ def test_check_resources_names_a_custom_resource_no_node_has(monkeypatch):
     import driver.cluster
 
     plan = SimpleNamespace(cfg=PINNED, manifest=JudgeManifest(judges=(judge(rollout_node=0.01),)), eval_judge=judge())
-    monkeypatch.setattr(driver.cluster.ray, "cluster_resources",
-                        lambda: {"CPU": 8.0, "rollout_node": 100.0, "learner_node": 100.0})
+    monkeypatch.setattr(
+        driver.cluster.ray, "cluster_resources", lambda: {"CPU": 8.0, "rollout_node": 100.0, "learner_node": 100.0}
+    )
     check_resources(plan)
     monkeypatch.setattr(driver.cluster.ray, "cluster_resources", lambda: {"CPU": 8.0, "rollout_node": 100.0})
     with pytest.raises(RuntimeError, match=r"the run needs 1 learner_node but the cluster has 0"):
@@ -63,7 +78,10 @@ def test_a_judge_swap_needing_a_custom_resource_the_cluster_lacks_is_refused_bef
     from driver.cluster import Cluster, swap_judges
 
     assert placement.judge_resources([judge("a", replicas=2, rollout_node=0.5), judge("b")]) == {
-        "CPU": 0.0, "GPU": 0.0, "rollout_node": 1.0}
+        "CPU": 0.0,
+        "GPU": 0.0,
+        "rollout_node": 1.0,
+    }
     old = judge("old", rollout_node=0.01)
     cluster = Cluster(rollouts=[], learners=[], judges={"old": ["handle"]}, eval_judge=[], judge_specs={"old": old})
     monkeypatch.setattr(driver.cluster.ray, "available_resources", lambda: {"CPU": 4.0, "rollout_node": 99.99})
@@ -83,8 +101,9 @@ def test_the_group_is_placed_with_the_configured_strategy_and_timeout(monkeypatc
     monkeypatch.setattr(placement, "placement_group", fake_group)
     monkeypatch.setattr(placement.ray, "wait", lambda refs, timeout: (seen.update(timeout=timeout) or [], refs))
     monkeypatch.setattr(placement.ray, "available_resources", lambda: {"CPU": 1.0})
-    cfg = PINNED.model_copy(update={"placement": PINNED.placement.model_copy(update={"strategy": "STRICT_SPREAD",
-                                                                                      "timeout_s": 7.0})})
+    cfg = PINNED.model_copy(
+        update={"placement": PINNED.placement.model_copy(update={"strategy": "STRICT_SPREAD", "timeout_s": 7.0})}
+    )
     with pytest.raises(RuntimeError, match=r"could not place .* \(STRICT_SPREAD\) within 7s: available"):
         placement.create_placement_group(cfg)
     assert seen == {"bundles": placement.group_bundles(cfg), "strategy": "STRICT_SPREAD", "timeout": 7.0}
@@ -92,13 +111,16 @@ def test_the_group_is_placed_with_the_configured_strategy_and_timeout(monkeypatc
         placement.create_placement_group(cfg, strategy="SPREAD", timeout_s=2.0)
 
 
-@pytest.mark.parametrize("section, error", [
-    ({"rollout": {"resources": {"CPU": 1}}}, "CPU: not a custom resource"),
-    ({"learner": {"resources": {"GPU": 1, "memory": 2}}}, "GPU, memory: not a custom resource"),
-    ({"learner": {"resources": {"learner_node": 0}}}, "greater than 0"),
-    ({"placement": {"strategy": "pack"}}, "'PACK', 'SPREAD', 'STRICT_PACK' or 'STRICT_SPREAD'"),
-    ({"placement": {"timeout_s": 0}}, "greater than 0"),
-])
+@pytest.mark.parametrize(
+    "section, error",
+    [
+        ({"rollout": {"resources": {"CPU": 1}}}, "CPU: not a custom resource"),
+        ({"learner": {"resources": {"GPU": 1, "memory": 2}}}, "GPU, memory: not a custom resource"),
+        ({"learner": {"resources": {"learner_node": 0}}}, "greater than 0"),
+        ({"placement": {"strategy": "pack"}}, "'PACK', 'SPREAD', 'STRICT_PACK' or 'STRICT_SPREAD'"),
+        ({"placement": {"timeout_s": 0}}, "greater than 0"),
+    ],
+)
 def test_config_refuses_what_ray_would_misread(section, error):
     with pytest.raises(ValidationError, match=error):
         RunConfig.model_validate(section)
@@ -115,8 +137,9 @@ def two_nodes():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"rollout_node": 10},
-                                                            "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"rollout_node": 10}, "include_dashboard": False}
+    )
     try:
         cluster.add_node(num_cpus=2, resources={"learner_node": 10})
         ray.init(address=cluster.address, log_to_driver=False)
@@ -157,9 +180,12 @@ def test_strategies_and_custom_resources_on_two_real_nodes(two_nodes):
     assert len(set(placed(strategy("SPREAD")))) == 2  # one per node
     assert len(set(placed(strategy("STRICT_SPREAD")))) == 2
     # custom resources beat PACK's wish for one node
-    assert placed(strategy("PACK", RunConfig(rollout=RolloutConfig(resources={"rollout_node": 1}),
-                                             learner=LearnerConfig(resources={"learner_node": 1})))) == [
-        rollout_node, learner_node]
+    assert placed(
+        strategy(
+            "PACK",
+            RunConfig(rollout=RolloutConfig(resources={"rollout_node": 1}), learner=LearnerConfig(resources={"learner_node": 1})),
+        )
+    ) == [rollout_node, learner_node]
     # three bundles cannot go on three distinct nodes of two: the run fails, naming the strategy
     three = RunConfig(rollout=RolloutConfig(num_workers=2))
     with pytest.raises(RuntimeError, match=r"could not place .* \(STRICT_SPREAD\) within 3s"):

@@ -30,13 +30,29 @@ def excluded(path: str) -> bool:
 
 
 def test_the_excludes_cover_runs_the_venv_and_caches_but_not_the_code():
-    for path in ["runs/mnpo-20260101/metrics.jsonl", "runs/nash/nash.json", ".venv/bin/python",
-                 ".venv/lib/python3.11/site-packages/torch/__init__.py", ".cache/online-rlhf/x/policy/model.safetensors",
-                 ".git/objects/ab/cdef", "driver/__pycache__/run.cpython-311.pyc", ".pytest_cache/v/cache/lastfailed",
-                 ".mypy_cache/3.11/x.json", ".ruff_cache/content", "online_rlhf.egg-info/PKG-INFO"]:
+    for path in [
+        "runs/mnpo-20260101/metrics.jsonl",
+        "runs/nash/nash.json",
+        ".venv/bin/python",
+        ".venv/lib/python3.11/site-packages/torch/__init__.py",
+        ".cache/online-rlhf/x/policy/model.safetensors",
+        ".git/objects/ab/cdef",
+        "driver/__pycache__/run.cpython-311.pyc",
+        ".pytest_cache/v/cache/lastfailed",
+        ".mypy_cache/3.11/x.json",
+        ".ruff_cache/content",
+        "online_rlhf.egg-info/PKG-INFO",
+    ]:
         assert excluded(path), path
-    for path in ["driver/run.py", "deploy/configs/default.yaml", "deploy/judges/default.yaml", "pyproject.toml",
-                 "rollout/tasks/wordlist.py", "tests/e2e/ray_head.py", "docs/deploy.md"]:
+    for path in [
+        "driver/run.py",
+        "deploy/configs/default.yaml",
+        "deploy/judges/default.yaml",
+        "pyproject.toml",
+        "rollout/tasks/wordlist.py",
+        "tests/e2e/ray_head.py",
+        "docs/deploy.md",
+    ]:
         assert not excluded(path), path
     # every file git tracks is shipped
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()

@@ -12,8 +12,10 @@ from learner.algorithms import ALGORITHMS
 from protocols import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
-MANIFESTS = {name: load_manifest(REPO / "deploy/judges" / f"{name}.yaml")
-             for name in ("default", "pairwise", "self", "population", "mixture")}
+MANIFESTS = {
+    name: load_manifest(REPO / "deploy/judges" / f"{name}.yaml")
+    for name in ("default", "pairwise", "self", "population", "mixture")
+}
 
 
 @pytest.mark.parametrize("algo", ["ppo", "grpo", "rloo"])

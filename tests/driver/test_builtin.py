@@ -33,7 +33,12 @@ def test_policy_writes_task_text_of_middling_quality(builtin_models):
     torch.manual_seed(0)
     with torch.no_grad():
         out = model.generate(
-            **batch, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=24,
+            **batch,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=24,
             pad_token_id=tokenizer.pad_token_id,
         )
     generated = out[:, batch["input_ids"].shape[1] :]

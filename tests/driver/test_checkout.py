@@ -21,18 +21,25 @@ def job(runtime_env: dict) -> dict[str, str]:
     return {JOB_CONFIG_ENV: json.dumps({"runtime_env": runtime_env, "metadata": {}})}
 
 
-@pytest.mark.parametrize(("pythonpath", "expected"), [
-    (None, HERE),
-    ("", HERE),
-    (f"/a{os.pathsep}/b", f"{HERE}{os.pathsep}/a{os.pathsep}/b"),
-    (f"/a{os.pathsep}{os.pathsep}{HERE}{os.pathsep}", f"{HERE}{os.pathsep}/a"),  # no empty entry (the worker's cwd), no repeat
-])
+@pytest.mark.parametrize(
+    ("pythonpath", "expected"),
+    [
+        (None, HERE),
+        ("", HERE),
+        (f"/a{os.pathsep}/b", f"{HERE}{os.pathsep}/a{os.pathsep}/b"),
+        (
+            f"/a{os.pathsep}{os.pathsep}{HERE}{os.pathsep}",
+            f"{HERE}{os.pathsep}/a",
+        ),  # no empty entry (the worker's cwd), no repeat
+    ],
+)
 def test_a_local_cluster_puts_the_checkout_before_the_drivers_pythonpath(pythonpath, expected):
     environ = {} if pythonpath is None else {"PYTHONPATH": pythonpath}
     assert worker_runtime_env(joined=False, environ=environ) == {"env_vars": {"PYTHONPATH": expected}}
     # a local cluster is this process's own, whatever job it runs in
-    assert worker_runtime_env(joined=False, environ={**environ, **job({"working_dir": "."})}) == \
-        {"env_vars": {"PYTHONPATH": expected}}
+    assert worker_runtime_env(joined=False, environ={**environ, **job({"working_dir": "."})}) == {
+        "env_vars": {"PYTHONPATH": expected}
+    }
 
 
 def test_a_joined_cluster_puts_the_checkout_before_each_nodes_pythonpath():
@@ -42,11 +49,14 @@ def test_a_joined_cluster_puts_the_checkout_before_each_nodes_pythonpath():
     assert worker_runtime_env(joined=True, environ=job({"env_vars": {"OMP_NUM_THREADS": "1"}})) == joined
 
 
-@pytest.mark.parametrize("runtime_env", [
-    {"working_dir": "gcs://_ray_pkg_0123.zip"},  # ray job submit --working-dir .
-    {"py_modules": ["gcs://_ray_pkg_4567.zip"]},
-    {"env_vars": {"PYTHONPATH": "/elsewhere"}},  # ray.init's own PYTHONPATH would conflict with the job's
-])
+@pytest.mark.parametrize(
+    "runtime_env",
+    [
+        {"working_dir": "gcs://_ray_pkg_0123.zip"},  # ray job submit --working-dir .
+        {"py_modules": ["gcs://_ray_pkg_4567.zip"]},
+        {"env_vars": {"PYTHONPATH": "/elsewhere"}},  # ray.init's own PYTHONPATH would conflict with the job's
+    ],
+)
 def test_a_job_that_ships_the_code_is_left_alone(runtime_env):
     assert worker_runtime_env(joined=True, environ=job(runtime_env)) == {}
 
@@ -60,8 +70,9 @@ def test_connect_passes_the_runtime_env_to_ray_init(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv(JOB_CONFIG_ENV, raising=False)
     monkeypatch.delenv("PYTHONPATH", raising=False)
-    plan = SimpleNamespace(cfg=SimpleNamespace(address=None, security=SecurityConfig()), manifest=SimpleNamespace(judges=[]),
-                           eval_judge=None)
+    plan = SimpleNamespace(
+        cfg=SimpleNamespace(address=None, security=SecurityConfig()), manifest=SimpleNamespace(judges=[]), eval_judge=None
+    )
 
     assert driver.cluster.connect(plan) is True
     assert calls[-1]["address"] == "local"

@@ -17,9 +17,15 @@ from protocols import RunConfig
 
 def state(next_step: int, reference: str = "sha256:abc") -> DriverState:
     start = EvalSamples(version=0, rewards=(0.25, 0.75), lengths=(3, 4))
-    return DriverState(next_step=next_step, prompt_position=next_step * 8, policy_version=next_step,
-                       reference=reference, probe=((1, 2, 3),), start=start,
-                       pool=(EvalSamples(version=next_step, rewards=(0.5,), lengths=(2,)),))
+    return DriverState(
+        next_step=next_step,
+        prompt_position=next_step * 8,
+        policy_version=next_step,
+        reference=reference,
+        probe=((1, 2, 3),),
+        start=start,
+        pool=(EvalSamples(version=next_step, rewards=(0.5,), lengths=(2,)),),
+    )
 
 
 def write(output, step: int, keep_last: int = 2, payload: str = "weights") -> None:
@@ -110,8 +116,11 @@ def test_a_finished_run_directory_is_not_reused(tmp_path):
     (out / "config.yaml").write_text("")  # a directory without a run in it is fine
     resolve_plan(RunConfig(output=str(out)), None)
     (out / "metrics.jsonl").write_text("{}\n")
-    with pytest.raises(ValueError, match=r"already holds a run \(metrics.jsonl\); choose another --output, or continue "
-                                         r"it \(`--resume .*`, or this command with `--resume-mode auto`\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"already holds a run \(metrics.jsonl\); choose another --output, or continue "
+        r"it \(`--resume .*`, or this command with `--resume-mode auto`\)",
+    ):
         resolve_plan(RunConfig(output=str(out)), None)
     assert resolve_plan(RunConfig(output=str(out)), None, resume=True).output == out  # --resume continues it
     assert set(os.listdir(out)) == {"config.yaml", "metrics.jsonl"}  # planning writes nothing

@@ -13,7 +13,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_driver(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "driver", *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "driver", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
     )
 
@@ -29,7 +33,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 
 def test_unknown_algo():
-    assert_one_line_error(run_driver("--algo", "ppo2"), "unknown algorithm 'ppo2'", "valid: dpo, grpo, inpo, ipo, mnpo, osp, ppo, rdpo, rloo, sppo")
+    assert_one_line_error(
+        run_driver("--algo", "ppo2"), "unknown algorithm 'ppo2'", "valid: dpo, grpo, inpo, ipo, mnpo, osp, ppo, rdpo, rloo, sppo"
+    )
 
 
 def test_missing_model_path(tmp_path):

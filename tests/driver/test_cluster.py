@@ -66,13 +66,24 @@ def test_placement_one_bundle_per_worker_then_per_rank_and_named_actors():
 
 
 def judges(*cpus: float, replicas: int = 1, gpus: float = 0.0) -> list[RuleJudgeSpec]:
-    return [RuleJudgeSpec(name=f"j{i}", kind="rule", function="rollout.tasks.wordlist:ground_truth",
-                          num_cpus=c, num_gpus=gpus, replicas=replicas) for i, c in enumerate(cpus)]
+    return [
+        RuleJudgeSpec(
+            name=f"j{i}",
+            kind="rule",
+            function="rollout.tasks.wordlist:ground_truth",
+            num_cpus=c,
+            num_gpus=gpus,
+            replicas=replicas,
+        )
+        for i, c in enumerate(cpus)
+    ]
 
 
 def test_required_resources_add_up_workers_ranks_and_every_judge_replica():
-    cfg = RunConfig(rollout=RolloutConfig(num_workers=2, num_cpus=1.5, num_gpus=0.5),
-                    learner=LearnerConfig(num_workers=2, num_cpus=1.0, num_gpus=1.0))
+    cfg = RunConfig(
+        rollout=RolloutConfig(num_workers=2, num_cpus=1.5, num_gpus=0.5),
+        learner=LearnerConfig(num_workers=2, num_cpus=1.0, num_gpus=1.0),
+    )
     needed = placement.required_resources(cfg, judges(0.5, 0.25, replicas=3, gpus=0.125))
     # CPU: 2 x 1.5 + 2 x 1.0 + 3 x (0.5 + 0.25); GPU: 2 x 0.5 + 2 x 1.0 + 3 x 2 x 0.125
     assert needed == {"CPU": 7.25, "GPU": 3.75}

@@ -48,8 +48,9 @@ print("LISTENERS " + json.dumps({"address": address, "listeners": found}))
 def listeners(tmp_path, cfg: RunConfig) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    out = subprocess.run([sys.executable, "-c", LISTENERS, cfg.model_dump_json()], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", LISTENERS, cfg.model_dump_json()], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     (line,) = [x for x in out.stdout.splitlines() if x.startswith("LISTENERS ")]
     return json.loads(line.removeprefix("LISTENERS "))

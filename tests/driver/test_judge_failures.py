@@ -23,13 +23,20 @@ SPECS = {s.name: s for s in (SKIP, GT, PREFS)}
 def batch():
     """Three prompt groups of two samples: rollouts 0-1, 2-3, 4-5."""
     fruits, animals, birds = find_prompt("list 3 fruits:"), find_prompt("name 2 animals:"), find_prompt("give 6 birds:")
-    return make_batch([(fruits, " apple"), (fruits, " pear"), (animals, " cat"), (animals, " dog"),
-                       (birds, " robin"), (birds, " crow")], samples_per_prompt=2)
+    return make_batch(
+        [(fruits, " apple"), (fruits, " pear"), (animals, " cat"), (animals, " dog"), (birds, " robin"), (birds, " crow")],
+        samples_per_prompt=2,
+    )
 
 
 def rewards(name: str, values, unjudged=()) -> Judgement:
-    return Judgement(judge=name, rewards=tuple(values), failed=len(unjudged), unjudged=tuple(unjudged),
-                     failure="rollout ...: returned nan" if unjudged else None)
+    return Judgement(
+        judge=name,
+        rewards=tuple(values),
+        failed=len(unjudged),
+        unjudged=tuple(unjudged),
+        failure="rollout ...: returned nan" if unjudged else None,
+    )
 
 
 def test_nothing_missing_passes_everything_through_untouched(batch):
@@ -43,11 +50,14 @@ def test_nothing_missing_passes_everything_through_untouched(batch):
 def test_groups_without_a_verdict_are_dropped_counted_and_reindexed(batch, caplog):
     failures = JudgeFailures()
     nan = math.nan
-    prefs = Judgement(judge="prefs", preferences=(
-        PairPreference(first=0, second=1, probability=0.9), PairPreference(first=4, second=5, probability=0.2)),
-        failed=1, unjudged=(2, 3), failure="pair (2, 3): answered without a verdict")
-    judgements = [[rewards("gt", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]), rewards("flaky", [1.0, nan, 1.2, 1.3, 1.4, 1.5], [1]),
-                   prefs]]
+    prefs = Judgement(
+        judge="prefs",
+        preferences=(PairPreference(first=0, second=1, probability=0.9), PairPreference(first=4, second=5, probability=0.2)),
+        failed=1,
+        unjudged=(2, 3),
+        failure="pair (2, 3): answered without a verdict",
+    )
+    judgements = [[rewards("gt", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]), rewards("flaky", [1.0, nan, 1.2, 1.3, 1.4, 1.5], [1]), prefs]]
     with caplog.at_level(logging.WARNING, logger="driver"):
         batches, judged, trained = failures.apply(4, [batch], judgements, ["ref"], SPECS)
     # group 0 (flaky's rollout 1) and group 1 (prefs' pair (2, 3)) go; group 2 stays, as rollouts 0-1
@@ -58,8 +68,13 @@ def test_groups_without_a_verdict_are_dropped_counted_and_reindexed(batch, caplo
     assert pr.preferences == (PairPreference(first=0, second=1, probability=0.2),)
     JudgedBatch(batch=kept, judgements=tuple(judged[0]))  # what the learner builds: accepted
     assert failures.metrics() == {
-        "judges/flaky/failures": 1.0, "judges/flaky/skipped": 2.0, "judges/gt/failures": 0.0, "judges/gt/skipped": 0.0,
-        "judges/prefs/failures": 1.0, "judges/prefs/skipped": 2.0}
+        "judges/flaky/failures": 1.0,
+        "judges/flaky/skipped": 2.0,
+        "judges/gt/failures": 0.0,
+        "judges/gt/skipped": 0.0,
+        "judges/prefs/failures": 1.0,
+        "judges/prefs/skipped": 2.0,
+    }
     assert "step 4: 2 of 3 prompt groups dropped from training for missing verdicts" in caplog.text
     assert "judge 'flaky': 1 of 6 verdicts missing so far (cap 30%" in caplog.text
 
@@ -71,11 +86,12 @@ def test_a_judge_above_its_cap_stops_the_run_with_the_counts_and_the_reason(batc
     assert failures.metrics()["judges/flaky/failures"] == 3.0 and failures.metrics()["judges/flaky/skipped"] == 6.0
     with pytest.raises(JudgeFailureError) as info:  # 3 more: 6 of 24 = 25%, then 9 of 30 = 30%, then ...
         for step in range(3, 6):
-            failures.apply(step, [batch], [[rewards("flaky", [0.5, 0.5, 0.5] + [math.nan] * 3, [3, 4, 5])]],
-                           ["ref"], SPECS)
+            failures.apply(step, [batch], [[rewards("flaky", [0.5, 0.5, 0.5] + [math.nan] * 3, [3, 4, 5])]], ["ref"], SPECS)
     message = str(info.value)
-    assert message.startswith("judge 'flaky' (kind rule) gave no verdict for 12 of the 36 verdicts asked of it so far "
-                              "(33.3%), more than its max_skipped_fraction 0.3; stopping at step 5"), message
+    assert message.startswith(
+        "judge 'flaky' (kind rule) gave no verdict for 12 of the 36 verdicts asked of it so far "
+        "(33.3%), more than its max_skipped_fraction 0.3; stopping at step 5"
+    ), message
     assert "returned nan" in message
 
 
@@ -83,8 +99,7 @@ def test_a_step_with_nothing_left_to_train_on_stops_the_run(batch):
     failures = JudgeFailures()
     specs = {"flaky": SKIP.model_copy(update={"max_skipped_fraction": 0.9})}
     with pytest.raises(JudgeFailureError, match="step 2: every prompt group lacks a verdict from some judge"):
-        failures.apply(2, [batch], [[rewards("flaky", [0.1, math.nan, 0.1, math.nan, math.nan, 0.1], [1, 3, 4])]],
-                       ["ref"], specs)
+        failures.apply(2, [batch], [[rewards("flaky", [0.1, math.nan, 0.1, math.nan, math.nan, 0.1], [1, 3, 4])]], ["ref"], specs)
 
 
 def test_an_emptied_batch_is_dropped_and_the_others_train(batch):

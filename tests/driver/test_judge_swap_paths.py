@@ -35,8 +35,13 @@ def batch():
 
 
 def cluster_of(specs, policy: str) -> Cluster:
-    return Cluster(rollouts=[], learners=[], judges=start_judges(specs, RunConfig(), policy), eval_judge=[],
-                   judge_specs={s.name: s for s in specs})
+    return Cluster(
+        rollouts=[],
+        learners=[],
+        judges=start_judges(specs, RunConfig(), policy),
+        eval_judge=[],
+        judge_specs={s.name: s for s in specs},
+    )
 
 
 def rewards(handle, batch) -> list[float]:
@@ -74,8 +79,7 @@ def test_unchanged_judges_keep_their_actors_changed_ones_are_restarted(ray_clust
 
         # a changed judge keeps its name (Ray actor names are unique): the old replica goes first
         heavier = GT.model_copy(update={"weight": 2.0})
-        assert swap_judges(cluster, [VARIED, heavier], RunConfig(), "unused", 4, []) == (
-            ["ground-truth"], ["ground-truth"])
+        assert swap_judges(cluster, [VARIED, heavier], RunConfig(), "unused", 4, []) == (["ground-truth"], ["ground-truth"])
         assert dead(gt) and cluster.judge_specs["ground-truth"] == heavier
         assert rewards(cluster.judges["ground-truth"][0], batch) == expected(wordlist.ground_truth, batch)
     finally:
@@ -83,24 +87,30 @@ def test_unchanged_judges_keep_their_actors_changed_ones_are_restarted(ray_clust
 
 
 def test_a_swap_that_cannot_fit_is_refused_and_a_full_cluster_stops_the_old_judges_first(
-        ray_cluster, builtin_models, batch, monkeypatch, caplog):
+    ray_cluster, builtin_models, batch, monkeypatch, caplog
+):
     cluster = cluster_of([GT, TOPICAL.model_copy(update={"num_cpus": 1.0})], str(builtin_models.policy))
     try:
         gt, topical = cluster.judges["ground-truth"][0], cluster.judges["topical"][0]
         # the cluster as the swap sees it: half a CPU free; retiring 'topical' would free 1 more
         monkeypatch.setattr(driver.cluster.ray, "available_resources", lambda: {"CPU": 0.5})
         too_big = VARIED.model_copy(update={"num_cpus": 2.0})
-        with pytest.raises(RuntimeError, match=r"the new judges need \{'CPU': 2.0, 'GPU': 0.0\}; only \{'CPU': 0.5\} "
-                                               r"plus the retired judges' \{'CPU': 1.0, 'GPU': 0.0\}"):
+        with pytest.raises(
+            RuntimeError,
+            match=r"the new judges need \{'CPU': 2.0, 'GPU': 0.0\}; only \{'CPU': 0.5\} "
+            r"plus the retired judges' \{'CPU': 1.0, 'GPU': 0.0\}",
+        ):
             swap_judges(cluster, [GT, too_big], RunConfig(), "unused", 3, [])
         assert cluster.judges == {"ground-truth": [gt], "topical": [topical]} and not dead(topical)
 
         events = []
         retire, start = driver.cluster._retire, driver.cluster.start_judges
-        monkeypatch.setattr(driver.cluster, "_retire", lambda c, names: (events.append(("stop", list(names))),
-                                                                          retire(c, names)))
-        monkeypatch.setattr(driver.cluster, "start_judges", lambda specs, *a, **k: (
-            events.append(("start", [s.name for s in specs])), start(specs, *a, **k))[1])
+        monkeypatch.setattr(driver.cluster, "_retire", lambda c, names: (events.append(("stop", list(names))), retire(c, names)))
+        monkeypatch.setattr(
+            driver.cluster,
+            "start_judges",
+            lambda specs, *a, **k: (events.append(("start", [s.name for s in specs])), start(specs, *a, **k))[1],
+        )
         fits_after = VARIED.model_copy(update={"num_cpus": 1.25})  # > 0.5 free, <= 0.5 + 1 freed
         with caplog.at_level(logging.WARNING, logger="driver"):
             assert swap_judges(cluster, [GT, fits_after], RunConfig(), "unused", 3, []) == (["varied"], ["topical"])
@@ -153,8 +163,7 @@ def arrives_late(batch, seconds: float):
     return batch
 
 
-def test_loop_drains_what_the_old_judges_owe_then_swaps_or_keeps_them(ray_cluster, builtin_models, batch, tmp_path,
-                                                                       monkeypatch):
+def test_loop_drains_what_the_old_judges_owe_then_swaps_or_keeps_them(ray_cluster, builtin_models, batch, tmp_path, monkeypatch):
     from driver.plan import resolve_plan
     from driver.run import JUDGES_FILE, InFlight, Loop
 
@@ -192,17 +201,28 @@ def test_loop_drains_what_the_old_judges_owe_then_swaps_or_keeps_them(ray_cluste
 
         # a manifest whose judge fails to start: recorded as rejected, the current judges stay
         path.write_text(f"judges:\n  - {{name: varied, kind: rule, function: {MISSING}}}\n")
-        monkeypatch.setattr(driver.run.ManifestWatcher, "poll", lambda self: driver.run.ManifestChange(
-            manifest=JudgeManifest(judges=(RuleJudgeSpec(name="varied", kind="rule", function=MISSING),)),
-            reason=None, digest="d"))  # (the file check would reject it before any actor started)
+        monkeypatch.setattr(
+            driver.run.ManifestWatcher,
+            "poll",
+            lambda self: driver.run.ManifestChange(
+                manifest=JudgeManifest(judges=(RuleJudgeSpec(name="varied", kind="rule", function=MISSING),)),
+                reason=None,
+                digest="d",
+            ),
+        )  # (the file check would reject it before any actor started)
         loop.maybe_swap_judges(collections.deque(), 8, [])
         assert list(cluster.judges) == ["topical"] and [j.name for j in loop.plan.manifest.judges] == ["topical"]
         assert loop.judge_events == {"judges/swaps": 1.0, "judges/rejected_manifests": 1.0}
         events = [json.loads(line) for line in (plan.output / JUDGES_FILE).read_text().splitlines()]
         assert [(e["step"], e["event"], e["judges"]) for e in events] == [
-            (7, "swapped", ["topical"]), (8, "rejected", ["topical"])]
+            (7, "swapped", ["topical"]),
+            (8, "rejected", ["topical"]),
+        ]
         assert events[0]["started"] == ["topical"] and events[0]["retired"] == ["ground-truth"]
-        assert events[1]["reason"].startswith("the new judges did not start or failed their trial: ") and "no_such_criterion" in events[1]["reason"]
+        assert (
+            events[1]["reason"].startswith("the new judges did not start or failed their trial: ")
+            and "no_such_criterion" in events[1]["reason"]
+        )
         assert rewards(cluster.judges["topical"][0], batch) == expected(wordlist.topical, batch)
     finally:
         kill_all(cluster)
@@ -223,8 +243,11 @@ def test_new_judges_are_tried_before_they_are_trusted(ray_cluster, builtin_model
     try:
         gt = cluster.judges["ground-truth"][0]
         for bad, what in ((NAN, "returned nan"), (RAISES, "raised ZeroDivisionError: the rule divided by zero")):
-            with pytest.raises(JudgeTrialError, match=rf"^judge '{bad.name}' \(kind rule\) failed its trial on 2 rollouts "
-                                                      rf"of step 0: judge '{bad.name}' \(kind rule\) at step 0: .*{what}"):
+            with pytest.raises(
+                JudgeTrialError,
+                match=rf"^judge '{bad.name}' \(kind rule\) failed its trial on 2 rollouts "
+                rf"of step 0: judge '{bad.name}' \(kind rule\) at step 0: .*{what}",
+            ):
                 swap_judges(cluster, [GT, bad], RunConfig(), "unused", 3, [])
             assert cluster.judges == {"ground-truth": [gt]} and cluster.judge_specs == {"ground-truth": GT}
         # a changed judge under the same name: its old replica had to go first, and is back after the failed trial
@@ -235,15 +258,29 @@ def test_new_judges_are_tried_before_they_are_trusted(ray_cluster, builtin_model
         assert rewards(cluster.judges["ground-truth"][0], batch) == expected(wordlist.ground_truth, batch)
 
         # on_failure: skip: its trial may miss up to max_skipped_fraction (here 1 of 2: " ... cat dog")
-        catless = RuleJudgeSpec(name="catless", kind="rule", function=f"{FAULTY}:nan_for_cat", on_failure="skip",
-                                max_skipped_fraction=0.4)
-        with pytest.raises(JudgeTrialError, match=r"judge 'catless' \(kind rule\) gave no verdict for 1 of 2 in its "
-                                                  r"trial on 2 rollouts of step 0, more than its max_skipped_fraction 0.4"):
+        catless = RuleJudgeSpec(
+            name="catless", kind="rule", function=f"{FAULTY}:nan_for_cat", on_failure="skip", max_skipped_fraction=0.4
+        )
+        with pytest.raises(
+            JudgeTrialError,
+            match=r"judge 'catless' \(kind rule\) gave no verdict for 1 of 2 in its "
+            r"trial on 2 rollouts of step 0, more than its max_skipped_fraction 0.4",
+        ):
             swap_judges(cluster, [GT, catless], RunConfig(), "unused", 5, [])
-        with pytest.raises(JudgeTrialError, match=r"judge 'slow' \(kind rule\) did not judge its trial batch "
-                                                  r"\(2 rollouts of step 0\) within 2s"):
-            swap_judges(cluster, [RuleJudgeSpec(name="slow", kind="rule", function=f"{FAULTY}:slow")], RunConfig(),
-                        "unused", 5, [], trial_timeout_s=2.0)
+        with pytest.raises(
+            JudgeTrialError,
+            match=r"judge 'slow' \(kind rule\) did not judge its trial batch "
+            r"\(2 rollouts of step 0\) within 2s",
+        ):
+            swap_judges(
+                cluster,
+                [RuleJudgeSpec(name="slow", kind="rule", function=f"{FAULTY}:slow")],
+                RunConfig(),
+                "unused",
+                5,
+                [],
+                trial_timeout_s=2.0,
+            )
         assert list(cluster.judges) == ["ground-truth"]
         lenient = catless.model_copy(update={"max_skipped_fraction": 0.5})
         assert swap_judges(cluster, [GT, lenient], RunConfig(), "unused", 5, []) == (["catless"], [])
@@ -252,7 +289,8 @@ def test_new_judges_are_tried_before_they_are_trusted(ray_cluster, builtin_model
 
 
 def test_loop_rejects_a_manifest_whose_judges_fail_their_trial_and_keeps_the_old_ones(
-        ray_cluster, builtin_models, batch, tmp_path, caplog):
+    ray_cluster, builtin_models, batch, tmp_path, caplog
+):
     from driver.plan import resolve_plan
     from driver.run import JUDGES_FILE, Loop
 

@@ -13,8 +13,18 @@ from deploy.loading import ConfigError, load_manifest
 from driver.plan import check_manifest
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ("default", "groups", "http", "mixture", "pairwise", "population", "population-draw", "reward_model", "self",
-           "self-sharp")
+SHIPPED = (
+    "default",
+    "groups",
+    "http",
+    "mixture",
+    "pairwise",
+    "population",
+    "population-draw",
+    "reward_model",
+    "self",
+    "self-sharp",
+)
 GT = "rollout.tasks.wordlist:ground_truth"
 
 
@@ -43,25 +53,45 @@ RULE = f"{{name: gt, kind: rule, function: '{GT}'}}"
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        ("judges:\n  - {name: gt, kind: oracle}\n",
-         ["judges[0] (name 'gt')", "field 'kind'", "'oracle'", "'population'", "'self'"]),
-        (population(RULE, "{name: x, kind: oracle}"),
-         ["judges[0] (name 'crowd')", "field 'members[1].kind'", "'oracle'"]),
-        (f"judges:\n  - {{name: gt, kind: rule, function: '{GT}', weight: 0}}\n",
-         ["judges[0] (name 'gt')", "field 'weight'", "greater than 0"]),
-        (f"judges:\n  - {{name: gt, kind: rule, function: '{GT}', weight: -1.5}}\n",
-         ["judges[0] (name 'gt')", "field 'weight'", "(got -1.5)"]),
-        (population(RULE, f"{{name: b, kind: rule, function: '{GT}', weight: 0}}"),
-         ["judges[0] (name 'crowd')", "field 'members[1].weight'", "greater than 0"]),
-        (f"judges:\n  - {RULE}\n  - {{name: gt, kind: reward_model, path: builtin:reward-model}}\n",
-         ["field 'judges'", "duplicate judge names ['gt']"]),
-        (population(RULE, f"{{name: gt, kind: rule, function: '{GT}'}}"),
-         ["judges[0] (name 'crowd')", "field 'members'", "repeated: ['gt']"]),
+        (
+            "judges:\n  - {name: gt, kind: oracle}\n",
+            ["judges[0] (name 'gt')", "field 'kind'", "'oracle'", "'population'", "'self'"],
+        ),
+        (population(RULE, "{name: x, kind: oracle}"), ["judges[0] (name 'crowd')", "field 'members[1].kind'", "'oracle'"]),
+        (
+            f"judges:\n  - {{name: gt, kind: rule, function: '{GT}', weight: 0}}\n",
+            ["judges[0] (name 'gt')", "field 'weight'", "greater than 0"],
+        ),
+        (
+            f"judges:\n  - {{name: gt, kind: rule, function: '{GT}', weight: -1.5}}\n",
+            ["judges[0] (name 'gt')", "field 'weight'", "(got -1.5)"],
+        ),
+        (
+            population(RULE, f"{{name: b, kind: rule, function: '{GT}', weight: 0}}"),
+            ["judges[0] (name 'crowd')", "field 'members[1].weight'", "greater than 0"],
+        ),
+        (
+            f"judges:\n  - {RULE}\n  - {{name: gt, kind: reward_model, path: builtin:reward-model}}\n",
+            ["field 'judges'", "duplicate judge names ['gt']"],
+        ),
+        (
+            population(RULE, f"{{name: gt, kind: rule, function: '{GT}'}}"),
+            ["judges[0] (name 'crowd')", "field 'members'", "repeated: ['gt']"],
+        ),
         ("judges:\n  - {name: pj, kind: pairwise}\n", ["judges[0] (name 'pj')", "field 'path'", "Field required"]),
         (f"judges:\n  - {RULE}\neval: {{name: me, kind: self}}\n", ["field 'eval'", "'me'", "pointwise"]),
     ],
-    ids=["unknown-kind", "unknown-member-kind", "zero-weight", "negative-weight", "member-weight",
-         "duplicate-names", "duplicate-member-names", "missing-path", "eval-not-pointwise"],
+    ids=[
+        "unknown-kind",
+        "unknown-member-kind",
+        "zero-weight",
+        "negative-weight",
+        "member-weight",
+        "duplicate-names",
+        "duplicate-member-names",
+        "missing-path",
+        "eval-not-pointwise",
+    ],
 )
 def test_schema_errors_name_file_judge_and_field(tmp_path, text, fragments):
     message, _ = rejected(tmp_path, text)
@@ -75,28 +105,54 @@ def test_schema_errors_name_file_judge_and_field(tmp_path, text, fragments):
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        ("judges:\n  - {name: rm, kind: reward_model, path: /no/such/rm}\n",
-         ["judge 'rm'", "field 'path'", "'/no/such/rm' does not exist"]),
-        ("judges:\n  - {name: pj, kind: pairwise, path: /no/such/judge}\n",
-         ["judge 'pj'", "field 'path'", "judge model path '/no/such/judge' does not exist"]),
-        ("judges:\n  - {name: pj, kind: pairwise, path: 'builtin:judge'}\n",
-         ["judge 'pj'", "field 'path'", "unknown built-in model 'builtin:judge'", "builtin:policy"]),
-        (population(RULE, "{name: pj, kind: pairwise, path: /no/such/judge}"),
-         ["judge 'crowd': member 'pj': field 'path'", "'/no/such/judge' does not exist"]),
-        ("judges:\n  - {name: gt, kind: rule, function: 'rollout.tasks.wordlist:nope'}\n",
-         ["judge 'gt'", "field 'function'", "has no attribute 'nope'"]),
-        ("judges:\n  - {name: gt, kind: rule, function: 'no_such_package.mod:f'}\n",
-         ["judge 'gt'", "field 'function'", "cannot import module 'no_such_package.mod'"]),
-        (population("{name: topical, kind: rule, function: 'rollout.tasks.wordlist:nope'}"),
-         ["judge 'crowd': member 'topical': field 'function'", "has no attribute 'nope'"]),
-        (f"judges:\n  - {{name: rm, kind: rule, function: '{GT}'}}\neval: {{name: e, kind: reward_model, path: /no/rm}}\n",
-         ["judge 'e'", "field 'path'", "'/no/rm' does not exist"]),
-        (population(RULE, "{name: me, kind: self}"),
-         ["judges[0] (name 'crowd')", "field 'members'", "members[1] ('me')", "member 'me' is of kind 'self'",
-          "top-level"]),
+        (
+            "judges:\n  - {name: rm, kind: reward_model, path: /no/such/rm}\n",
+            ["judge 'rm'", "field 'path'", "'/no/such/rm' does not exist"],
+        ),
+        (
+            "judges:\n  - {name: pj, kind: pairwise, path: /no/such/judge}\n",
+            ["judge 'pj'", "field 'path'", "judge model path '/no/such/judge' does not exist"],
+        ),
+        (
+            "judges:\n  - {name: pj, kind: pairwise, path: 'builtin:judge'}\n",
+            ["judge 'pj'", "field 'path'", "unknown built-in model 'builtin:judge'", "builtin:policy"],
+        ),
+        (
+            population(RULE, "{name: pj, kind: pairwise, path: /no/such/judge}"),
+            ["judge 'crowd': member 'pj': field 'path'", "'/no/such/judge' does not exist"],
+        ),
+        (
+            "judges:\n  - {name: gt, kind: rule, function: 'rollout.tasks.wordlist:nope'}\n",
+            ["judge 'gt'", "field 'function'", "has no attribute 'nope'"],
+        ),
+        (
+            "judges:\n  - {name: gt, kind: rule, function: 'no_such_package.mod:f'}\n",
+            ["judge 'gt'", "field 'function'", "cannot import module 'no_such_package.mod'"],
+        ),
+        (
+            population("{name: topical, kind: rule, function: 'rollout.tasks.wordlist:nope'}"),
+            ["judge 'crowd': member 'topical': field 'function'", "has no attribute 'nope'"],
+        ),
+        (
+            f"judges:\n  - {{name: rm, kind: rule, function: '{GT}'}}\neval: {{name: e, kind: reward_model, path: /no/rm}}\n",
+            ["judge 'e'", "field 'path'", "'/no/rm' does not exist"],
+        ),
+        (
+            population(RULE, "{name: me, kind: self}"),
+            ["judges[0] (name 'crowd')", "field 'members'", "members[1] ('me')", "member 'me' is of kind 'self'", "top-level"],
+        ),
     ],
-    ids=["rm-path", "pairwise-path", "unknown-builtin", "member-path", "no-attribute", "no-module",
-         "member-function", "eval-path", "self-member"],
+    ids=[
+        "rm-path",
+        "pairwise-path",
+        "unknown-builtin",
+        "member-path",
+        "no-attribute",
+        "no-module",
+        "member-function",
+        "eval-path",
+        "self-member",
+    ],
 )
 def test_check_manifest_errors_name_file_judge_and_field(tmp_path, text, fragments):
     message, _ = rejected(tmp_path, text)
@@ -156,9 +212,15 @@ def test_shipped_manifest_loads_and_passes_the_checks(name, monkeypatch):
     check_manifest(manifest, str(path))
     assert manifest.judges and (manifest.eval is None or manifest.eval.kind in ("rule", "reward_model"))
     kinds = {j.kind for j in manifest.judges}
-    expected = {"pairwise": {"pairwise"}, "self": {"self"}, "http": {"http"}, "population": {"population"},
-                "population-draw": {"population"},
-                "mixture": {"rule", "reward_model"}, "self-sharp": {"self"}}
+    expected = {
+        "pairwise": {"pairwise"},
+        "self": {"self"},
+        "http": {"http"},
+        "population": {"population"},
+        "population-draw": {"population"},
+        "mixture": {"rule", "reward_model"},
+        "self-sharp": {"self"},
+    }
     if name in expected:
         assert kinds == expected[name]
     if name == "self-sharp":

@@ -22,8 +22,9 @@ def run_bare_driver(tmp_path: Path, present: tuple[str, ...] = ()) -> subprocess
         (stubs / name).mkdir(parents=True)
         (stubs / name / "__init__.py").write_text("raise ImportError('a stub: the driver must not import it')\n")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(Path.home()), "PYTHONPATH": str(stubs)}
-    return subprocess.run([sys.executable, "-S", "-m", "driver", "--algo", "mnpo"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-S", "-m", "driver", "--algo", "mnpo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def assert_one_line(result: subprocess.CompletedProcess) -> str:
@@ -45,6 +46,5 @@ def test_no_stack_at_all_names_every_missing_package(tmp_path):
 
 def test_only_torch_missing_names_torch_alone(tmp_path):
     """The reported case: the job's Python had the light packages and failed at `import torch`."""
-    line = assert_one_line(run_bare_driver(tmp_path, present=("pydantic", "yaml", "ray", "transformers", "numpy",
-                                                              "matplotlib")))
+    line = assert_one_line(run_bare_driver(tmp_path, present=("pydantic", "yaml", "ray", "transformers", "numpy", "matplotlib")))
     assert "missing package torch." in line

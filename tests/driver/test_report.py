@@ -21,19 +21,32 @@ PANELS = ["reward.png", "eval_win_rate.png", "kl.png", "loss.png", "throughput.p
 
 def training(step: int) -> dict:
     return {
-        "step": step, "time": 2.0 + 0.3 * step,
-        "rollout/reward_mean": 0.2 + 0.02 * step, "rollout/reward_std": 0.15, "rollout/tokens_per_s": 2000.0 + step,
-        "learner/loss": 0.9 - 0.01 * step, "learner/kl_to_reference": 0.05 * step, "learner/grad_norm": 3.0,
-        "learner/lr": 2e-4, "time/step_seconds": 0.27, "judge/ground-truth/mean": 0.2 + 0.02 * step,
+        "step": step,
+        "time": 2.0 + 0.3 * step,
+        "rollout/reward_mean": 0.2 + 0.02 * step,
+        "rollout/reward_std": 0.15,
+        "rollout/tokens_per_s": 2000.0 + step,
+        "learner/loss": 0.9 - 0.01 * step,
+        "learner/kl_to_reference": 0.05 * step,
+        "learner/grad_norm": 3.0,
+        "learner/lr": 2e-4,
+        "time/step_seconds": 0.27,
+        "judge/ground-truth/mean": 0.2 + 0.02 * step,
     }
 
 
 def evaluation(step: int, win_rate: float) -> dict:
     return {
-        "step": step, "time": 2.0 + 0.3 * step + 0.5, "eval/win_rate": win_rate,
-        "eval/win_rate_ci_low": win_rate - 0.08, "eval/win_rate_ci_high": win_rate + 0.08,
-        "eval/mean_reward": 0.2 + win_rate / 2, "eval/start_mean_reward": 0.2, "eval/response_tokens": 3.8,
-        "eval/kl_to_reference": 0.04 * step, "eval/pool_worst_win_rate": win_rate - 0.1,
+        "step": step,
+        "time": 2.0 + 0.3 * step + 0.5,
+        "eval/win_rate": win_rate,
+        "eval/win_rate_ci_low": win_rate - 0.08,
+        "eval/win_rate_ci_high": win_rate + 0.08,
+        "eval/mean_reward": 0.2 + win_rate / 2,
+        "eval/start_mean_reward": 0.2,
+        "eval/response_tokens": 3.8,
+        "eval/kl_to_reference": 0.04 * step,
+        "eval/pool_worst_win_rate": win_rate - 0.1,
     }
 
 
@@ -83,8 +96,12 @@ def test_without_eval_records_the_other_plots_are_drawn(tmp_path, caplog):
 
 
 def test_missing_keys_and_odd_values_do_not_crash(tmp_path, caplog):
-    records = [{"step": 0, "time": 1.0, "learner/loss": 1.0}, {"step": 1, "learner/loss": float("nan")},
-               {"step": 2, "learner/loss": 0.5, "rollout/reward_mean": 0.3}, {"step": 3, "eval/win_rate": 0.5}]
+    records = [
+        {"step": 0, "time": 1.0, "learner/loss": 1.0},
+        {"step": 1, "learner/loss": float("nan")},
+        {"step": 2, "learner/loss": 0.5, "rollout/reward_mean": 0.3},
+        {"step": 3, "eval/win_rate": 0.5},
+    ]
     caplog.set_level(logging.INFO, logger="driver.report")
     out = write_metrics(tmp_path, records)
     with (out / "metrics.jsonl").open("a") as f:
@@ -108,19 +125,22 @@ def test_summary(run_dir):
     assert "- training steps: 30 (steps 0–29)" in text
     assert "- wall time: 11.5s (at step 30)" in text  # the final eval record's "time": 2 + 0.3 * 30 + 0.5
     assert "- reward (rollout/reward_mean): last 0.780 at step 29, best 0.780 at step 29" in text
-    assert ("- final evaluation (step 30): win rate vs the starting policy 0.710 [95% CI 0.630, 0.790] "
-            "-> the policy improved; mean reward 0.200 -> 0.555; response tokens 3.8; "
-            "pool worst-case win rate 0.610") in text
+    assert (
+        "- final evaluation (step 30): win rate vs the starting policy 0.710 [95% CI 0.630, 0.790] "
+        "-> the policy improved; mean reward 0.200 -> 0.555; response tokens 3.8; "
+        "pool worst-case win rate 0.610"
+    ) in text
     table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert table[0] == ("| step | win rate | 95% CI low | 95% CI high | mean reward | start mean reward | "
-                        "response tokens | KL to reference | pool worst win rate |")
+    assert table[0] == (
+        "| step | win rate | 95% CI low | 95% CI high | mean reward | start mean reward | "
+        "response tokens | KL to reference | pool worst win rate |"
+    )
     assert [row.split(" | ")[0] for row in table[1:]] == ["| 10", "| 20", "| 30"]
     assert "![overview](plots/overview.png)" in text
 
 
 def report_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "driver.report", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "driver.report", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 def test_cli_regenerates_plots_and_summary(run_dir):

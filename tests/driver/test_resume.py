@@ -31,15 +31,21 @@ def config(out, **fields) -> RunConfig:
 
 def evaluation(step: int) -> EvalResult:
     rate = WinRate(win_rate=0.75, ci_low=0.6, ci_high=0.9, num_prompts=8, num_comparisons=8)
-    return EvalResult(step=step, judge="ground-truth", vs_start=rate, mean_response_tokens=3.0,
-                      start_mean_response_tokens=3.0)
+    return EvalResult(step=step, judge="ground-truth", vs_start=rate, mean_response_tokens=3.0, start_mean_response_tokens=3.0)
 
 
 def make_checkpoint(out, step: int, cfg: RunConfig, last_eval: EvalResult | None = None) -> None:
     """Written as Loop.checkpoint writes one (the learner's files stood in for)."""
     start = EvalSamples(version=0, rewards=(0.5,), lengths=(3,))
-    state = DriverState(next_step=step, prompt_position=8 * step, policy_version=step, reference="sha256:abc",
-                        probe=((1, 2),), start=start, last_eval=last_eval)
+    state = DriverState(
+        next_step=step,
+        prompt_position=8 * step,
+        policy_version=step,
+        reference="sha256:abc",
+        probe=((1, 2),),
+        start=start,
+        last_eval=last_eval,
+    )
     with checkpoints.writing(out, step) as tmp:
         (tmp / "learner").mkdir()
         (tmp / "learner" / "mp_rank_00_model_states.pt").write_text(f"weights of step {step}")
@@ -66,8 +72,11 @@ def make_run(out, steps_done: int, cfg: RunConfig, finished: bool) -> None:
 
 def snapshot(out) -> dict[str, tuple[int, bytes]]:
     """Every file with its mtime and content: 'nothing changed' means this is equal before and after."""
-    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(out.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(out)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 # ---------------------------------------------------------------------- the config
@@ -75,16 +84,24 @@ def test_config_changes_name_every_changed_field_but_steps_address_and_output(tm
     saved = config(tmp_path / "a")
     assert config_changes(saved, config(tmp_path / "b", steps=900, address="10.0.0.1:6379")) == []
     edited = config(tmp_path / "a", algo="dpo", learner={"lr": 1e-3}, seed=7)
-    assert config_changes(saved, edited) == ["algo 'mnpo' -> 'dpo'", "dpo (added)", "learner.lr 0.0002 -> 0.001",
-                                             "mnpo (removed)", "seed 0 -> 7"]
+    assert config_changes(saved, edited) == [
+        "algo 'mnpo' -> 'dpo'",
+        "dpo (added)",
+        "learner.lr 0.0002 -> 0.001",
+        "mnpo (removed)",
+        "seed 0 -> 7",
+    ]
 
 
 def test_an_edited_config_yaml_is_refused_naming_the_fields(tmp_path):
     out = tmp_path / "run"
     make_run(out, 4, config(out, steps=10), finished=False)
     edited = config(out, steps=10, learner={"lr": 5e-4})
-    with pytest.raises(ResumeRefused, match=r"differs from the checkpoint's \(.*step-000004/config.yaml\) in "
-                                            r"learner.lr 0.0002 -> 0.0005; a run continues with the config"):
+    with pytest.raises(
+        ResumeRefused,
+        match=r"differs from the checkpoint's \(.*step-000004/config.yaml\) in "
+        r"learner.lr 0.0002 -> 0.0005; a run continues with the config",
+    ):
         decide(out, edited, "resume")
     with pytest.raises(ResumeRefused, match=r"this command's config differs .* in algo 'mnpo' -> 'dpo'; dpo \(added\)"):
         decide(out, config(out, algo="dpo", steps=10), "auto")
@@ -103,10 +120,13 @@ def test_a_finished_run_is_left_as_it_is(tmp_path):
     assert snapshot(out) == before
 
 
-@pytest.mark.parametrize(("steps", "message"), [
-    (3, r"steps=3 is below step 6 of the last checkpoint .*step-000006\): the run is already past step 3"),
-    (5, r"steps=5 is below step 6 of the last checkpoint"),
-])
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        (3, r"steps=3 is below step 6 of the last checkpoint .*step-000006\): the run is already past step 3"),
+        (5, r"steps=5 is below step 6 of the last checkpoint"),
+    ],
+)
 def test_fewer_steps_than_the_last_checkpoint_are_refused(tmp_path, steps, message):
     out = tmp_path / "run"
     make_run(out, 6, config(out, steps=6), finished=True)
@@ -127,8 +147,11 @@ def test_a_finished_run_is_extended_only_from_a_checkpoint_of_its_last_step(tmp_
         decide(ends_on_a_checkpoint, config(ends_on_a_checkpoint, steps=6), "resume")
 
     make_run(ends_between, 7, config(ends_between, steps=7), finished=True)  # last checkpoint: step 6
-    with pytest.raises(ResumeRefused, match=r"finished 7 steps but its last checkpoint is at step 6: extending it "
-                                            r"to 10 would delete and redo steps 6..6 and its final evaluation"):
+    with pytest.raises(
+        ResumeRefused,
+        match=r"finished 7 steps but its last checkpoint is at step 6: extending it "
+        r"to 10 would delete and redo steps 6..6 and its final evaluation",
+    ):
         decide(ends_between, config(ends_between, steps=10), "resume")
     make_checkpoint(ends_between, 4, config(ends_between, steps=7))
     with pytest.raises(ResumeRefused, match=r"below step 6"):
@@ -140,8 +163,11 @@ def test_steps_between_the_checkpoint_and_the_end_would_cut_a_finished_run_short
     make_run(out, 8, config(out, steps=8), finished=True)
     for step in (8,):  # drop the end checkpoint: the newest usable one is step 6
         (checkpoints.checkpoint_root(out) / f"step-{step:06d}" / "driver.json").unlink()
-    with pytest.raises(ResumeRefused, match=r"finished 8 steps; steps=7 would cut it short, deleting the records "
-                                            r"of steps 7..7 and its final evaluation"):
+    with pytest.raises(
+        ResumeRefused,
+        match=r"finished 8 steps; steps=7 would cut it short, deleting the records "
+        r"of steps 7..7 and its final evaluation",
+    ):
         decide(out, config(out, steps=7), "resume")
 
 
@@ -180,14 +206,20 @@ def test_an_unreadable_summary_is_not_taken_for_an_unfinished_run(tmp_path):
 
 
 # ---------------------------------------------------------------------- a corrupt newest checkpoint
-@pytest.mark.parametrize(("damage", "reason"), [
-    (lambda c: (c / "driver.json").write_text('{"next_step": 6, "prompt_pos'), "driver.json is unreadable"),
-    (lambda c: (c / "driver.json").unlink(), "no driver.json"),
-    (lambda c: (c / "learner" / "mp_rank_00_model_states.pt").unlink(), "no DeepSpeed model states under learner/"),
-    (lambda c: (c / "opponents.pt").unlink(), "no opponents.pt"),
-    (lambda c: (c / "config.yaml").write_text("algo: [\n"), "config.yaml"),
-    (lambda c: (c / "learner" / "mp_rank_00_model_states.pt").write_bytes(b""), "empty file learner/mp_rank_00_model_states.pt"),
-])
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda c: (c / "driver.json").write_text('{"next_step": 6, "prompt_pos'), "driver.json is unreadable"),
+        (lambda c: (c / "driver.json").unlink(), "no driver.json"),
+        (lambda c: (c / "learner" / "mp_rank_00_model_states.pt").unlink(), "no DeepSpeed model states under learner/"),
+        (lambda c: (c / "opponents.pt").unlink(), "no opponents.pt"),
+        (lambda c: (c / "config.yaml").write_text("algo: [\n"), "config.yaml"),
+        (
+            lambda c: (c / "learner" / "mp_rank_00_model_states.pt").write_bytes(b""),
+            "empty file learner/mp_rank_00_model_states.pt",
+        ),
+    ],
+)
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog, damage, reason):
     out = tmp_path / "run"
     make_run(out, 7, config(out, steps=10), finished=False)
@@ -208,8 +240,11 @@ def test_no_usable_checkpoint_is_one_error_naming_each(tmp_path):
     make_run(out, 4, config(out, steps=10), finished=False)
     for step in (2, 4):
         (checkpoints.checkpoint_root(out) / f"step-{step:06d}" / "driver.json").write_text("")
-    with pytest.raises(ResumeRefused, match=r"no usable checkpoint in .*checkpoints: step-000004: driver.json is "
-                                            r"unreadable.*; step-000002: driver.json is unreadable"):
+    with pytest.raises(
+        ResumeRefused,
+        match=r"no usable checkpoint in .*checkpoints: step-000004: driver.json is "
+        r"unreadable.*; step-000002: driver.json is unreadable",
+    ):
         decide(out, config(out, steps=10), "resume")
 
 
@@ -231,8 +266,10 @@ def test_enospc_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monk
         make_checkpoint(out, 4, cfg)
     monkeypatch.undo()
     message = str(caught.value)
-    assert message.startswith("disk full: no space left on the device writing checkpoint step-000004 under "
-                              f"{checkpoints.checkpoint_root(out).resolve()} (")
+    assert message.startswith(
+        "disk full: no space left on the device writing checkpoint step-000004 under "
+        f"{checkpoints.checkpoint_root(out).resolve()} ("
+    )
     assert f"the previous checkpoint {checkpoints.checkpoint_root(out) / 'step-000002'} is intact" in message
     assert "\n" not in message
     assert snapshot(out) == before  # the temporary directory is gone, step 2 untouched
@@ -248,8 +285,9 @@ def test_disk_full_is_recognised_through_ray_and_torch_errors(tmp_path, monkeypa
     with pytest.raises(DiskFull, match="there is no earlier checkpoint to resume from"):
         with checkpoints.writing(out, 2):
             raise remote
-    torch_error = RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file "
-                               "data/3: file write failed")
+    torch_error = RuntimeError(
+        "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/3: file write failed"
+    )
     with pytest.raises(RuntimeError, match="file write failed"):  # with space left it is some other failure
         with checkpoints.writing(out, 2):
             raise torch_error
@@ -348,8 +386,7 @@ def test_cli_refuses_fewer_steps_and_an_edited_config(builtin_models, tmp_path, 
     assert after == before
 
 
-def test_cli_a_second_driver_on_the_directory_fails_at_once_naming_the_holder(builtin_models, tmp_path, monkeypatch,
-                                                                             capsys):
+def test_cli_a_second_driver_on_the_directory_fails_at_once_naming_the_holder(builtin_models, tmp_path, monkeypatch, capsys):
     import subprocess
     import sys
 
@@ -357,9 +394,17 @@ def test_cli_a_second_driver_on_the_directory_fails_at_once_naming_the_holder(bu
 
     out = resume_dir(tmp_path, builtin_models, 3, finished=False)
     monkeypatch.setattr(driver.run, "run", no_run)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from driver.lock import RunLock; "
-                               f"lock = RunLock({str(out)!r}); print('locked', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from driver.lock import RunLock; "
+            f"lock = RunLock({str(out)!r}); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(SystemExit) as excinfo:
@@ -379,14 +424,26 @@ def test_cli_a_second_driver_on_the_directory_fails_at_once_naming_the_holder(bu
     assert lock._fd is None
 
 
-@pytest.mark.parametrize(("outcome", "code", "start"), [
-    (DiskFull("disk full: no space left on the device writing checkpoint step-000004 under /x"), 74,
-     "driver: error: disk full: no space left on the device writing checkpoint step-000004"),
-    (Aborted(signal.SIGTERM), 143, "driver: aborted by a second SIGTERM: the step in progress is lost; the run "
-                                   "continues from its last checkpoint"),
-    (Summary(steps=3, seconds=1.0, final_eval=None, stopped="SIGINT", checkpoint=Path("c/step-000003")), 75,
-     "driver: stopped by SIGINT after step 3 of 6; checkpoint c/step-000003; continue with `python -m driver --resume"),
-])
+@pytest.mark.parametrize(
+    ("outcome", "code", "start"),
+    [
+        (
+            DiskFull("disk full: no space left on the device writing checkpoint step-000004 under /x"),
+            74,
+            "driver: error: disk full: no space left on the device writing checkpoint step-000004",
+        ),
+        (
+            Aborted(signal.SIGTERM),
+            143,
+            "driver: aborted by a second SIGTERM: the step in progress is lost; the run continues from its last checkpoint",
+        ),
+        (
+            Summary(steps=3, seconds=1.0, final_eval=None, stopped="SIGINT", checkpoint=Path("c/step-000003")),
+            75,
+            "driver: stopped by SIGINT after step 3 of 6; checkpoint c/step-000003; continue with `python -m driver --resume",
+        ),
+    ],
+)
 def test_cli_one_line_and_exit_status_of_each_way_a_run_ends(tmp_path, monkeypatch, capsys, outcome, code, start):
     import driver.run
 

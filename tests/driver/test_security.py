@@ -35,17 +35,26 @@ def test_a_rule_function_outside_the_allowed_modules_is_refused_before_it_is_imp
     manifest = JudgeManifest(judges=(GT, RuleJudgeSpec(name="evil", kind="rule", function="payload:judge")))
     with pytest.raises(ValueError) as info:
         check_manifest(manifest, "m.yaml", TASKS_ONLY)
-    assert str(info.value) == ("m.yaml: judge 'evil': field 'function': module 'payload' is not in "
-                               "security.allowed_modules ['rollout.tasks']; it was not imported")
+    assert str(info.value) == (
+        "m.yaml: judge 'evil': field 'function': module 'payload' is not in "
+        "security.allowed_modules ['rollout.tasks']; it was not imported"
+    )
     assert not marker.exists()  # importing a module runs its code: it never happened
     check_manifest(manifest, "m.yaml", SecurityConfig(allowed_modules=("rollout.tasks", "payload")))
     assert marker.exists()  # allowed: imported, as any rule judge's module is checked
 
 
-@pytest.mark.parametrize(("allowed", "ok"), [
-    (("rollout.tasks",), True), (("rollout",), True), (("rollout.tasks.wordlist",), True),
-    (("rollout.task",), False), (("rollout.tasks.wordlist.x",), False), ((), False),
-])
+@pytest.mark.parametrize(
+    ("allowed", "ok"),
+    [
+        (("rollout.tasks",), True),
+        (("rollout",), True),
+        (("rollout.tasks.wordlist",), True),
+        (("rollout.task",), False),
+        (("rollout.tasks.wordlist.x",), False),
+        ((), False),
+    ],
+)
 def test_a_module_allows_itself_and_its_submodules_only(allowed, ok):
     manifest = JudgeManifest(judges=(GT,))
     if ok:
@@ -65,22 +74,28 @@ def test_population_members_and_the_eval_judge_are_checked_too():
         check_manifest(JudgeManifest(judges=(GT,), eval=other), "m.yaml", TASKS_ONLY)
 
 
-@pytest.mark.parametrize(("base_url", "ok"), [
-    ("http://127.0.0.1:8000/v1", True),  # host:port listed
-    ("http://127.0.0.1:8001/v1", False),  # another port of that host
-    ("https://API.example.com/v1", True),  # host listed without a port: any port; case-insensitive
-    ("https://api.example.com:8443/v1", True),
-    ("https://api.example.com.evil.net/v1", False),
-    ("http://user:pw@evil.net/v1?x=api.example.com", False),
-])
+@pytest.mark.parametrize(
+    ("base_url", "ok"),
+    [
+        ("http://127.0.0.1:8000/v1", True),  # host:port listed
+        ("http://127.0.0.1:8001/v1", False),  # another port of that host
+        ("https://API.example.com/v1", True),  # host listed without a port: any port; case-insensitive
+        ("https://api.example.com:8443/v1", True),
+        ("https://api.example.com.evil.net/v1", False),
+        ("http://user:pw@evil.net/v1?x=api.example.com", False),
+    ],
+)
 def test_http_judges_may_only_send_to_the_allowed_hosts(base_url, ok):
     security = SecurityConfig(allowed_http_hosts=("127.0.0.1:8000", "api.example.com"))
     manifest = JudgeManifest(judges=(http(base_url),))
     if ok:
         check_manifest(manifest, "m.yaml", security)
     else:
-        with pytest.raises(ValueError, match=r"field 'base_url': host .* is not in security.allowed_http_hosts "
-                                             r"\['127.0.0.1:8000', 'api.example.com'\]; the judge's prompts and API key"):
+        with pytest.raises(
+            ValueError,
+            match=r"field 'base_url': host .* is not in security.allowed_http_hosts "
+            r"\['127.0.0.1:8000', 'api.example.com'\]; the judge's prompts and API key",
+        ):
             check_manifest(manifest, "m.yaml", security)
 
 

@@ -29,12 +29,20 @@ def rollout(prompt_id: str, n_tokens: int, finish: str, version: int = 3) -> Rol
 def batches() -> list[RolloutBatch]:
     """Two rollout workers' batches of one step: 4 + 2 rollouts, K = 2, policy_version 3."""
     first = RolloutBatch(
-        step=7, policy_version=3, samples_per_prompt=2,
-        rollouts=(rollout("fruits", 3, "stop"), rollout("fruits", 5, "length"),
-                  rollout("birds", 2, "stop"), rollout("birds", 4, "stop")),
+        step=7,
+        policy_version=3,
+        samples_per_prompt=2,
+        rollouts=(
+            rollout("fruits", 3, "stop"),
+            rollout("fruits", 5, "length"),
+            rollout("birds", 2, "stop"),
+            rollout("birds", 4, "stop"),
+        ),
     )
     second = RolloutBatch(
-        step=7, policy_version=3, samples_per_prompt=2,
+        step=7,
+        policy_version=3,
+        samples_per_prompt=2,
         rollouts=(rollout("tools", 6, "length"), rollout("tools", 0, "stop")),
     )
     return [first, second]

@@ -54,7 +54,9 @@ def test_task_without_ground_truth_needs_judges_and_an_eval_judge(tmp_path):
 
 
 def test_cli_task_errors_are_one_line(tmp_path):
-    assert_one_line_error(run_driver("--task", "poetry"), "task.name: unknown task 'poetry'", "valid: wordlist, instruct, arithmetic, jsonl")
+    assert_one_line_error(
+        run_driver("--task", "poetry"), "task.name: unknown task 'poetry'", "valid: wordlist, instruct, arithmetic, jsonl"
+    )
     bad = write_jsonl(tmp_path / "bad.jsonl", ['{"prompt": "fine"}', '{"prompt": 3}'])
     assert_one_line_error(run_driver("--prompts", bad), f"{bad}:2: field 'prompt' must be non-empty text")
     plain = write_jsonl(tmp_path / "plain.jsonl", [{"prompt": f"q{i}"} for i in range(20)])
@@ -73,20 +75,34 @@ def test_prompts_that_cannot_fit_the_context_fail_before_anything_starts(tmp_pat
     from driver.plan import check_context
 
     long = "list 3 fruits: " + "apple " * 60
-    path = write_jsonl(tmp_path / "long.jsonl", [{"prompt": "list 2 fruits:", "split": "train"},
-                                                 {"prompt": long, "split": "heldout"}])
+    path = write_jsonl(
+        tmp_path / "long.jsonl", [{"prompt": "list 2 fruits:", "split": "train"}, {"prompt": long, "split": "heldout"}]
+    )
     task = load_task(TaskConfig(name="jsonl", path=path))
     cfg = RunConfig(task=TaskConfig(name="jsonl", path=path))
-    longest = check_context(cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"max_model_len": 512})}),
-                            task, str(builtin_models.policy))
+    longest = check_context(
+        cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"max_model_len": 512})}),
+        task,
+        str(builtin_models.policy),
+    )
     assert 60 < longest < 512 - 24
-    with pytest.raises(ValueError, match=rf"longest prompt is {longest} tokens .* set rollout.max_model_len to at least {longest + 24}"):
-        check_context(cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"max_model_len": longest})}),
-                      task, str(builtin_models.policy))
-    jsonl = write_jsonl(tmp_path / "cli.jsonl", [{"prompt": long, "answer": "x", "split": "heldout"},
-                                                 {"prompt": "a", "answer": "y", "split": "train"}])
-    assert_one_line_error(run_driver("--prompts", jsonl, "--set", "rollout.max_model_len=40"),
-                          "rollout.max_model_len=40 is too small", "set rollout.max_model_len to at least")
+    with pytest.raises(
+        ValueError, match=rf"longest prompt is {longest} tokens .* set rollout.max_model_len to at least {longest + 24}"
+    ):
+        check_context(
+            cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"max_model_len": longest})}),
+            task,
+            str(builtin_models.policy),
+        )
+    jsonl = write_jsonl(
+        tmp_path / "cli.jsonl",
+        [{"prompt": long, "answer": "x", "split": "heldout"}, {"prompt": "a", "answer": "y", "split": "train"}],
+    )
+    assert_one_line_error(
+        run_driver("--prompts", jsonl, "--set", "rollout.max_model_len=40"),
+        "rollout.max_model_len=40 is too small",
+        "set rollout.max_model_len to at least",
+    )
 
 
 def test_infinite_or_nan_config_values_are_refused_up_front():
@@ -95,12 +111,19 @@ def test_infinite_or_nan_config_values_are_refused_up_front():
 
 
 def test_sequence_algorithms_need_a_prompt_group_per_learner_rank():
-    assert_one_line_error(run_driver("--algo", "grpo", "--set", "learner.num_workers=3", "--set", "rollout.prompts_per_step=2"),
-                          "rollout.prompts_per_step=2 is smaller than learner.num_workers=3", "grpo gives each learner rank")
+    assert_one_line_error(
+        run_driver("--algo", "grpo", "--set", "learner.num_workers=3", "--set", "rollout.prompts_per_step=2"),
+        "rollout.prompts_per_step=2 is smaller than learner.num_workers=3",
+        "grpo gives each learner rank",
+    )
 
 
 def test_another_algorithms_section_is_refused_up_front():
-    assert_one_line_error(run_driver("--algo", "dpo", "--set", "mnpo.eta=0.9"),
-                          "sets section(s) 'mnpo', which algorithm 'dpo' does not read", "dpo reads 'dpo'")
-    assert_one_line_error(run_driver("--algo", "grpo", "--set", "grpo.kl_coef=-1"),
-                          "run config field 'grpo.kl_coef'", "greater than or equal to 0")
+    assert_one_line_error(
+        run_driver("--algo", "dpo", "--set", "mnpo.eta=0.9"),
+        "sets section(s) 'mnpo', which algorithm 'dpo' does not read",
+        "dpo reads 'dpo'",
+    )
+    assert_one_line_error(
+        run_driver("--algo", "grpo", "--set", "grpo.kl_coef=-1"), "run config field 'grpo.kl_coef'", "greater than or equal to 0"
+    )

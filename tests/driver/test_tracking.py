@@ -25,8 +25,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def train_record(step: int, loss: float = 1.0) -> dict:
-    return {"step": step, "time": 0.5 * step, "learner/loss": loss, "rollout/reward_mean": 0.1 * step,
-            "judge/ground-truth/mean": 0.2, "note": "text is kept in JSON but not in TensorBoard"}
+    return {
+        "step": step,
+        "time": 0.5 * step,
+        "learner/loss": loss,
+        "rollout/reward_mean": 0.1 * step,
+        "judge/ground-truth/mean": 0.2,
+        "note": "text is kept in JSON but not in TensorBoard",
+    }
 
 
 def eval_record(step: int, win_rate: float = 0.6) -> dict:
@@ -47,14 +53,19 @@ def test_jsonl_round_trip_and_tensorboard_scalars(tmp_path):
             metrics.write(record)
         # flushed on every write: readable before close, as after a kill
         assert [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()] == records
-        assert scalars(tmp_path)["learner/loss"] == [(0, pytest.approx(0.9)), (1, pytest.approx(0.8)),
-                                                     (2, pytest.approx(0.7))]
+        assert scalars(tmp_path)["learner/loss"] == [(0, pytest.approx(0.9)), (1, pytest.approx(0.8)), (2, pytest.approx(0.7))]
     train, evals = read_metrics(tmp_path / METRICS_FILE)
     assert train == [records[0], records[1], records[3]]
     assert evals == [records[2]]
     tb = scalars(tmp_path)
-    assert set(tb) == {"time", "learner/loss", "rollout/reward_mean", "judge/ground-truth/mean",
-                       "eval/win_rate", "eval/mean_reward"}  # numbers only; "step" is the x-axis
+    assert set(tb) == {
+        "time",
+        "learner/loss",
+        "rollout/reward_mean",
+        "judge/ground-truth/mean",
+        "eval/win_rate",
+        "eval/mean_reward",
+    }  # numbers only; "step" is the x-axis
     assert tb["eval/win_rate"] == [(1, pytest.approx(0.6))]
     assert tb["rollout/reward_mean"] == [(s, pytest.approx(0.1 * s)) for s in range(3)]
 
@@ -73,9 +84,17 @@ def test_a_record_needs_an_integer_step(tmp_path):
 
 def test_newest_record_of_a_step_and_kind_wins(tmp_path):
     path = tmp_path / METRICS_FILE
-    lines = [train_record(0, 5.0), train_record(1, 5.0), eval_record(1, 0.4), train_record(2, 5.0),
-             # crash, resume from step 1: steps 1 and 2 and the eval at 1 are written again
-             train_record(1, 1.0), eval_record(1, 0.9), train_record(2, 2.0), train_record(3, 3.0)]
+    lines = [
+        train_record(0, 5.0),
+        train_record(1, 5.0),
+        eval_record(1, 0.4),
+        train_record(2, 5.0),
+        # crash, resume from step 1: steps 1 and 2 and the eval at 1 are written again
+        train_record(1, 1.0),
+        eval_record(1, 0.9),
+        train_record(2, 2.0),
+        train_record(3, 3.0),
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     train, evals = read_metrics(path)
     assert [(r["step"], r["learner/loss"]) for r in train] == [(0, 5.0), (1, 1.0), (2, 2.0), (3, 3.0)]
@@ -108,7 +127,7 @@ def test_killed_writer_keeps_what_it_wrote(tmp_path):
 
 def test_truncate_after_keeps_earlier_steps_verbatim(tmp_path):
     path = tmp_path / METRICS_FILE
-    kept = [json.dumps(train_record(0)), json.dumps(eval_record(0)), "{\"step\": 1,   \"learner/loss\": 0.5}"]
+    kept = [json.dumps(train_record(0)), json.dumps(eval_record(0)), '{"step": 1,   "learner/loss": 0.5}']
     dropped = [json.dumps(train_record(2)), json.dumps(eval_record(3)), json.dumps(train_record(1))[:10]]
     path.write_text("\n".join(kept[:2] + dropped[:1] + kept[2:] + dropped[1:]))
     assert truncate_after(path, 2) == 3
@@ -170,8 +189,9 @@ def test_wandb_enabled_but_not_installed_names_the_setting(tmp_path, monkeypatch
 
 def test_wandb_gets_the_numeric_scalars(tmp_path, monkeypatch):
     calls = []
-    run = types.SimpleNamespace(log=lambda data, step: calls.append(("log", data, step)),
-                                finish=lambda: calls.append(("finish",)))
+    run = types.SimpleNamespace(
+        log=lambda data, step: calls.append(("log", data, step)), finish=lambda: calls.append(("finish",))
+    )
 
     def init(**kwargs):
         calls.append(("init", kwargs))

@@ -41,28 +41,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_head(log: Path, timeout_s: float = 120.0, temp_dir: Path | None = None, num_cpus: int = 2,
-               resources: dict[str, float] | None = None) -> tuple[subprocess.Popen, Head]:
+def start_head(
+    log: Path,
+    timeout_s: float = 120.0,
+    temp_dir: Path | None = None,
+    num_cpus: int = 2,
+    resources: dict[str, float] | None = None,
+) -> tuple[subprocess.Popen, Head]:
     """`temp_dir` (keep it short: Ray's socket paths live under it) gives the cluster its own
     session directory, so files such as the metrics discovery file are this cluster's alone.
     `resources`: the head's custom resources (`ray start --resources`)."""
     dashboard, gcs, metrics, agent = free_port(), free_port(), free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_metrics_report_interval_ms": "1000",
-           # as after `source .venv/bin/activate`: a job's `python` is this environment's
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_metrics_report_interval_ms": "1000",
+        # as after `source .venv/bin/activate`: a job's `python` is this environment's
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
-        [RAY, "start", "--head", "--block", "--num-cpus", str(num_cpus), "--port", str(gcs),
-         "--metrics-export-port", str(metrics), *(["--resources", json.dumps(resources)] if resources else []),
-         # The job agent's HTTP port defaults to 52365, which any other Ray instance on this machine
-         # (the test session's own cluster, for one) already holds: then no job can be submitted.
-         "--dashboard-agent-listen-port", str(agent),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true",
-         *(["--temp-dir", str(temp_dir)] if temp_dir else [])],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus",
+            str(num_cpus),
+            "--port",
+            str(gcs),
+            "--metrics-export-port",
+            str(metrics),
+            *(["--resources", json.dumps(resources)] if resources else []),
+            # The job agent's HTTP port defaults to 52365, which any other Ray instance on this machine
+            # (the test session's own cluster, for one) already holds: then no job can be submitted.
+            "--dashboard-agent-listen-port",
+            str(agent),
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard),
+            "--include-dashboard",
+            "true",
+            *(["--temp-dir", str(temp_dir)] if temp_dir else []),
+        ],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    head = Head(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{metrics}/metrics", env, gcs,
-                temp_dir)
+    head = Head(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", f"http://127.0.0.1:{metrics}/metrics", env, gcs, temp_dir)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -86,22 +114,46 @@ def stop_head(proc: subprocess.Popen, gcs_port: int, temp_dir: Path | None = Non
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    _kill_matching(lambda cmdline: f":{gcs_port}" in cmdline or f"port={gcs_port}" in cmdline
-                   or (temp_dir is not None and str(temp_dir) in cmdline))
+    _kill_matching(
+        lambda cmdline: (
+            f":{gcs_port}" in cmdline or f"port={gcs_port}" in cmdline or (temp_dir is not None and str(temp_dir) in cmdline)
+        )
+    )
 
 
-def start_node(head: Head, log: Path, num_cpus: int, resources: dict[str, float] | None = None,
-               temp_dir: Path | None = None, nodes: int = 2, timeout_s: float = 120.0) -> subprocess.Popen:
+def start_node(
+    head: Head,
+    log: Path,
+    num_cpus: int,
+    resources: dict[str, float] | None = None,
+    temp_dir: Path | None = None,
+    nodes: int = 2,
+    timeout_s: float = 120.0,
+) -> subprocess.Popen:
     """Another node of `head`'s cluster on this machine (`ray start --address`), with `num_cpus`
     logical CPUs and custom `resources`; returns once the cluster has `nodes` live nodes. Stop it
     with `stop_node`, before the head. Its ports are its own: the job agent's default (52365) and
     the head's are taken."""
     proc = subprocess.Popen(
-        [RAY, "start", "--address", head.gcs, "--block", "--num-cpus", str(num_cpus),
-         "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port()),
-         *(["--resources", json.dumps(resources)] if resources else []),
-         *(["--temp-dir", str(temp_dir)] if temp_dir else [])],
-        env=head.env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            RAY,
+            "start",
+            "--address",
+            head.gcs,
+            "--block",
+            "--num-cpus",
+            str(num_cpus),
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+            "--metrics-export-port",
+            str(free_port()),
+            *(["--resources", json.dumps(resources)] if resources else []),
+            *(["--temp-dir", str(temp_dir)] if temp_dir else []),
+        ],
+        env=head.env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout_s
     while True:
@@ -143,8 +195,13 @@ def _kill_matching(match) -> None:
 
 def list_state(head: Head, what: str) -> list[dict]:
     """Ray's state API through its CLI (`ray list nodes|actors ... --detail`): every entry, dead ones included."""
-    out = subprocess.run([RAY, "list", what, "--address", head.dashboard, "--detail", "--format", "json",
-                          "--limit", "10000"], env=head.env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [RAY, "list", what, "--address", head.dashboard, "--detail", "--format", "json", "--limit", "10000"],
+        env=head.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     try:
         return json.loads(out.stdout) if out.returncode == 0 else None
     except json.JSONDecodeError:

@@ -21,9 +21,12 @@ from tests.e2e.test_online_loop import read_metrics, run_driver
 # group, and their single update sees ratio 1 and KL 0, so their loss is 0.
 FIRST_LOSS = {
     "inpo": 1.0,  # (0 - 1 / (2 eta))^2
-    "dpo": math.log(2), "rdpo": math.log(2), "osp": math.log(2),  # -log sigma(0), label noise or soft p alike
+    "dpo": math.log(2),
+    "rdpo": math.log(2),
+    "osp": math.log(2),  # -log sigma(0), label noise or soft p alike
     "ipo": 25.0,  # (0 - 1 / (2 beta))^2
-    "grpo": 0.0, "rloo": 0.0,
+    "grpo": 0.0,
+    "rloo": 0.0,
 }
 
 
@@ -43,7 +46,11 @@ def test_three_steps_end_to_end(builtin_models, tmp_path, algo):
     assert any(r.get("learner/grad_norm", 0.0) > 0.0 for r in steps)  # the policy was pushed somewhere
     summary = json.loads((out / "summary.json").read_text())["final_eval"]["vs_start"]
     assert (summary["win_rate"], summary["ci_low"], summary["ci_high"], summary["num_prompts"]) == (
-        final["eval/win_rate"], final["eval/win_rate_ci_low"], final["eval/win_rate_ci_high"], 8)
+        final["eval/win_rate"],
+        final["eval/win_rate_ci_low"],
+        final["eval/win_rate_ci_high"],
+        8,
+    )
     config = (out / "config.yaml").read_text()
     assert f"algo: {algo}" in config
     if algo == "osp":
@@ -68,8 +75,9 @@ def test_ht_mnpo_each_prompt_labelled_by_one_annotator_group(builtin_models, tmp
 def test_ppo_on_two_zero3_ranks_checkpoints_its_critic(builtin_models, tmp_path):
     """PPO's critic on its own ZeRO-3 engine across 2 ranks (advantage whitening all-reduced)."""
     out = tmp_path / "ppo2"
-    log = run_driver(out, "eval.every=0", "learner.num_workers=2", "learner.zero_stage=3", "checkpoint.every=2",
-                     algo="ppo").stderr
+    log = run_driver(
+        out, "eval.every=0", "learner.num_workers=2", "learner.zero_stage=3", "checkpoint.every=2", algo="ppo"
+    ).stderr
     assert "learner rank 1/2" in log and "| updates 4 |" in log  # 2 epochs x 2 minibatches
     steps, _ = read_metrics(out)
     assert all(r["sync/max_probe_gap"] < 1e-3 for r in steps)

@@ -14,9 +14,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DRIVER_GAUGES = ["learner_loss", "learner_kl_to_reference", "learner_grad_norm", "learner_lr",
-                 "learner_policy_version", "learner_staleness", "rollout_reward_mean", "rollout_tokens_per_s",
-                 "rollout_queue_depth", "sync_seconds", "judge_seconds"]
+DRIVER_GAUGES = [
+    "learner_loss",
+    "learner_kl_to_reference",
+    "learner_grad_norm",
+    "learner_lr",
+    "learner_policy_version",
+    "learner_staleness",
+    "rollout_reward_mean",
+    "rollout_tokens_per_s",
+    "rollout_queue_depth",
+    "sync_seconds",
+    "judge_seconds",
+]
 ACTOR_METRICS = ["judge_latency_seconds_count", "judge_rollouts_total", "rollout_tokens_total", "sync_load_seconds_count"]
 
 
@@ -38,10 +48,26 @@ def scrape(url: str) -> dict[str, float]:
 def test_run_metrics_reach_the_prometheus_endpoint(builtin_models, head_node, tmp_path):
     run = tmp_path / "metrics-run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "driver", "--steps", "400", "--address", head_node.gcs, "--output", str(run),
-         "--set", "eval.every=0", "--set", "eval.num_prompts=8"],
-        cwd=REPO, env={**head_node.env, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "driver.log").open("w"), start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "driver",
+            "--steps",
+            "400",
+            "--address",
+            head_node.gcs,
+            "--output",
+            str(run),
+            "--set",
+            "eval.every=0",
+            "--set",
+            "eval.num_prompts=8",
+        ],
+        cwd=REPO,
+        env={**head_node.env, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "driver.log").open("w"),
+        start_new_session=True,
     )
     try:
         # No wall-clock deadline: the endpoint must show every metric while the run is going (400
@@ -51,8 +77,10 @@ def test_run_metrics_reach_the_prometheus_endpoint(builtin_models, head_node, tm
         while not all(name in found for name in wanted):
             if proc.poll() is not None:
                 missing = [name for name in wanted if name not in found]
-                raise AssertionError(f"the run ended ({proc.returncode}) and {head_node.metrics} still lacks "
-                                     f"{missing}:\n" + (tmp_path / "driver.log").read_text()[-3000:])
+                raise AssertionError(
+                    f"the run ended ({proc.returncode}) and {head_node.metrics} still lacks "
+                    f"{missing}:\n" + (tmp_path / "driver.log").read_text()[-3000:]
+                )
             found = scrape(head_node.metrics)
             time.sleep(1)
         labels, version = found["learner_policy_version"]

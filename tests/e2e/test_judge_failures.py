@@ -18,8 +18,10 @@ import pytest
 from tests.e2e.test_judge_swap import REPO, read_jsonl, wait_for
 
 STEPS = 16
-FLAKY = ("judges:\n  - {name: flaky, kind: rule, function: 'tests.rollout.faulty_rules:nan_for_three',\n"
-         "     on_failure: skip, max_skipped_fraction: 0.5}\n")
+FLAKY = (
+    "judges:\n  - {name: flaky, kind: rule, function: 'tests.rollout.faulty_rules:nan_for_three',\n"
+    "     on_failure: skip, max_skipped_fraction: 0.5}\n"
+)
 NAN = "judges:\n  - {name: nan, kind: rule, function: 'tests.rollout.faulty_rules:returns_nan'}\n"
 LOOPBACK = ("127.0.0.1", "::ffff:127.0.0.1", "::1")
 
@@ -45,10 +47,27 @@ def test_skipped_verdicts_and_a_rejected_nan_judge_in_a_real_run(builtin_models,
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    args = [sys.executable, "-m", "driver", "--algo", "mnpo", "--steps", str(STEPS), "--output", str(out),
-            "--judges", str(manifest)]
-    for item in ("rollout.prompts_per_step=4", "eval.every=0", "eval.num_prompts=8", "eval.samples_per_prompt=2",
-                 "checkpoint.every=0", "tracking.plots=false"):
+    args = [
+        sys.executable,
+        "-m",
+        "driver",
+        "--algo",
+        "mnpo",
+        "--steps",
+        str(STEPS),
+        "--output",
+        str(out),
+        "--judges",
+        str(manifest),
+    ]
+    for item in (
+        "rollout.prompts_per_step=4",
+        "eval.every=0",
+        "eval.num_prompts=8",
+        "eval.samples_per_prompt=2",
+        "checkpoint.every=0",
+        "tracking.plots=false",
+    ):
         args += ["--set", item]
     log_path = tmp_path / "driver.log"
     with log_path.open("w") as log:
@@ -57,8 +76,7 @@ def test_skipped_verdicts_and_a_rejected_nan_judge_in_a_real_run(builtin_models,
             wait_for(lambda: len(read_jsonl(out / "metrics.jsonl")) >= 3, proc, "step 3")
             listening = listeners(proc.pid)
             manifest.write_text(NAN)
-            wait_for(lambda: any(e["event"] == "rejected" for e in read_jsonl(out / "judges.jsonl")), proc,
-                     "the rejection")
+            wait_for(lambda: any(e["event"] == "rejected" for e in read_jsonl(out / "judges.jsonl")), proc, "the rejection")
             assert proc.wait(timeout=600) == 0, log_path.read_text()[-4000:]
         finally:
             if proc.poll() is None:

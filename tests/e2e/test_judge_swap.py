@@ -48,10 +48,27 @@ def test_manifest_edited_mid_run(builtin_models, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    args = [sys.executable, "-m", "driver", "--algo", "mnpo", "--steps", str(STEPS), "--output", str(out),
-            "--judges", str(manifest)]
-    for item in ("rollout.prompts_per_step=4", "eval.every=0", "eval.num_prompts=8", "eval.samples_per_prompt=2",
-                 "checkpoint.every=0", "tracking.plots=false"):
+    args = [
+        sys.executable,
+        "-m",
+        "driver",
+        "--algo",
+        "mnpo",
+        "--steps",
+        str(STEPS),
+        "--output",
+        str(out),
+        "--judges",
+        str(manifest),
+    ]
+    for item in (
+        "rollout.prompts_per_step=4",
+        "eval.every=0",
+        "eval.num_prompts=8",
+        "eval.samples_per_prompt=2",
+        "checkpoint.every=0",
+        "tracking.plots=false",
+    ):
         args += ["--set", item]
     log_path = tmp_path / "driver.log"
     with log_path.open("w") as log:
@@ -61,8 +78,7 @@ def test_manifest_edited_mid_run(builtin_models, tmp_path):
             manifest.write_text(GROUPS)
             wait_for(lambda: any(e["event"] == "swapped" for e in read_jsonl(out / "judges.jsonl")), proc, "the swap")
             manifest.write_text(BROKEN)
-            wait_for(lambda: any(e["event"] == "rejected" for e in read_jsonl(out / "judges.jsonl")), proc,
-                     "the rejection")
+            wait_for(lambda: any(e["event"] == "rejected" for e in read_jsonl(out / "judges.jsonl")), proc, "the rejection")
             manifest.write_text(SELF)
             wait_for(lambda: len(read_jsonl(out / "judges.jsonl")) == 3, proc, "the swap to the self judge")
             assert proc.wait(timeout=600) == 0, log_path.read_text()[-4000:]
@@ -84,8 +100,13 @@ def test_manifest_edited_mid_run(builtin_models, tmp_path):
     samples = read_jsonl(out / "samples.jsonl")
     assert [s["step"] for s in samples] == list(range(STEPS))  # every step once: nothing lost or repeated
     for s in samples:
-        expected = ({"ground-truth"} if s["step"] < first_new else {"topical", "exact-count", "varied"}
-                    if s["step"] < first_self else set())  # the self judge gives preferences, no rewards
+        expected = (
+            {"ground-truth"}
+            if s["step"] < first_new
+            else {"topical", "exact-count", "varied"}
+            if s["step"] < first_self
+            else set()
+        )  # the self judge gives preferences, no rewards
         assert all(set(e["rewards"]) == expected for e in s["examples"]), s
 
     records = [r for r in read_jsonl(out / "metrics.jsonl") if "learner/policy_version" in r]

@@ -56,10 +56,18 @@ def test_fifty_mnpo_steps_learn_with_two_rollout_workers_and_two_judge_replicas(
     manifest.write_text(MANIFEST)
     out = tmp_path / "run"
     log = run_driver(
-        out, f"rollout.prompts_per_step={PROMPTS}", f"rollout.samples_per_prompt={K}", "rollout.num_workers=2",
-        "eval.num_prompts=128", "eval.samples_per_prompt=4", f"eval.every={EVERY}", "learner.lr=5e-4",
-        "checkpoint.every=0", "tracking.plots=false",
-        steps=STEPS, flags=("--judges", str(manifest)),
+        out,
+        f"rollout.prompts_per_step={PROMPTS}",
+        f"rollout.samples_per_prompt={K}",
+        "rollout.num_workers=2",
+        "eval.num_prompts=128",
+        "eval.samples_per_prompt=4",
+        f"eval.every={EVERY}",
+        "learner.lr=5e-4",
+        "checkpoint.every=0",
+        "tracking.plots=false",
+        steps=STEPS,
+        flags=("--judges", str(manifest)),
     ).stderr
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "learner/policy_version" in r]
@@ -76,13 +84,18 @@ def test_fifty_mnpo_steps_learn_with_two_rollout_workers_and_two_judge_replicas(
     lines = [m.groups() for m in EVAL_LINE.finditer(log)]
     assert len(lines) == 2, log[-3000:]
     for (after, prompts, win, low, high, said, start, mean, tokens, kl, pool, versions), r, done in zip(
-            lines, evals, (EVERY, STEPS), strict=True):
+        lines, evals, (EVERY, STEPS), strict=True
+    ):
         assert (int(after), int(prompts)) == (done, min(128, heldout))
         assert (float(win), float(low), float(high)) == tuple(
-            round(r[k], 3) for k in ("eval/win_rate", "eval/win_rate_ci_low", "eval/win_rate_ci_high"))
+            round(r[k], 3) for k in ("eval/win_rate", "eval/win_rate_ci_low", "eval/win_rate_ci_high")
+        )
         assert said == verdict(r["eval/win_rate_ci_low"], r["eval/win_rate_ci_high"])
         assert (float(start), float(mean), float(tokens)) == (
-            round(r["eval/start_mean_reward"], 3), round(r["eval/mean_reward"], 3), round(r["eval/response_tokens"], 1))
+            round(r["eval/start_mean_reward"], 3),
+            round(r["eval/mean_reward"], 3),
+            round(r["eval/response_tokens"], 1),
+        )
         assert float(kl) == round(r["eval/kl_to_reference"], 3) and r["eval/kl_to_reference"] > 0.0
         assert float(pool) == round(r["eval/pool_worst_win_rate"], 3)
         assert r["eval/pool_worst_ci_low"] < r["eval/pool_worst_win_rate"] < r["eval/pool_worst_ci_high"]

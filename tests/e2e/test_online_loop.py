@@ -17,8 +17,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_driver(out: Path, *sets: str, steps: int = 3, algo: str = "mnpo",
-               flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_driver(
+    out: Path, *sets: str, steps: int = 3, algo: str = "mnpo", flags: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
     args = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(steps), "--output", str(out), *flags]
@@ -63,8 +64,12 @@ def test_three_steps_of_mnpo_end_to_end(builtin_models, tmp_path):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["final_eval"]["vs_start"] == {
-        "win_rate": final["eval/win_rate"], "ci_low": final["eval/win_rate_ci_low"],
-        "ci_high": final["eval/win_rate_ci_high"], "num_prompts": 8, "num_comparisons": 8 * 2}
+        "win_rate": final["eval/win_rate"],
+        "ci_low": final["eval/win_rate_ci_low"],
+        "ci_high": final["eval/win_rate_ci_high"],
+        "num_prompts": 8,
+        "num_comparisons": 8 * 2,
+    }
     config = (out / "config.yaml").read_text()
     assert "snapshot_every: 2" in config
     from transformers import AutoModelForCausalLM, AutoTokenizer

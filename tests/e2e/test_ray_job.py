@@ -18,9 +18,27 @@ REPO = Path(__file__).resolve().parents[2]
 def test_ray_job_submit_runs_the_driver_and_logs_reach_ray_job_logs(builtin_models, head_node, tmp_path):
     address, env = head_node.dashboard, head_node.env
     out = tmp_path / "run"
-    command = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-               "python", "-m", "driver", "--algo", "mnpo", "--steps", "3", "--output", str(out),
-               "--set", "eval.num_prompts=8"]
+    command = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(REPO),
+        "--",
+        "python",
+        "-m",
+        "driver",
+        "--algo",
+        "mnpo",
+        "--steps",
+        "3",
+        "--output",
+        str(out),
+        "--set",
+        "eval.num_prompts=8",
+    ]
     for _ in range(60):  # the dashboard answers before its job agent is registered
         submit = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         if "No available agent to submit job" not in submit.stdout + submit.stderr:

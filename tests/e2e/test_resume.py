@@ -24,8 +24,15 @@ from driver import checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 30
-SETTINGS = ["checkpoint.every=4", "checkpoint.keep_last=2", "mnpo.snapshot_every=4", "eval.every=0",
-            "eval.num_prompts=8", "rollout.prompts_per_step=16", "tracking.plots=false"]
+SETTINGS = [
+    "checkpoint.every=4",
+    "checkpoint.keep_last=2",
+    "mnpo.snapshot_every=4",
+    "eval.every=0",
+    "eval.num_prompts=8",
+    "rollout.prompts_per_step=16",
+    "tracking.plots=false",
+]
 
 
 def command(out: Path) -> list[str]:
@@ -54,8 +61,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_pa
 
     # The same run, killed (driver, its local Ray cluster and actors: the whole process group)
     # once its second checkpoint exists.
-    proc = subprocess.Popen(command(killed), cwd=REPO, env=environment(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=(tmp_path / "killed.log").open("w"))
+    proc = subprocess.Popen(
+        command(killed),
+        cwd=REPO,
+        env=environment(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "killed.log").open("w"),
+    )
     deadline = time.monotonic() + 600
     while not (killed / "checkpoints" / "step-000008" / "driver.json").exists():
         assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
@@ -67,8 +80,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_pa
     before = training_records(killed)
     assert before and before[-1]["step"] < STEPS - 1
 
-    resumed = subprocess.run([sys.executable, "-m", "driver", "--resume", str(killed)], cwd=REPO,
-                             env=environment(), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "driver", "--resume", str(killed)],
+        cwd=REPO,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stderr
 
@@ -77,8 +96,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_pa
     a, b = training_records(whole), training_records(killed)
     assert [r["step"] for r in b] == list(range(STEPS))
     for ra, rb in zip(a, b, strict=True):
-        for key in ("rollout/reward_mean", "rollout/response_tokens", "learner/loss", "learner/kl_to_reference",
-                    "learner/policy_version", "learner/pairs"):
+        for key in (
+            "rollout/reward_mean",
+            "rollout/response_tokens",
+            "learner/loss",
+            "learner/kl_to_reference",
+            "learner/policy_version",
+            "learner/pairs",
+        ):
             assert ra[key] == rb[key], (ra["step"], key, ra[key], rb[key])
 
     # The same prompts at every step, and the same sampled responses.
@@ -102,8 +127,15 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_pa
     assert sa == sb
 
 
-SHORT = ["checkpoint.every=4", "eval.every=0", "eval.num_prompts=8", "eval.samples_per_prompt=2",
-         "rollout.prompts_per_step=8", "tracking.plots=false", "tracking.tensorboard=false"]
+SHORT = [
+    "checkpoint.every=4",
+    "eval.every=0",
+    "eval.num_prompts=8",
+    "eval.samples_per_prompt=2",
+    "rollout.prompts_per_step=8",
+    "tracking.plots=false",
+    "tracking.tensorboard=false",
+]
 
 
 def short_command(out: Path, *flags: str) -> list[str]:
@@ -115,8 +147,11 @@ def short_command(out: Path, *flags: str) -> list[str]:
 
 def files(out: Path) -> dict[str, tuple[int, int]]:
     """Every file's mtime and size, but the lock's (each launch writes its pid there)."""
-    return {str(p.relative_to(out)): (p.stat().st_mtime_ns, p.stat().st_size) for p in out.rglob("*")
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(out)): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in out.rglob("*")
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.mark.slow
@@ -130,8 +165,14 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command
     assert done.returncode == 0, done.stderr[-3000:]
 
     log = tmp_path / "stopped.log"
-    proc = subprocess.Popen(short_command(stopped, "--resume-mode", "auto"), cwd=REPO, env=environment(),
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    proc = subprocess.Popen(
+        short_command(stopped, "--resume-mode", "auto"),
+        cwd=REPO,
+        env=environment(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
     try:
         deadline = time.monotonic() + 600
         while not (stopped / "samples.jsonl").is_file() or not (stopped / "samples.jsonl").read_text().strip():
@@ -151,8 +192,9 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command
     assert [p.name for p in checkpoints.complete_checkpoints(stopped)] == [f"step-{at:06d}"]
     assert not (stopped / "final").exists() and not (stopped / "summary.json").exists()
 
-    resumed = subprocess.run(short_command(stopped, "--resume-mode", "auto"), cwd=REPO, env=environment(),
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        short_command(stopped, "--resume-mode", "auto"), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"from {stopped / 'checkpoints' / f'step-{at:06d}'} (step {at} of 4)" in resumed.stderr
 
@@ -167,8 +209,9 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command
     assert [p.name for p in checkpoints.complete_checkpoints(stopped)] == [f"step-{at:06d}", "step-000004"]
 
     before = files(stopped)
-    again = subprocess.run(short_command(stopped, "--resume-mode", "auto"), cwd=REPO, env=environment(),
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        short_command(stopped, "--resume-mode", "auto"), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already finished its 4 steps (summary.json): nothing to do" in again.stderr
     assert files(stopped) == before

@@ -30,15 +30,29 @@ from tests.e2e.ray_head import RAY, list_state, start_head, start_node, stop_hea
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 3
-FLAGS = ["--config", "deploy/configs/two_nodes.yaml", "--steps", str(STEPS),
-         "--set", "rollout.prompts_per_step=8", "--set", "eval.every=0", "--set", "eval.num_prompts=8",
-         "--set", "checkpoint.every=0", "--set", "tracking.plots=false", "--set", "tracking.tensorboard=false"]
+FLAGS = [
+    "--config",
+    "deploy/configs/two_nodes.yaml",
+    "--steps",
+    str(STEPS),
+    "--set",
+    "rollout.prompts_per_step=8",
+    "--set",
+    "eval.every=0",
+    "--set",
+    "eval.num_prompts=8",
+    "--set",
+    "checkpoint.every=0",
+    "--set",
+    "tracking.plots=false",
+    "--set",
+    "tracking.tensorboard=false",
+]
 
 
 def is_timing(key: str) -> bool:
     """Wall-clock metrics: the only ones allowed to differ between the runs."""
-    return (key == "time" or key.startswith(("time/", "learner/time/"))
-            or key.endswith(("seconds", "_per_s")))
+    return key == "time" or key.startswith(("time/", "learner/time/")) or key.endswith(("seconds", "_per_s"))
 
 
 def records(out: Path) -> list[dict]:
@@ -48,8 +62,14 @@ def records(out: Path) -> list[dict]:
 def one_node_run(out: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.Popen([sys.executable, "-m", "driver", *FLAGS, "--output", str(out)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "driver", *FLAGS, "--output", str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        start_new_session=True,
+    )
 
 
 @pytest.mark.slow
@@ -62,12 +82,25 @@ def test_two_nodes_pinned_by_custom_resources_give_the_one_node_results(builtin_
     head_proc = node_proc = None
     try:
         head_proc, head = start_head(tmp_path / "head.log", temp_dir=head_dir, resources={"rollout_node": 100})
-        node_proc = start_node(head, tmp_path / "node.log", num_cpus=2, resources={"learner_node": 100},
-                               temp_dir=node_dir)
+        node_proc = start_node(head, tmp_path / "node.log", num_cpus=2, resources={"learner_node": 100}, temp_dir=node_dir)
         assert reference.wait(timeout=600) == 0, (tmp_path / "one.log").read_text()[-3000:]
 
-        command = [RAY, "job", "submit", "--address", head.dashboard, "--runtime-env", "deploy/runtime_env.yaml",
-                   "--", "python", "-m", "driver", *FLAGS, "--output", str(two)]
+        command = [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            head.dashboard,
+            "--runtime-env",
+            "deploy/runtime_env.yaml",
+            "--",
+            "python",
+            "-m",
+            "driver",
+            *FLAGS,
+            "--output",
+            str(two),
+        ]
         for _ in range(60):  # the dashboard answers before its job agent is registered
             submit = subprocess.run(command, cwd=REPO, env=head.env, capture_output=True, text=True, timeout=600)
             if "No available agent to submit job" not in submit.stdout + submit.stderr:
@@ -81,13 +114,22 @@ def test_two_nodes_pinned_by_custom_resources_give_the_one_node_results(builtin_
         # Where each actor ran: Ray's state API (dead actors included) and the nodes' resources.
         nodes = {n["node_id"]: n for n in list_state(head, "nodes") if n["state"] == "ALIVE"}
         assert len(nodes) == 2
-        holder = {kind: [i for i, n in nodes.items() if kind in n["resources_total"]] for kind in ("rollout_node", "learner_node")}
-        assert len(holder["rollout_node"]) == len(holder["learner_node"]) == 1 and holder["rollout_node"] != holder["learner_node"]
-        placed = {a["name"]: a["node_id"] for a in list_state(head, "actors") if a.get("name")
-                  and not a["name"].startswith("_ray_internal")}
+        holder = {
+            kind: [i for i, n in nodes.items() if kind in n["resources_total"]] for kind in ("rollout_node", "learner_node")
+        }
+        assert (
+            len(holder["rollout_node"]) == len(holder["learner_node"]) == 1 and holder["rollout_node"] != holder["learner_node"]
+        )
+        placed = {
+            a["name"]: a["node_id"]
+            for a in list_state(head, "actors")
+            if a.get("name") and not a["name"].startswith("_ray_internal")
+        }
         assert placed == {
-            "rollout-0": holder["rollout_node"][0], "judge-ground-truth-0": holder["rollout_node"][0],
-            "eval-judge-ground-truth-0": holder["rollout_node"][0], "learner-0": holder["learner_node"][0],
+            "rollout-0": holder["rollout_node"][0],
+            "judge-ground-truth-0": holder["rollout_node"][0],
+            "eval-judge-ground-truth-0": holder["rollout_node"][0],
+            "learner-0": holder["learner_node"][0],
         }
     finally:
         if reference.poll() is None:
@@ -109,9 +151,11 @@ def test_two_nodes_pinned_by_custom_resources_give_the_one_node_results(builtin_
         for key in ra.keys() - {k for k in ra if is_timing(k)}:
             assert ra[key] == rb[key], (ra["step"], key, ra[key], rb[key])
             compared.add(key)
-    assert {"learner/loss", "learner/kl_to_reference", "rollout/reward_mean", "sync/max_probe_gap",
-            "eval/win_rate"} <= compared
+    assert {"learner/loss", "learner/kl_to_reference", "rollout/reward_mean", "sync/max_probe_gap", "eval/win_rate"} <= compared
     assert (one / "samples.jsonl").read_text() == (two / "samples.jsonl").read_text()
     wa, wb = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert json.loads((one / "summary.json").read_text())["final_eval"] == json.loads((two / "summary.json").read_text())["final_eval"]
+    assert (
+        json.loads((one / "summary.json").read_text())["final_eval"]
+        == json.loads((two / "summary.json").read_text())["final_eval"]
+    )

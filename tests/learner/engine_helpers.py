@@ -18,10 +18,18 @@ def judged_batch(vocab: int, eos: int, seed: int = 0, prompts: int = 6, k: int =
         for _ in range(k):
             n = rng.randint(1, 9)
             response = tuple(rng.randrange(3, vocab) for _ in range(n - 1)) + (eos,)
-            rollouts.append(Rollout(
-                prompt_id=f"p{p}", prompt_text="x", prompt_token_ids=prompt, response_text="y",
-                response_token_ids=response, logprobs=(-1.0,) * n, policy_version=0, finish_reason="stop",
-            ))
+            rollouts.append(
+                Rollout(
+                    prompt_id=f"p{p}",
+                    prompt_text="x",
+                    prompt_token_ids=prompt,
+                    response_text="y",
+                    response_token_ids=response,
+                    logprobs=(-1.0,) * n,
+                    policy_version=0,
+                    finish_reason="stop",
+                )
+            )
             rewards.append(rng.random())
     batch = RolloutBatch(step=0, policy_version=0, samples_per_prompt=k, rollouts=tuple(rollouts))
     return JudgedBatch(batch=batch, judgements=(Judgement(judge="gt", rewards=tuple(rewards)),))
@@ -33,7 +41,9 @@ def make_learner(path, algo: str = "mnpo", sections: dict | None = None, **learn
 
     defaults = {"mnpo": MNPOConfig(snapshot_every=2)} if get_algorithm(algo).config_section == "mnpo" else {}
     cfg = RunConfig(
-        algo=algo, learner=LearnerConfig(**{"warmup_steps": 0, **learner_overrides}), **{**defaults, **(sections or {})},
+        algo=algo,
+        learner=LearnerConfig(**{"warmup_steps": 0, **learner_overrides}),
+        **{**defaults, **(sections or {})},
     )
     return PolicyLearner(str(path), cfg)
 

@@ -107,10 +107,28 @@ def test_sampler_logprobs_sit_at_the_response_positions():
     from learner.collate import collate_sequences, sampler_logprobs
     from protocols import Rollout
 
-    rows = [Rollout(prompt_id="a", prompt_text="x", prompt_token_ids=(5, 6), response_text="y", response_token_ids=(7, 8, 2),
-                    logprobs=(-0.1, -0.2, -0.3), policy_version=0, finish_reason="stop"),
-            Rollout(prompt_id="b", prompt_text="x", prompt_token_ids=(5, 6, 9, 9), response_text="y", response_token_ids=(2,),
-                    logprobs=(-0.4,), policy_version=0, finish_reason="stop")]
+    rows = [
+        Rollout(
+            prompt_id="a",
+            prompt_text="x",
+            prompt_token_ids=(5, 6),
+            response_text="y",
+            response_token_ids=(7, 8, 2),
+            logprobs=(-0.1, -0.2, -0.3),
+            policy_version=0,
+            finish_reason="stop",
+        ),
+        Rollout(
+            prompt_id="b",
+            prompt_text="x",
+            prompt_token_ids=(5, 6, 9, 9),
+            response_text="y",
+            response_token_ids=(2,),
+            logprobs=(-0.4,),
+            policy_version=0,
+            finish_reason="stop",
+        ),
+    ]
     t = collate_sequences(rows, pad_token_id=0)
     got = sampler_logprobs(rows, t.response_mask)
     # row 0: response tokens at positions 2, 3, 4, scored at t = 1, 2, 3; row 1: position 4, t = 3

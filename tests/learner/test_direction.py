@@ -101,11 +101,18 @@ def sequences(builtin_models) -> Sequences:
             prompts.append(prompt_ids)
             responses.append(response_ids)
             rewards.append(reward)
-            rollouts.append(Rollout(
-                prompt_id=f"p{g}", prompt_text=prompt, prompt_token_ids=tuple(prompt_ids), response_text=text,
-                response_token_ids=tuple(response_ids), logprobs=(-1.0,) * len(response_ids), policy_version=0,
-                finish_reason="stop",
-            ))
+            rollouts.append(
+                Rollout(
+                    prompt_id=f"p{g}",
+                    prompt_text=prompt,
+                    prompt_token_ids=tuple(prompt_ids),
+                    response_text=text,
+                    response_token_ids=tuple(response_ids),
+                    logprobs=(-1.0,) * len(response_ids),
+                    policy_version=0,
+                    finish_reason="stop",
+                )
+            )
     batch = RolloutBatch(step=0, policy_version=0, samples_per_prompt=2, rollouts=tuple(rollouts))
     judged = JudgedBatch(batch=batch, judgements=(Judgement(judge="gt", rewards=tuple(rewards)),))
     return Sequences(prompts=prompts, responses=responses, rewards=rewards, batch=judged)
@@ -133,8 +140,9 @@ def pair_surrogate(dl_dh):
 
     def surrogate(seqs: Sequences, lp: list[torch.Tensor], reduction: str, learner) -> torch.Tensor:
         pairs = seqs.groups()
-        return sum(dl_dh(seqs.rewards[c], seqs.rewards[r]) * (reduce(lp[c], reduction) - reduce(lp[r], reduction))
-                   for c, r in pairs) / len(pairs)
+        return sum(
+            dl_dh(seqs.rewards[c], seqs.rewards[r]) * (reduce(lp[c], reduction) - reduce(lp[r], reduction)) for c, r in pairs
+        ) / len(pairs)
 
     return surrogate
 

@@ -44,8 +44,10 @@ TWO = np.array([[0.5, 0.8], [0.2, 0.5]])  # response 0 beats response 1 with pro
 
 def j_payoff(p, q, pref, ref, tau):
     """J(p, q) = p^T P q - tau KL(p || ref) + tau KL(q || ref) from the definition, row by row ([K, N] each)."""
+
     def kl_rows(x):
         return np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0) / ref), 0.0).sum(-1)
+
     return (p * (q @ pref.T)).sum(-1) - tau * kl_rows(p) + tau * kl_rows(q)
 
 
@@ -173,14 +175,18 @@ def test_training_calls_the_loss_the_learner_looks_up(monkeypatch):
     for algo in ("mnpo", "sppo"):
         spec = ALGORITHMS[algo]
         if spec.family == "pair":
+
             def spy(inputs, cfg, real=spec.pair_loss, name=algo):
                 seen.append((name, inputs, cfg))
                 return real(inputs, cfg)
+
             monkeypatch.setitem(ALGORITHMS, algo, dataclasses.replace(spec, pair_loss=spy))
         else:
+
             def spy(inputs, cfg, real=spec.sequence_loss, name=algo):
                 seen.append((name, inputs, cfg))
                 return real(inputs, cfg)
+
             monkeypatch.setitem(ALGORITHMS, algo, dataclasses.replace(spec, sequence_loss=spy))
     g = get_game("soft_rps")
     mnpo_cfg = MNPOConfig(eta=0.5, ratio=0.2, num_opponents=2)
@@ -219,8 +225,9 @@ def minimise_exact_pair_loss(algo, cfg, game, sampling, opponents):
     ref = torch.tensor(np.log(game.reference))
     opp = None if opponents is None else torch.tensor(np.log(np.stack(opponents)))[:, None, :]
     rows = torch.zeros(len(i), dtype=torch.long)
-    optimizer = torch.optim.LBFGS([theta], lr=1.0, max_iter=500, tolerance_grad=1e-13,
-                                  tolerance_change=1e-15, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [theta], lr=1.0, max_iter=500, tolerance_grad=1e-13, tolerance_change=1e-15, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         optimizer.zero_grad()
@@ -268,8 +275,7 @@ def test_dpo_exact_minimiser_on_a_bradley_terry_game_is_the_rlhf_optimum():
 def test_mnpo_with_ratio_one_is_online_ipo(mode):
     g = get_game("random")
     common = {"tau": 0.1, "steps": 20, "queries_per_step": 24, "mode": mode, "seeds": (3, 4)}
-    mnpo = run(g, Method("m", "mnpo", MNPOConfig(eta=0.3, ratio=1.0, num_opponents=2, snapshot_every=5), lr=0.1),
-               **common)
+    mnpo = run(g, Method("m", "mnpo", MNPOConfig(eta=0.3, ratio=1.0, num_opponents=2, snapshot_every=5), lr=0.1), **common)
     ipo = run(g, Method("i", "ipo", DPOConfig(beta=0.3), lr=0.1), **common)
     np.testing.assert_allclose(mnpo.final_policy, ipo.final_policy, rtol=0, atol=1e-12)
     np.testing.assert_allclose(mnpo.gap_last, ipo.gap_last, rtol=0, atol=1e-12)
@@ -338,8 +344,15 @@ def test_trace_shapes_queries_and_average_iterate():
     np.testing.assert_allclose(t.gap_last[0], duality_gap(g.preference, g.reference, g.reference, 0.1))
     np.testing.assert_allclose(t.gap_avg[1], t.gap_last[1])  # after one step the average is that step's policy
     assert not np.allclose(t.final_policy[0], t.final_policy[1])  # seeds are independent runs
-    sparse = run(g, Method("s", "sppo", SPPOConfig(eta=1.0), lr=0.1), tau=0.1, steps=5, queries_per_step=13,
-                 seeds=(0, 1, 2), record_every=2)
+    sparse = run(
+        g,
+        Method("s", "sppo", SPPOConfig(eta=1.0), lr=0.1),
+        tau=0.1,
+        steps=5,
+        queries_per_step=13,
+        seeds=(0, 1, 2),
+        record_every=2,
+    )
     assert list(sparse.queries) == [0, 24, 48, 60]  # steps 2, 4 and the last
     np.testing.assert_allclose(sparse.gap_avg[-1], t.gap_avg[-1])  # the average still counts every step
 

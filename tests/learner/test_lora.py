@@ -57,8 +57,9 @@ def test_lora_checkpoint_holds_the_adapters_and_restores_the_policy(builtin_mode
     learner = make_learner(builtin_models.policy, "dpo", lora=LORA, lr=1e-2)
     learner.train_step([batch], 0, {"gt": 1.0})
     learner.save_checkpoint(str(tmp_path))
-    saved = torch.load(next((tmp_path / "learner").glob("mp_rank_00_model_states.pt")), map_location="cpu",
-                       weights_only=False)["module"]
+    saved = torch.load(next((tmp_path / "learner").glob("mp_rank_00_model_states.pt")), map_location="cpu", weights_only=False)[
+        "module"
+    ]
     assert saved and all(".lora_" in k for k in saved)  # the frozen base is not written again
     expected = learner.state_dict()
 
@@ -91,13 +92,22 @@ def test_a_tied_frozen_embedding_is_not_written_into_lora_checkpoints(tmp_path):
     """DeepSpeed drops frozen parameters by name but lists a tied weight once; SmolLM2 ties its head."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True, eos_token_id=1)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        eos_token_id=1,
+    )
     LlamaForCausalLM(config).save_pretrained(tmp_path / "tied")
     learner = make_learner(tmp_path / "tied", "dpo", lora=LORA)
     learner.save_checkpoint(str(tmp_path / "ckpt"))
-    saved = torch.load(tmp_path / "ckpt" / "learner" / "mp_rank_00_model_states.pt", map_location="cpu",
-                       weights_only=False)["module"]
+    saved = torch.load(tmp_path / "ckpt" / "learner" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)[
+        "module"
+    ]
     assert saved and all(".lora_" in k for k in saved), [k for k in saved if ".lora_" not in k]
     assert learner.load_checkpoint(str(tmp_path / "ckpt")) == 0
     # The final export ties the head again, as the starting checkpoint did (no second copy of the embedding).

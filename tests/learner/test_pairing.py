@@ -24,9 +24,14 @@ from protocols import JudgedBatch, Judgement, PairPreference, Rollout, RolloutBa
 def rollout(prompt: int, sample: int, version: int = 3) -> Rollout:
     """Prompt p has prompt tokens (100 + p,); sample s of it has response tokens (10 p + s, 2)."""
     return Rollout(
-        prompt_id=f"p{prompt}", prompt_text=f"prompt {prompt}", prompt_token_ids=(100 + prompt,),
-        response_text=f"r{prompt}.{sample}", response_token_ids=(10 * prompt + sample, 2),
-        logprobs=(-0.5, -0.1), policy_version=version, finish_reason="stop",
+        prompt_id=f"p{prompt}",
+        prompt_text=f"prompt {prompt}",
+        prompt_token_ids=(100 + prompt,),
+        response_text=f"r{prompt}.{sample}",
+        response_token_ids=(10 * prompt + sample, 2),
+        logprobs=(-0.5, -0.1),
+        policy_version=version,
+        finish_reason="stop",
     )
 
 
@@ -37,10 +42,13 @@ def judged(num_prompts: int, k: int, *judgements: Judgement, version: int = 3) -
 
 
 def test_combined_rewards_weighted_mean_hand_computed():
-    batch = judged(1, 3,
-                   Judgement(judge="a", rewards=(1.0, 0.0, 2.0)),
-                   Judgement(judge="b", rewards=(0.0, 4.0, 2.0)),
-                   Judgement(judge="pref", preferences=(PairPreference(first=0, second=1, probability=0.9),)))
+    batch = judged(
+        1,
+        3,
+        Judgement(judge="a", rewards=(1.0, 0.0, 2.0)),
+        Judgement(judge="b", rewards=(0.0, 4.0, 2.0)),
+        Judgement(judge="pref", preferences=(PairPreference(first=0, second=1, probability=0.9),)),
+    )
     # (1 * a + 3 * b) / 4: [(1 + 0) / 4, (0 + 12) / 4, (2 + 6) / 4]; the preference-only judge needs no weight
     assert combined_rewards(batch, {"a": 1.0, "b": 3.0}) == pytest.approx([0.25, 3.0, 2.0])
     # extra weights for judges that did not report are fine
@@ -60,19 +68,48 @@ def test_combined_rewards_errors_name_the_judge():
 
 def test_best_vs_worst_picks_skips_ties_and_breaks_ties_by_index():
     rewards = (
-        0.1, 0.9, 0.5,   # prompt 0: best 1, worst 0
-        0.3, 0.3, 0.3,   # prompt 1: all equal -> no signal, skipped
-        0.7, 0.2, 0.7,   # prompt 2: best tie 6/8 -> lowest index 6 (sample 0); worst 7 (sample 1)
-        0.4, 0.0, 0.0,   # prompt 3: worst tie 10/11 -> lowest index 10 (sample 1); best 9 (sample 0)
+        0.1,
+        0.9,
+        0.5,  # prompt 0: best 1, worst 0
+        0.3,
+        0.3,
+        0.3,  # prompt 1: all equal -> no signal, skipped
+        0.7,
+        0.2,
+        0.7,  # prompt 2: best tie 6/8 -> lowest index 6 (sample 0); worst 7 (sample 1)
+        0.4,
+        0.0,
+        0.0,  # prompt 3: worst tie 10/11 -> lowest index 10 (sample 1); best 9 (sample 0)
     )
     pairs = best_vs_worst(judged(4, 3, Judgement(judge="a", rewards=rewards)), {"a": 2.0}, {})
     assert pairs == [
-        Pair(prompt_token_ids=(100,), chosen_token_ids=(1, 2), rejected_token_ids=(0, 2),
-             chosen_reward=0.9, rejected_reward=0.1, probability=1.0, policy_version=3),
-        Pair(prompt_token_ids=(102,), chosen_token_ids=(20, 2), rejected_token_ids=(21, 2),
-             chosen_reward=0.7, rejected_reward=0.2, probability=1.0, policy_version=3),
-        Pair(prompt_token_ids=(103,), chosen_token_ids=(30, 2), rejected_token_ids=(31, 2),
-             chosen_reward=0.4, rejected_reward=0.0, probability=1.0, policy_version=3),
+        Pair(
+            prompt_token_ids=(100,),
+            chosen_token_ids=(1, 2),
+            rejected_token_ids=(0, 2),
+            chosen_reward=0.9,
+            rejected_reward=0.1,
+            probability=1.0,
+            policy_version=3,
+        ),
+        Pair(
+            prompt_token_ids=(102,),
+            chosen_token_ids=(20, 2),
+            rejected_token_ids=(21, 2),
+            chosen_reward=0.7,
+            rejected_reward=0.2,
+            probability=1.0,
+            policy_version=3,
+        ),
+        Pair(
+            prompt_token_ids=(103,),
+            chosen_token_ids=(30, 2),
+            rejected_token_ids=(31, 2),
+            chosen_reward=0.4,
+            rejected_reward=0.0,
+            probability=1.0,
+            policy_version=3,
+        ),
     ]
 
 
@@ -127,8 +164,7 @@ def test_best_vs_worst_with_preferences_only_scores_by_win_probability():
 def test_best_vs_worst_with_a_preference_only_judge_scores_by_win_probability():
     # rm (weight 1, temperature 0): sample 0 better, P01 = 1; pj (weight 3): P01 = 0
     # P01 = (1 * 1 + 3 * 0) / 4 = 0.25 -> s0 = 0.25, s1 = 0.75: sample 1 chosen with P10 = 0.75
-    batch = judged(1, 2, Judgement(judge="rm", rewards=(1.0, 0.0)),
-                   Judgement(judge="pj", preferences=prefs(0, 2, (0, 1, 0.0))))
+    batch = judged(1, 2, Judgement(judge="rm", rewards=(1.0, 0.0)), Judgement(judge="pj", preferences=prefs(0, 2, (0, 1, 0.0))))
     (pair,) = best_vs_worst(batch, {"rm": 1.0, "pj": 3.0}, {"rm": 0.0})
     assert orders([pair]) == [(1, 0)]
     # the reward fields carry the combined reward of the judges that gave rewards (rm alone)
@@ -145,7 +181,8 @@ def test_ranked_pairs_first_with_last_and_keeps_matrix_probabilities():
     assert orders(pairs) == [(2, 1), (0, 3)]
     assert [pair.probability for pair in pairs] == pytest.approx([0.9, 0.6])
     assert [x for pair in pairs for x in (pair.chosen_reward, pair.rejected_reward)] == pytest.approx(
-        [2.2 / 3, 0.6 / 3, 1.8 / 3, 1.4 / 3])
+        [2.2 / 3, 0.6 / 3, 1.8 / 3, 1.4 / 3]
+    )
 
 
 def test_ranked_falls_back_on_win_rates_for_unjudged_pairs_and_skips_no_signal():
@@ -253,11 +290,19 @@ def test_rules_skip_groups_without_signal():
 
 
 def test_registry():
-    assert PAIRINGS == {"best_vs_worst": best_vs_worst, "ranked": ranked, "all_pairs": all_pairs,
-                        "sampled": sampled, "per_judge": per_judge}
+    assert PAIRINGS == {
+        "best_vs_worst": best_vs_worst,
+        "ranked": ranked,
+        "all_pairs": all_pairs,
+        "sampled": sampled,
+        "per_judge": per_judge,
+    }
     assert get_pairing("ranked") is ranked
-    with pytest.raises(ValueError, match=r"unknown pairing 'nope'; valid: all_pairs, best_vs_worst, per_judge, "
-                                         r"ranked, sampled"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown pairing 'nope'; valid: all_pairs, best_vs_worst, per_judge, "
+        r"ranked, sampled",
+    ):
         get_pairing("nope")
     # the pairing names exist once: the config field accepts exactly the registered ones
     assert DPOConfig(pairing="per_judge").pairing == "per_judge"

@@ -10,9 +10,18 @@ from protocols import JudgedBatch, Judgement, PairPreference, Rollout, RolloutBa
 
 def judged(num_prompts: int, k: int, *judgements: Judgement) -> JudgedBatch:
     rollouts = tuple(
-        Rollout(prompt_id=f"p{p}", prompt_text=f"prompt {p}", prompt_token_ids=(100 + p,), response_text=f"r{p}.{s}",
-                response_token_ids=(10 * p + s,), logprobs=(-0.5,), policy_version=0, finish_reason="stop")
-        for p in range(num_prompts) for s in range(k)
+        Rollout(
+            prompt_id=f"p{p}",
+            prompt_text=f"prompt {p}",
+            prompt_token_ids=(100 + p,),
+            response_text=f"r{p}.{s}",
+            response_token_ids=(10 * p + s,),
+            logprobs=(-0.5,),
+            policy_version=0,
+            finish_reason="stop",
+        )
+        for p in range(num_prompts)
+        for s in range(k)
     )
     batch = RolloutBatch(step=0, policy_version=0, samples_per_prompt=k, rollouts=rollouts)
     return JudgedBatch(batch=batch, judgements=judgements)

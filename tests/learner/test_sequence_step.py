@@ -138,7 +138,9 @@ def test_sppo_trains_on_preferences_only(builtin_models, batch):
     # a pairwise judge preferring the lower index within each group, p = 0.9
     prefs = tuple(
         PairPreference(first=g + a, second=g + b, probability=0.9)
-        for g in range(0, len(batch.batch.rollouts), k) for a in range(k) for b in range(a + 1, k)
+        for g in range(0, len(batch.batch.rollouts), k)
+        for a in range(k)
+        for b in range(a + 1, k)
     )
     judged = JudgedBatch(batch=batch.batch, judgements=(Judgement(judge="pw", preferences=prefs),))
     learner = make_learner(builtin_models.policy, "sppo")
@@ -160,8 +162,11 @@ def test_a_rank_without_a_prompt_group_is_refused(builtin_models, batch):
     judged = JudgedBatch(batch=one, judgements=(Judgement(judge="gt", rewards=batch.judgements[0].rewards[:k]),))
     learner = make_learner(builtin_models.policy, "grpo")
     learner.models.rank, learner.models.world_size = 1, 2  # what rank 1 of 2 sees; the check comes before any collective
-    with pytest.raises(ValueError, match=r"rank 1 got no prompt group \(1 groups for 2 ranks\); use fewer learner "
-                                         r"ranks or more prompts per step"):
+    with pytest.raises(
+        ValueError,
+        match=r"rank 1 got no prompt group \(1 groups for 2 ranks\); use fewer learner "
+        r"ranks or more prompts per step",
+    ):
         learner.train_step([judged], 0, {"gt": 1.0})
     learner.models.rank = 0  # rank 0 of 2 takes group 0
     assert learner.train_step([judged], 0, {"gt": 1.0}).metrics["learner/sequences"] == float(k)
@@ -206,7 +211,9 @@ def test_stale_samples_get_truncated_importance_weights(builtin_models, batch):
     plain = make_learner(builtin_models.policy, "grpo", no_kl, offpolicy_clip=0.0)
     fresh = corrected.train_step([unlikely], 0, {"gt": 1.0})  # version 0 trains on version-0 samples
     assert not any(k.startswith("learner/offpolicy/") for k in fresh.metrics)
-    assert fresh.metrics["learner/grad_norm"] == pytest.approx(plain.train_step([unlikely], 0, {"gt": 1.0}).metrics["learner/grad_norm"])
+    assert fresh.metrics["learner/grad_norm"] == pytest.approx(
+        plain.train_step([unlikely], 0, {"gt": 1.0}).metrics["learner/grad_norm"]
+    )
     stale = corrected.train_step([unlikely], 1, {"gt": 1.0}).metrics  # version 1 on version-0 samples
     uncorrected = plain.train_step([unlikely], 1, {"gt": 1.0}).metrics
     assert stale["learner/offpolicy/stale_share"] == 1.0 and stale["learner/offpolicy/staleness_mean"] == 1.0

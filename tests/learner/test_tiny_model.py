@@ -52,7 +52,9 @@ def test_tokenizer_saves_and_loads_with_auto_tokenizer(tokenizer, tmp_path):
     assert len(loaded) == len(tokenizer)
     assert loaded("list 3 fruits: apple")["input_ids"] == tokenizer("list 3 fruits: apple")["input_ids"]
     assert (loaded.eos_token_id, loaded.pad_token_id, loaded.bos_token_id) == (
-        tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
     )
 
 
@@ -103,7 +105,5 @@ def test_short_reward_model_build_and_padded_scoring(tokenizer, tmp_path):
     responses = [" apple pear", " red", " saw axe rake saw axe"]
     batched = tiny_model.reward_scores(model, tokenizer, prompts, responses)
     with torch.no_grad():
-        single = [
-            model(input_ids=torch.tensor([tokenizer(p + r)["input_ids"]])).logits[0, 0] for p, r in zip(prompts, responses)
-        ]
+        single = [model(input_ids=torch.tensor([tokenizer(p + r)["input_ids"]])).logits[0, 0] for p, r in zip(prompts, responses)]
     torch.testing.assert_close(batched, torch.stack(single), rtol=1e-4, atol=1e-5)

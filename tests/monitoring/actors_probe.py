@@ -25,8 +25,16 @@ from protocols import Rollout, RolloutBatch, RuleJudgeSpec  # noqa: E402
 
 def batch(step: int, responses: list[str]) -> RolloutBatch:
     rollouts = tuple(
-        Rollout(prompt_id="p0", prompt_text="list 3 fruits:", prompt_token_ids=(1, 2, 3), response_text=text,
-                response_token_ids=(4, 2), logprobs=(-0.5, -0.1), policy_version=3, finish_reason="stop")
+        Rollout(
+            prompt_id="p0",
+            prompt_text="list 3 fruits:",
+            prompt_token_ids=(1, 2, 3),
+            response_text=text,
+            response_token_ids=(4, 2),
+            logprobs=(-0.5, -0.1),
+            policy_version=3,
+            finish_reason="stop",
+        )
         for text in responses
     )
     return RolloutBatch(step=step, policy_version=3, samples_per_prompt=len(rollouts), rollouts=rollouts)
@@ -54,8 +62,10 @@ def main(gcs: str, dashboard: str) -> None:
         pass
 
     job = ray.get_runtime_context().get_job_id()
-    recorded = {a.name: {"state": a.state, "class_name": a.class_name, "repr_name": a.repr_name}
-                for a in list_actors(address=dashboard, filters=[("job_id", "=", job)], detail=True, timeout=60)}
+    recorded = {
+        a.name: {"state": a.state, "class_name": a.class_name, "repr_name": a.repr_name}
+        for a in list_actors(address=dashboard, filters=[("job_id", "=", job)], detail=True, timeout=60)
+    }
     live = {name: ray.get(handle.__ray_call__.remote(repr), timeout=60) for name, handle in actors.items()}
     print(json.dumps({"recorded": recorded, "live": live}))
 

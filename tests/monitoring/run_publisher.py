@@ -51,8 +51,16 @@ def main(gcs: str, run: str) -> None:
     last_step = [r for r in records if "learner/policy_version" in r][-1]
     last_eval = [r for r in records if "eval/win_rate" in r][-1]
     rollouts = tuple(
-        Rollout(prompt_id="p0", prompt_text="list 3 fruits:", prompt_token_ids=(1, 2, 3), response_text=text,
-                response_token_ids=(4, 2), logprobs=(-0.5, -0.1), policy_version=0, finish_reason="stop")
+        Rollout(
+            prompt_id="p0",
+            prompt_text="list 3 fruits:",
+            prompt_token_ids=(1, 2, 3),
+            response_text=text,
+            response_token_ids=(4, 2),
+            logprobs=(-0.5, -0.1),
+            policy_version=0,
+            finish_reason="stop",
+        )
         for text in (" apple pear plum", " apple apple", " cat", " pear plum fig")
     )
     deadline, step = time.monotonic() + DEADLINE_S, 0

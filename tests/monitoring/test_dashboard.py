@@ -38,8 +38,13 @@ def targets() -> list[tuple[dict, dict]]:
 
 def test_the_recorded_run_covers_what_a_run_exports():
     names = exported_names()
-    assert {"ray_online_rlhf_learner_loss", "ray_online_rlhf_eval_win_rate_ci_low", "ray_online_rlhf_time_step_seconds",
-            "ray_online_rlhf_judge_latency_seconds_bucket", "ray_online_rlhf_rollout_tokens_total"} <= names
+    assert {
+        "ray_online_rlhf_learner_loss",
+        "ray_online_rlhf_eval_win_rate_ci_low",
+        "ray_online_rlhf_time_step_seconds",
+        "ray_online_rlhf_judge_latency_seconds_bucket",
+        "ray_online_rlhf_rollout_tokens_total",
+    } <= names
     assert "ray_online_rlhf_step" not in names  # the step is the record's index, not a gauge
 
 
@@ -50,8 +55,17 @@ def test_dashboard_references_only_exported_metrics():
     assert used, "no metric in the dashboard"
     assert not used - names, f"not exported by a run: {sorted(used - names)}"
     # the panels the issue asks for are there
-    for wanted in ("rollout_reward_mean", "eval_win_rate_ci_low", "eval_win_rate_ci_high", "learner_kl_to_reference",
-                   "learner_loss", "rollout_samples", "rollout_tokens_per_s", "learner_staleness", "sync_seconds"):
+    for wanted in (
+        "rollout_reward_mean",
+        "eval_win_rate_ci_low",
+        "eval_win_rate_ci_high",
+        "learner_kl_to_reference",
+        "learner_loss",
+        "rollout_samples",
+        "rollout_tokens_per_s",
+        "learner_staleness",
+        "sync_seconds",
+    ):
         assert f"ray_online_rlhf_{wanted}" in used, wanted
 
 
@@ -74,6 +88,13 @@ def test_docs_describe_every_panel_and_how_to_point_the_dashboard_at_them():
     rows = {line.split("|")[1].strip() for line in DOC.splitlines() if line.startswith("| ")}
     missing = [p["title"] for p in DASHBOARD["panels"] if p["title"] not in rows]
     assert not missing, f"panels without a row in docs/monitoring.md: {missing}"
-    for needed in ("RAY_GRAFANA_HOST", "RAY_PROMETHEUS_HOST", "deploy/monitoring/prometheus.yml",
-                   "grafana-dashboard.json", "prom_metrics_service_discovery.json", "Not exported yet", "Judge failures"):
+    for needed in (
+        "RAY_GRAFANA_HOST",
+        "RAY_PROMETHEUS_HOST",
+        "deploy/monitoring/prometheus.yml",
+        "grafana-dashboard.json",
+        "prom_metrics_service_discovery.json",
+        "Not exported yet",
+        "Judge failures",
+    ):
         assert needed in DOC, needed

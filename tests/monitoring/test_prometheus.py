@@ -39,9 +39,13 @@ HERE = Path(__file__).resolve().parent
 CONFIG = REPO / "deploy" / "monitoring" / "prometheus.yml"
 DASHBOARD = REPO / "deploy" / "monitoring" / "grafana-dashboard.json"
 RUN = "mnpo-monitoring-test"
-ACTOR_SERIES = ["ray_online_rlhf_judge_latency_seconds_bucket", "ray_online_rlhf_judge_latency_seconds_count",
-                "ray_online_rlhf_judge_rollouts_total", "ray_online_rlhf_rollout_tokens_total",
-                "ray_online_rlhf_sync_load_seconds_bucket"]
+ACTOR_SERIES = [
+    "ray_online_rlhf_judge_latency_seconds_bucket",
+    "ray_online_rlhf_judge_latency_seconds_count",
+    "ray_online_rlhf_judge_rollouts_total",
+    "ray_online_rlhf_rollout_tokens_total",
+    "ray_online_rlhf_sync_load_seconds_bucket",
+]
 
 
 @pytest.fixture(scope="session")  # session scope: checked before the (session) cluster starts
@@ -97,8 +101,11 @@ def prometheus(prometheus_binary, monitored_head, tmp_path):
     discovery = monitored_head.temp_dir / "prom_metrics_service_discovery.json"
     export_port = urllib.parse.urlparse(monitored_head.metrics).port
     # The discovery file lists the dashboard first, the node's metrics agent once it runs.
-    wait_for(f"{discovery} to list the node's metrics port",
-             lambda: discovery.exists() and f":{export_port}\"" in discovery.read_text(), 60)
+    wait_for(
+        f"{discovery} to list the node's metrics port",
+        lambda: discovery.exists() and f':{export_port}"' in discovery.read_text(),
+        60,
+    )
 
     config = yaml.safe_load(CONFIG.read_text())
     (job,) = config["scrape_configs"]
@@ -111,9 +118,15 @@ def prometheus(prometheus_binary, monitored_head, tmp_path):
     port = free_port()
     log = tmp_path / "prometheus.log"
     proc = subprocess.Popen(
-        [prometheus_binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            prometheus_binary,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     api = PrometheusAPI(f"http://127.0.0.1:{port}")
 
@@ -137,10 +150,16 @@ def prometheus(prometheus_binary, monitored_head, tmp_path):
 def publishing_run(monitored_head, tmp_path):
     log = tmp_path / "publisher.log"
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "run_publisher.py"), monitored_head.gcs, RUN], cwd=REPO, env=monitored_head.env,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+        [sys.executable, str(HERE / "run_publisher.py"), monitored_head.gcs, RUN],
+        cwd=REPO,
+        env=monitored_head.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
     )
     try:
+
         def started() -> list[str]:
             assert proc.poll() is None, log.read_text()[-3000:]
             return select_line(proc).split()
@@ -166,14 +185,18 @@ def select_line(proc: subprocess.Popen) -> str:
 def dashboard_queries() -> list[tuple[str, str, str]]:
     """(panel title, legend, PromQL with the dashboard's variables filled in) of every target."""
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [(p["title"], t["legendFormat"], t["expr"].replace("$run", RUN).replace("$__rate_interval", "20s"))
-            for p in panels for t in p["targets"]]
+    return [
+        (p["title"], t["legendFormat"], t["expr"].replace("$run", RUN).replace("$__rate_interval", "20s"))
+        for p in panels
+        for t in p["targets"]
+    ]
 
 
 def test_prometheus_scrapes_the_run_metrics_and_serves_the_dashboard_queries(prometheus, publishing_run):
     step, evaluation = recorded_run()
-    expected = {"ray_" + metric_name(k): v for k, v in {**step, **evaluation}.items()
-                if k != "step" and isinstance(v, int | float)}
+    expected = {
+        "ray_" + metric_name(k): v for k, v in {**step, **evaluation}.items() if k != "step" and isinstance(v, int | float)
+    }
 
     def gauges() -> dict[str, float] | None:
         found = {s["metric"]["__name__"]: s for s in prometheus.query(f'{{__name__=~"ray_online_rlhf_.+", run="{RUN}"}}')}
@@ -213,8 +236,9 @@ def test_prometheus_scrapes_the_run_metrics_and_serves_the_dashboard_queries(pro
     mean, std = step["rollout/reward_mean"], step["rollout/reward_std"]
     assert answers["Reward / {{run}} mean - std"] == pytest.approx([mean - std], rel=1e-6)
     assert answers["Reward / {{run}} mean + std"] == pytest.approx([mean + std], rel=1e-6)
-    (low,), (rate,), (high,) = (answers[f"Held-out win rate vs the starting policy (95% CI) / {{{{run}}}} {k}"]
-                                for k in ("CI low", "win rate", "CI high"))
+    (low,), (rate,), (high,) = (
+        answers[f"Held-out win rate vs the starting policy (95% CI) / {{{{run}}}} {k}"] for k in ("CI low", "win rate", "CI high")
+    )
     assert 0.0 <= low <= rate <= high <= 1.0 and rate == pytest.approx(evaluation["eval/win_rate"])
     (p95,) = answers["Judge latency / {{judge}} p95"]
     assert 0.0 < p95 <= 0.05  # a rule judge on 4 rollouts: inside the histogram's first buckets

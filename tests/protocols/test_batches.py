@@ -11,8 +11,14 @@ from tests.protocols.protocol_checks import assert_frozen_round_trip_forbids_ext
 
 def make_rollout(prompt_id="p0", version=2, **overrides) -> dict:
     fields = dict(
-        prompt_id=prompt_id, prompt_text="say hi", prompt_token_ids=(7, 8), response_text="hi",
-        response_token_ids=(9, 2), logprobs=(-0.25, -1e-3), policy_version=version, finish_reason="stop",
+        prompt_id=prompt_id,
+        prompt_text="say hi",
+        prompt_token_ids=(7, 8),
+        response_text="hi",
+        response_token_ids=(9, 2),
+        logprobs=(-0.25, -1e-3),
+        policy_version=version,
+        finish_reason="stop",
     )
     return fields | overrides
 
@@ -24,7 +30,6 @@ def make_batch(num_prompts=2, k=2, version=2) -> dict:
 
 def make_judged(**judgement) -> dict:
     return dict(batch=RolloutBatch(**make_batch()), judgements=(Judgement(judge="rm", **judgement),))
-
 
 
 VALID = [
@@ -49,10 +54,25 @@ def test_valid_input_builds_a_frozen_model_that_forbids_extras(model: type[BaseM
         (Prompt, dict(prompt_id="", text="t"), ("prompt_id",), "string_too_short"),
         (Prompt, dict(prompt_id="q", text=""), ("text",), "string_too_short"),
         (Prompt, dict(prompt_id="q"), ("text",), "missing"),
-        (PromptBatch, dict(step=-1, prompts=(dict(prompt_id="q", text="t"),), samples_per_prompt=1), ("step",), "greater_than_equal"),
+        (
+            PromptBatch,
+            dict(step=-1, prompts=(dict(prompt_id="q", text="t"),), samples_per_prompt=1),
+            ("step",),
+            "greater_than_equal",
+        ),
         (PromptBatch, dict(step=0, prompts=(), samples_per_prompt=1), ("prompts",), "too_short"),
-        (PromptBatch, dict(step=0, prompts=(dict(prompt_id="q", text="t"),), samples_per_prompt=0), ("samples_per_prompt",), "greater_than_equal"),
-        (PromptBatch, dict(step=0, prompts=(dict(prompt_id="q", text=""),), samples_per_prompt=1), ("prompts", 0, "text"), "string_too_short"),
+        (
+            PromptBatch,
+            dict(step=0, prompts=(dict(prompt_id="q", text="t"),), samples_per_prompt=0),
+            ("samples_per_prompt",),
+            "greater_than_equal",
+        ),
+        (
+            PromptBatch,
+            dict(step=0, prompts=(dict(prompt_id="q", text=""),), samples_per_prompt=1),
+            ("prompts", 0, "text"),
+            "string_too_short",
+        ),
         (Rollout, make_rollout(prompt_id=""), ("prompt_id",), "string_too_short"),
         (Rollout, make_rollout(prompt_token_ids=()), ("prompt_token_ids",), "too_short"),
         (Rollout, make_rollout(response_token_ids=(9, "x")), ("response_token_ids", 1), "int_parsing"),
@@ -62,7 +82,12 @@ def test_valid_input_builds_a_frozen_model_that_forbids_extras(model: type[BaseM
         (PairPreference, dict(first=0, second=1, probability=1.5), ("probability",), "less_than_equal"),
         (PairPreference, dict(first=0, second=1, probability=-0.1), ("probability",), "greater_than_equal"),
         (Judgement, dict(judge="", rewards=(1.0,)), ("judge",), "string_too_short"),
-        (Judgement, dict(judge="rm", preferences=(dict(first=0, second=1, probability=2.0),)), ("preferences", 0, "probability"), "less_than_equal"),
+        (
+            Judgement,
+            dict(judge="rm", preferences=(dict(first=0, second=1, probability=2.0),)),
+            ("preferences", 0, "probability"),
+            "less_than_equal",
+        ),
         (RolloutBatch, dict(make_batch(), step=-1), ("step",), "greater_than_equal"),
         (RolloutBatch, dict(make_batch(), rollouts=()), ("rollouts",), "too_short"),
         (JudgedBatch, dict(make_judged(rewards=(1.0, 0.0, 0.0, 1.0)), judgements=()), ("judgements",), "too_short"),
@@ -87,7 +112,11 @@ def test_nan_probability_is_rejected():
         (Rollout, make_rollout(logprobs=(-0.5,)), "logprobs has 1 entries but response_token_ids has 2"),
         (Rollout, make_rollout(logprobs=(-0.5, 0.3)), r"logprobs must be <= 0 and not NaN, got \[0.3\]"),
         (Rollout, make_rollout(logprobs=(-0.5, math.nan)), "logprobs must be <= 0 and not NaN"),
-        (RolloutBatch, dict(make_batch(num_prompts=1, k=3), samples_per_prompt=2), "3 rollouts is not a multiple of samples_per_prompt=2"),
+        (
+            RolloutBatch,
+            dict(make_batch(num_prompts=1, k=3), samples_per_prompt=2),
+            "3 rollouts is not a multiple of samples_per_prompt=2",
+        ),
         (RolloutBatch, dict(make_batch(num_prompts=2, k=2), samples_per_prompt=4), r"rollouts 0..3 mix prompts \['p0', 'p1'\]"),
         (RolloutBatch, dict(make_batch(), policy_version=5), r"rollouts carry policy_version \[2\], batch says 5"),
         (PairPreference, dict(first=3, second=3, probability=0.5), r"cannot be compared with itself \(index 3\)"),
@@ -95,8 +124,16 @@ def test_nan_probability_is_rejected():
         (Judgement, dict(judge="rm", rewards=(1.0, math.inf)), "rewards must be finite numbers"),
         (Judgement, dict(judge="rm", rewards=(math.nan,)), "rewards must be finite numbers"),
         (JudgedBatch, make_judged(rewards=(1.0, 0.0, 0.0)), "judge 'rm' gave 3 rewards for 4 rollouts"),
-        (JudgedBatch, make_judged(preferences=(PairPreference(first=2, second=4, probability=0.5),)), "judge 'rm' compares index 4 of 4 rollouts"),
-        (JudgedBatch, make_judged(preferences=(PairPreference(first=1, second=2, probability=0.5),)), "judge 'rm' compares rollouts 1 and 2 of different prompts"),
+        (
+            JudgedBatch,
+            make_judged(preferences=(PairPreference(first=2, second=4, probability=0.5),)),
+            "judge 'rm' compares index 4 of 4 rollouts",
+        ),
+        (
+            JudgedBatch,
+            make_judged(preferences=(PairPreference(first=1, second=2, probability=0.5),)),
+            "judge 'rm' compares rollouts 1 and 2 of different prompts",
+        ),
     ],
 )
 def test_cross_field_errors_say_what_is_wrong(model, fields, message):

@@ -13,7 +13,6 @@ from tests.protocols.protocol_checks import assert_frozen_round_trip_forbids_ext
 SECTIONS = [ModelConfig, RolloutConfig, LearnerConfig, MNPOConfig, EvalConfig]
 
 
-
 @pytest.mark.parametrize("section", SECTIONS, ids=lambda s: s.__name__)
 def test_defaults_are_valid_frozen_and_forbid_extras(section: type[BaseModel]):
     assert_frozen_round_trip_forbids_extras(section, {})
@@ -35,7 +34,8 @@ def test_run_config_is_frozen_and_takes_only_mappings_beyond_its_fields():
 def test_every_setting_has_a_description(section: type[BaseModel]):
     # leaf settings only: nested sections are documented by their own fields
     undocumented = [
-        name for name, field in section.model_fields.items()
+        name
+        for name, field in section.model_fields.items()
         if not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)) and not field.description
     ]
     assert undocumented == []
@@ -108,10 +108,10 @@ def test_mnpo_weight_errors_say_what_is_wrong():
 @pytest.mark.parametrize(
     ("num_opponents", "weights", "expected"),
     [
-        (2, None, (0.5, 0.5)),               # unset: uniform
-        (2, (0.0, 0.0), (0.5, 0.5)),         # all zero: uniform (as in the reference code)
-        (2, (0.25, 0.75), (0.25, 0.75)),     # already normalised
-        (2, (1.0, 3.0), (0.25, 0.75)),       # 1 / 4, 3 / 4
+        (2, None, (0.5, 0.5)),  # unset: uniform
+        (2, (0.0, 0.0), (0.5, 0.5)),  # all zero: uniform (as in the reference code)
+        (2, (0.25, 0.75), (0.25, 0.75)),  # already normalised
+        (2, (1.0, 3.0), (0.25, 0.75)),  # 1 / 4, 3 / 4
         (3, (2.0, 0.0, 2.0), (0.5, 0.0, 0.5)),
         (1, None, (1.0,)),
     ],
@@ -126,12 +126,15 @@ def test_run_config_defaults_and_yaml_shaped_input():
     config = RunConfig()
     assert config.algo == "mnpo" and config.model.path == BUILTIN_MODEL
     # a YAML file loads as nested dicts with lists; the result is the same frozen tree
-    loaded = RunConfig.model_validate({
-        "algo": "mnpo", "steps": 3,
-        "rollout": {"samples_per_prompt": 5, "temperature": 0.9},
-        "learner": {"betas": [0.9, 0.99], "zero_stage": 3},
-        "mnpo": {"eta": 0.005, "ratio": 0.85, "num_opponents": 2, "opponent_weights": [0.25, 0.75]},
-    })
+    loaded = RunConfig.model_validate(
+        {
+            "algo": "mnpo",
+            "steps": 3,
+            "rollout": {"samples_per_prompt": 5, "temperature": 0.9},
+            "learner": {"betas": [0.9, 0.99], "zero_stage": 3},
+            "mnpo": {"eta": 0.005, "ratio": 0.85, "num_opponents": 2, "opponent_weights": [0.25, 0.75]},
+        }
+    )
     assert loaded.rollout.samples_per_prompt == 5 and loaded.rollout.prompts_per_step == RolloutConfig().prompts_per_step
     assert loaded.learner.betas == (0.9, 0.99) and algorithm_config(loaded).opponent_weights == (0.25, 0.75)
     assert RunConfig.model_validate(loaded.model_dump()) == loaded

@@ -24,7 +24,6 @@ def reward_model(**overrides) -> dict:
     return dict(name="rm", kind="reward_model", path="builtin:reward-model") | overrides
 
 
-
 VALID = [
     (RuleJudgeSpec, rule),
     (RewardModelJudgeSpec, reward_model),
@@ -62,7 +61,12 @@ def test_defaults():
         (JudgeManifest, dict(judges=()), ("judges",), "too_short"),
         (JudgeManifest, dict(judges=(rule(kind="oracle"),)), ("judges", 0), "union_tag_invalid"),
         (JudgeManifest, dict(judges=({"name": "x", "function": "a:b"},)), ("judges", 0), "union_tag_not_found"),
-        (JudgeManifest, dict(judges=(rule(), reward_model(batch_size=0))), ("judges", 1, "reward_model", "batch_size"), "greater_than_equal"),
+        (
+            JudgeManifest,
+            dict(judges=(rule(), reward_model(batch_size=0))),
+            ("judges", 1, "reward_model", "batch_size"),
+            "greater_than_equal",
+        ),
         (JudgeManifest, dict(judges=(rule(functon="a:b"),)), ("judges", 0, "rule", "functon"), "extra_forbidden"),
         (JudgeManifest, dict(judges=(rule(),), eval=rule(weight=-1.0)), ("eval", "rule", "weight"), "greater_than"),
     ],
@@ -92,10 +96,12 @@ def test_rule_function_must_be_an_import_path(function):
 
 
 def test_manifest_picks_the_spec_class_by_kind():
-    manifest = JudgeManifest.model_validate({
-        "judges": [rule(weight=2.0), reward_model(replicas=2, num_gpus=0.5)],
-        "eval": reward_model(name="eval-rm"),
-    })
+    manifest = JudgeManifest.model_validate(
+        {
+            "judges": [rule(weight=2.0), reward_model(replicas=2, num_gpus=0.5)],
+            "eval": reward_model(name="eval-rm"),
+        }
+    )
     assert [type(j) for j in manifest.judges] == [RuleJudgeSpec, RewardModelJudgeSpec]
     assert manifest.judges[0].weight == 2.0 and manifest.judges[1].replicas == 2
     assert isinstance(manifest.eval, RewardModelJudgeSpec) and manifest.eval.name == "eval-rm"
@@ -130,8 +136,11 @@ PAIRWISE_KINDS = [
 def test_pairwise_templates_need_every_placeholder_and_two_distinct_choices(model, fields):
     spec = model(**fields(template="Q {prompt} / {first} / {second}?", choices=("X", "Y"), comparisons="adjacent"))
     assert (spec.choices, spec.comparisons) == (("X", "Y"), "adjacent")
-    for template, missing in [("Q {prompt} / {first}", "['{second}']"), ("{first} {second}", "['{prompt}']"),
-                              ("Q {prompt} / {a} / {b}", "['{first}', '{second}']")]:
+    for template, missing in [
+        ("Q {prompt} / {first}", "['{second}']"),
+        ("{first} {second}", "['{prompt}']"),
+        ("Q {prompt} / {a} / {b}", "['{first}', '{second}']"),
+    ]:
         with pytest.raises(ValidationError) as excinfo:
             model(**fields(template=template))
         error = only_error(excinfo)
@@ -146,19 +155,22 @@ def test_pairwise_templates_need_every_placeholder_and_two_distinct_choices(mode
     assert only_error(excinfo)["loc"] == ("comparisons",)
 
 
-@pytest.mark.parametrize(("fields", "loc", "kind"), [
-    (http(base_url="127.0.0.1:8000/v1"), ("base_url",), "string_pattern_mismatch"),  # no scheme
-    (http(base_url="ftp://host/v1"), ("base_url",), "string_pattern_mismatch"),
-    (http(base_url="file:///etc/passwd"), ("base_url",), "string_pattern_mismatch"),
-    (http(model=""), ("model",), "string_too_short"),
-    (http(top_logprobs=-1), ("top_logprobs",), "greater_than_equal"),
-    (http(top_logprobs=21), ("top_logprobs",), "less_than_equal"),  # vLLM's and OpenAI's limit is 20
-    (http(api_key_env="sk-live-abc123"), ("api_key_env",), "string_pattern_mismatch"),  # a key pasted by mistake
-    (http(api_key_env="MY KEY"), ("api_key_env",), "string_pattern_mismatch"),
-    (http(max_concurrency=0), ("max_concurrency",), "greater_than_equal"),
-    (http(timeout_s=0.0), ("timeout_s",), "greater_than"),
-    (http(retries=-1), ("retries",), "greater_than_equal"),
-])
+@pytest.mark.parametrize(
+    ("fields", "loc", "kind"),
+    [
+        (http(base_url="127.0.0.1:8000/v1"), ("base_url",), "string_pattern_mismatch"),  # no scheme
+        (http(base_url="ftp://host/v1"), ("base_url",), "string_pattern_mismatch"),
+        (http(base_url="file:///etc/passwd"), ("base_url",), "string_pattern_mismatch"),
+        (http(model=""), ("model",), "string_too_short"),
+        (http(top_logprobs=-1), ("top_logprobs",), "greater_than_equal"),
+        (http(top_logprobs=21), ("top_logprobs",), "less_than_equal"),  # vLLM's and OpenAI's limit is 20
+        (http(api_key_env="sk-live-abc123"), ("api_key_env",), "string_pattern_mismatch"),  # a key pasted by mistake
+        (http(api_key_env="MY KEY"), ("api_key_env",), "string_pattern_mismatch"),
+        (http(max_concurrency=0), ("max_concurrency",), "greater_than_equal"),
+        (http(timeout_s=0.0), ("timeout_s",), "greater_than"),
+        (http(retries=-1), ("retries",), "greater_than_equal"),
+    ],
+)
 def test_http_spec_fields(fields, loc, kind):
     with pytest.raises(ValidationError) as excinfo:
         HttpJudgeSpec(**fields)

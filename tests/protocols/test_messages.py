@@ -22,13 +22,22 @@ def weight_version(**overrides) -> dict:
 
 
 def eval_result(**overrides) -> dict:
-    return dict(step=10, judge="ground-truth", vs_start=WinRate(**win_rate()), mean_reward=0.4,
-                start_mean_reward=0.1, mean_response_tokens=12.5, start_mean_response_tokens=20.0) | overrides
+    return (
+        dict(
+            step=10,
+            judge="ground-truth",
+            vs_start=WinRate(**win_rate()),
+            mean_reward=0.4,
+            start_mean_reward=0.1,
+            mean_response_tokens=12.5,
+            start_mean_response_tokens=20.0,
+        )
+        | overrides
+    )
 
 
 def step_result(**overrides) -> dict:
     return dict(step=0, policy_version=1, trained_on_version=0, metrics={"learner/mnpo/loss": 0.5}) | overrides
-
 
 
 VALID = [
@@ -58,7 +67,12 @@ def test_valid_input_builds_a_frozen_model_that_forbids_extras(model: type[BaseM
         (WeightVersion, weight_version(probe=dict(token_ids=((1, 2),))), ("probe", "logprobs"), "missing"),
         (SyncReport, dict(worker="w", version=-1, seconds=0.0, max_abs_logprob_diff=0.0), ("version",), "greater_than_equal"),
         (SyncReport, dict(worker="w", version=0, seconds=-1.0, max_abs_logprob_diff=0.0), ("seconds",), "greater_than_equal"),
-        (SyncReport, dict(worker="w", version=0, seconds=0.0, max_abs_logprob_diff=-1e-9), ("max_abs_logprob_diff",), "greater_than_equal"),
+        (
+            SyncReport,
+            dict(worker="w", version=0, seconds=0.0, max_abs_logprob_diff=-1e-9),
+            ("max_abs_logprob_diff",),
+            "greater_than_equal",
+        ),
         (LearnerStepResult, step_result(step=-1), ("step",), "greater_than_equal"),
         (LearnerStepResult, step_result(policy_version=0), ("policy_version",), "greater_than_equal"),
         (LearnerStepResult, step_result(trained_on_version=-1), ("trained_on_version",), "greater_than_equal"),

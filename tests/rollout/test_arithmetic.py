@@ -178,8 +178,29 @@ def test_groups_by_hand():
 
 def test_non_task_prompts_and_garbage_never_raise():
     rng = random.Random(0)
-    pieces = ["What is ", "How many ", "minutes are in ", "hours?", "17", " + ", " / ", "0", "?", ".", ",", "-",
-              "=", "1,000", "99999999999999999999", "é漢😀", " ", "\n", "divided by ", "x", "_"]
+    pieces = [
+        "What is ",
+        "How many ",
+        "minutes are in ",
+        "hours?",
+        "17",
+        " + ",
+        " / ",
+        "0",
+        "?",
+        ".",
+        ",",
+        "-",
+        "=",
+        "1,000",
+        "99999999999999999999",
+        "é漢😀",
+        " ",
+        "\n",
+        "divided by ",
+        "x",
+        "_",
+    ]
     for _ in range(500):
         prompt = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
         response = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))

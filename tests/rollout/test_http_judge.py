@@ -49,8 +49,14 @@ START_TIMEOUT_S = 180.0
 
 def http_spec(base_url: str, **overrides) -> HttpJudgeSpec:
     fields = dict(
-        name="http-judge", kind="http", base_url=base_url, model="judge", template=TEMPLATE,
-        retries=2, backoff_s=0.01, timeout_s=5.0,
+        name="http-judge",
+        kind="http",
+        base_url=base_url,
+        model="judge",
+        template=TEMPLATE,
+        retries=2,
+        backoff_s=0.01,
+        timeout_s=5.0,
     )
     return HttpJudgeSpec(**(fields | overrides))
 
@@ -90,10 +96,24 @@ def vllm_server(builtin_models, tmp_path_factory) -> Iterator[SimpleNamespace]:
         "TOKENIZERS_PARALLELISM": "false",
     }
     command = [
-        sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry",
-        "--model", str(builtin_models.policy), "--served-model-name", "judge",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--max-model-len", "256", "--max-num-seqs", "8", "--dtype", "float32", "--enforce-eager",
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.launchers.api_server.entry",
+        "--model",
+        str(builtin_models.policy),
+        "--served-model-name",
+        "judge",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "256",
+        "--max-num-seqs",
+        "8",
+        "--dtype",
+        "float32",
+        "--enforce-eager",
     ]
     start = time.perf_counter()
     with open(log_path, "wb") as log:
@@ -136,8 +156,12 @@ TRIPLES = [
 def server_top_logprobs(server, text: str) -> dict[str, float]:
     """The server's own top logprobs of the first generated token after `text`, asked directly."""
     body = json.dumps({"model": "judge", "prompt": text, "max_tokens": 1, "temperature": 0.0, "logprobs": 20})
-    request = urllib.request.Request(f"{server.base_url}/completions", data=body.encode(), method="POST", headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {server.key}"})
+    request = urllib.request.Request(
+        f"{server.base_url}/completions",
+        data=body.encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {server.key}"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())["choices"][0]["logprobs"]["top_logprobs"][0]
 
@@ -150,8 +174,11 @@ def word_choices(vllm_server) -> tuple[str, str]:
     model), so verdicts between two of them exercise the top-logprob path, with tokens that carry a
     leading space, and both choices have nonzero mass.
     """
-    tops = [server_top_logprobs(vllm_server, TEMPLATE.format(prompt=q, first=x, second=y))
-            for q, a, b in TRIPLES for x, y in ((a, b), (b, a))]
+    tops = [
+        server_top_logprobs(vllm_server, TEMPLATE.format(prompt=q, first=x, second=y))
+        for q, a, b in TRIPLES
+        for x, y in ((a, b), (b, a))
+    ]
     common = [t for t in set.intersection(*(set(top) for top in tops)) if t.startswith(" ") and t[1:].isalpha()]
     first, second = sorted(common, key=lambda t: -min(top[t] for top in tops))[:2]
     return first.strip(), second.strip()
@@ -216,8 +243,14 @@ def test_real_server_text_fallback_when_no_choice_is_in_the_top_logprobs(vllm_se
 def _rollout_batch(groups: list[tuple[str, list[str]]]) -> RolloutBatch:
     rollouts = tuple(
         Rollout(
-            prompt_id=f"p{g}", prompt_text=prompt, prompt_token_ids=(1, 2, 3), response_text=response,
-            response_token_ids=(5, 6, 1), logprobs=(-0.5, -0.5, -0.5), policy_version=1, finish_reason="stop",
+            prompt_id=f"p{g}",
+            prompt_text=prompt,
+            prompt_token_ids=(1, 2, 3),
+            response_text=response,
+            response_token_ids=(5, 6, 1),
+            logprobs=(-0.5, -0.5, -0.5),
+            policy_version=1,
+            finish_reason="stop",
         )
         for g, (prompt, responses) in enumerate(groups)
         for response in responses
@@ -229,10 +262,12 @@ def test_judge_actor_over_http(vllm_server, word_choices, ray_cluster):
     from actors.judge import JudgeActor
 
     spec = http_spec(vllm_server.base_url, api_key_env=KEY_ENV, choices=word_choices)
-    batch = _rollout_batch([
-        ("list 3 fruits:", [" apple pear plum", " cat dog", " kiwi"]),
-        ("list 2 fruits:", [" kiwi mango", " hammer", " pear pear"]),
-    ])
+    batch = _rollout_batch(
+        [
+            ("list 3 fruits:", [" apple pear plum", " cat dog", " kiwi"]),
+            ("list 2 fruits:", [" kiwi mango", " hammer", " pear pear"]),
+        ]
+    )
     # Ray workers get their environment at cluster start; the key is handed to this actor alone.
     actor = JudgeActor.options(runtime_env={"env_vars": {KEY_ENV: vllm_server.key}}).remote(spec, None)
     try:
@@ -261,8 +296,12 @@ def completion(text: str = "", top: dict[str, float] | None = None) -> dict:
     """A /v1/completions body as vLLM writes it; `top` maps tokens to probabilities (not logprobs)."""
     logprobs = None
     if top is not None:
-        logprobs = {"tokens": [text], "token_logprobs": [-0.1], "text_offset": [0],
-                    "top_logprobs": [{t: math.log(p) for t, p in top.items()}]}
+        logprobs = {
+            "tokens": [text],
+            "token_logprobs": [-0.1],
+            "text_offset": [0],
+            "top_logprobs": [{t: math.log(p) for t, p in top.items()}],
+        }
     choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": "length"}
     return {"id": "cmpl-test", "object": "text_completion", "model": "judge", "choices": [choice]}
 
@@ -271,8 +310,7 @@ OK = (200, completion(" A"), 0.0)
 
 
 @contextmanager
-def scripted_server(respond: Respond, hold: Callable[[SimpleNamespace], bool] | None = None
-                    ) -> Iterator[SimpleNamespace]:
+def scripted_server(respond: Respond, hold: Callable[[SimpleNamespace], bool] | None = None) -> Iterator[SimpleNamespace]:
     """A real HTTP server on 127.0.0.1, in a thread, answering POSTs with `respond`.
 
     Records each request's payload and headers and the peak number of requests in flight. With
@@ -376,7 +414,10 @@ def test_verdict_rule_hand_computed(monkeypatch, caplog):
     assert len(server.payloads) == 6
     payload = server.payloads[0]
     assert {k: payload[k] for k in ("model", "max_tokens", "temperature", "logprobs")} == {
-        "model": "judge", "max_tokens": 1, "temperature": 0.0, "logprobs": 20,  # the spec's default top_logprobs
+        "model": "judge",
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "logprobs": 20,  # the spec's default top_logprobs
     }
     assert sorted(p["prompt"] for p in server.payloads)[:2] == ["q|bad|good", "q|good|bad"]
     assert all(h["Authorization"] == "Bearer scripted-key-123" for h in server.headers)
@@ -420,6 +461,7 @@ def test_timeouts_are_retried_then_raise(monkeypatch):
     # The server answers (successfully) only when the test releases it, after the client gave up:
     # a client that did not time out would wait for that answer and not raise.
     sleeps = retry_sleeps(monkeypatch)
+
     def respond(attempt, payload):
         return 200, completion(" A"), 0.0
 
@@ -485,6 +527,7 @@ def test_api_key_env_missing_or_empty(monkeypatch):
 def test_redirects_are_not_followed_so_the_key_stays_with_the_configured_host(monkeypatch, status):
     monkeypatch.setenv("HTTP_JUDGE_SCRIPTED_KEY", "scripted-key-301")
     with scripted_server(lambda attempt, payload: (200, completion(" A"), 0.0)) as elsewhere:
+
         def respond(attempt, payload):
             return status, {"error": {"message": "moved"}}, 0.0, {"Location": f"{elsewhere.base_url}/completions"}
 
@@ -497,15 +540,20 @@ def test_redirects_are_not_followed_so_the_key_stays_with_the_configured_host(mo
     assert elsewhere.payloads == [] and elsewhere.headers == []  # the key never travelled
 
 
-@pytest.mark.parametrize(("body", "fragment"), [
-    (b"<html>502 Bad Gateway from scripted-key-bad</html>",
-     "returned a body that is not JSON: '<html>502 Bad Gateway from ***"),
-    ({"object": "error", "detail": "scripted-key-bad"}, "returned an unexpected body (KeyError: 'choices')"),
-    ({"choices": []}, "returned an unexpected body (IndexError"),
-    ([], "returned an unexpected body (TypeError"),
-    ({"choices": [None]}, "returned an unexpected body (AttributeError"),
-    ({"choices": [{"text": " A", "logprobs": {"top_logprobs": "A"}}]}, "returned an unexpected body (AttributeError"),
-])
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (
+            b"<html>502 Bad Gateway from scripted-key-bad</html>",
+            "returned a body that is not JSON: '<html>502 Bad Gateway from ***",
+        ),
+        ({"object": "error", "detail": "scripted-key-bad"}, "returned an unexpected body (KeyError: 'choices')"),
+        ({"choices": []}, "returned an unexpected body (IndexError"),
+        ([], "returned an unexpected body (TypeError"),
+        ({"choices": [None]}, "returned an unexpected body (AttributeError"),
+        ({"choices": [{"text": " A", "logprobs": {"top_logprobs": "A"}}]}, "returned an unexpected body (AttributeError"),
+    ],
+)
 def test_malformed_bodies_fail_with_the_body_redacted(monkeypatch, body, fragment):
     monkeypatch.setenv("HTTP_JUDGE_SCRIPTED_KEY", "scripted-key-bad")
     sleeps = retry_sleeps(monkeypatch)
@@ -523,7 +571,14 @@ def test_the_text_verdict_rule():
 
     ab = ("A", "B")
     assert [verdict_from_text(t, ab) for t in (" A", "\n\tB", "A is better", "Both", "a", "", " C")] == [
-        1.0, 0.0, 1.0, 0.0, None, None, None]  # leading whitespace ignored; a prefix decides; case counts
+        1.0,
+        0.0,
+        1.0,
+        0.0,
+        None,
+        None,
+        None,
+    ]  # leading whitespace ignored; a prefix decides; case counts
     # a choice that is a prefix of the other cannot shadow it: the longer one is tried first
     assert verdict_from_text("AB", ("A", "AB")) == 0.0 and verdict_from_text("A B", ("A", "AB")) == 1.0
     assert verdict_from_text("yes", ("no", "yes")) == 0.0
@@ -549,8 +604,10 @@ def test_answers_without_a_verdict_are_failures_never_a_silent_half():
         with pytest.raises(JudgeOutputError) as info:
             judgement(spec, collect_verdicts(HttpJudge(spec), batch), step=4)
         message = str(info.value)
-        assert message.startswith("judge 'http-judge' (kind http) at step 4: no verdict for any of its 6: answered "
-                                  "without a verdict: neither 'A' nor 'B'"), message
+        assert message.startswith(
+            "judge 'http-judge' (kind http) at step 4: no verdict for any of its 6: answered "
+            "without a verdict: neither 'A' nor 'B'"
+        ), message
         assert "I cannot decide" in message
 
         skip = spec.model_copy(update={"on_failure": "skip", "max_skipped_fraction": 0.5})

@@ -68,8 +68,9 @@ def test_satisfaction_by_hand(constraint, response, expected):
 
 @pytest.mark.parametrize("kind", instruct.KINDS)
 def test_a_response_without_words_satisfies_nothing(kind):
-    arg = {"word_exact": 5, "word_max": 8, "bullets": 2, "keyword": "blue", "start_word": "Yes",
-           "end_phrase": "the end"}.get(kind)
+    arg = {"word_exact": 5, "word_max": 8, "bullets": 2, "keyword": "blue", "start_word": "Yes", "end_phrase": "the end"}.get(
+        kind
+    )
     for response in ("", "   \n", "...", "- \n- "):
         assert satisfaction(C(kind, arg), response) == 0.0, (kind, response)
 
@@ -92,13 +93,14 @@ def test_ground_truth_is_the_fraction_of_constraints_met():
     [
         ("Describe cats. Answer in exactly 7 words.", (C("word_exact", 7),)),
         (
-            ('Tell me about tea. Start your answer with the word "Once". Write in lowercase letters only. '
-            'End your answer with the words "see you soon".'),
+            (
+                'Tell me about tea. Start your answer with the word "Once". Write in lowercase letters only. '
+                'End your answer with the words "see you soon".'
+            ),
             (C("start_word", "Once"), C("lowercase"), C("end_phrase", "see you soon")),
         ),
         (
-            ('Write about snow. Format your answer as exactly 3 bullet points starting with "- ". '
-            "Do not use any commas."),
+            ('Write about snow. Format your answer as exactly 3 bullet points starting with "- ". Do not use any commas.'),
             (C("bullets", 3), C("no_commas")),
         ),
         ('Please Include the word "kite". Answer in at most 12 words.', (C("keyword", "kite"), C("word_max", 12))),
@@ -202,9 +204,23 @@ def test_non_task_prompts_and_garbage_never_raise():
         assert fn("hello there", "hello") == 0.0
         assert fn("", "") == 0.0
     rng = random.Random(0)
-    pieces = [*(instruct.sentence(C(k, a)) for k, a in [("word_exact", 5), ("keyword", "x"), ("no_commas", None)]),
-              "Answer in exactly 0 words.", "Answer in exactly 999 words.", 'Include the word "".',
-              'End your answer with the words "!!".', "- ", "\n", ",", "é漢😀", "A", "b", " ", "'", '"', "_"]
+    pieces = [
+        *(instruct.sentence(C(k, a)) for k, a in [("word_exact", 5), ("keyword", "x"), ("no_commas", None)]),
+        "Answer in exactly 0 words.",
+        "Answer in exactly 999 words.",
+        'Include the word "".',
+        'End your answer with the words "!!".',
+        "- ",
+        "\n",
+        ",",
+        "é漢😀",
+        "A",
+        "b",
+        " ",
+        "'",
+        '"',
+        "_",
+    ]
     for _ in range(500):
         prompt = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 6)))
         response = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))

@@ -37,8 +37,10 @@ def test_jsonl_task_with_answers_judges_by_reference(tmp_path):
         (['{"prompt": "a", "id": "x"}', '{"prompt": "b", "id": "x"}'], [":2:", "id 'x' repeats line 1"]),
         (['{"prompt": "a", "split": "test"}'], [":1:", "field 'split' must be 'train' or 'heldout'"]),
         (['["a"]'], [":1:", "expected a JSON object, got list"]),
-        (['{"prompt": "a", "answer": "1", "split": "train"}', '{"prompt": "b", "split": "heldout"}'],
-         ["1 of 2 prompts have an 'answer'", "'line-2' has none"]),
+        (
+            ['{"prompt": "a", "answer": "1", "split": "train"}', '{"prompt": "b", "split": "heldout"}'],
+            ["1 of 2 prompts have an 'answer'", "'line-2' has none"],
+        ),
     ],
 )
 def test_bad_jsonl_lines_are_named(tmp_path, rows, fragments):

@@ -35,22 +35,26 @@ FAULTY = "tests.rollout.faulty_rules"
 @pytest.fixture(scope="module")
 def batch():
     fruits, animals = find_prompt("list 3 fruits:"), find_prompt("name 2 animals:")
-    return make_batch([(fruits, " apple pear plum"), (fruits, " apple cat"), (animals, " cat dog"), (animals, " dog")],
-                      samples_per_prompt=2)
+    return make_batch(
+        [(fruits, " apple pear plum"), (fruits, " apple cat"), (animals, " cat dog"), (animals, " dog")], samples_per_prompt=2
+    )
 
 
 def rule(function: str, **fields) -> RuleJudgeSpec:
     return RuleJudgeSpec(name="faulty", kind="rule", function=f"{FAULTY}:{function}", **fields)
 
 
-@pytest.mark.parametrize(("function", "what"), [
-    ("returns_none", "returned None"),
-    ("returns_nan", "returned nan"),
-    ("returns_inf", "returned inf"),
-    ("returns_list", "returned list [1.0, 2.0], not a number"),
-    ("returns_text", "returned str '0.5', not a number"),
-    ("raises", "raised ZeroDivisionError: the rule divided by zero"),
-])
+@pytest.mark.parametrize(
+    ("function", "what"),
+    [
+        ("returns_none", "returned None"),
+        ("returns_nan", "returned nan"),
+        ("returns_inf", "returned inf"),
+        ("returns_list", "returned list [1.0, 2.0], not a number"),
+        ("returns_text", "returned str '0.5', not a number"),
+        ("raises", "raised ZeroDivisionError: the rule divided by zero"),
+    ],
+)
 def test_a_rule_that_gives_no_number_fails_naming_the_judge_kind_step_and_cause(batch, function, what):
     spec = rule(function)
     with pytest.raises(JudgeOutputError) as info:
@@ -105,17 +109,26 @@ REWARD_MODEL = RewardModelJudgeSpec(name="model", kind="reward_model", path="unu
 PAIRWISE = PairwiseJudgeSpec(name="model", kind="pairwise", path="unused")
 
 
-@pytest.mark.parametrize(("judge", "spec", "what"), [
-    (Pointwise(lambda n: [math.nan] + [0.5] * (n - 1)), REWARD_MODEL, "no verdict for 1 of 4: rollout 0: returned nan"),
-    (Pointwise(lambda n: [0.5] * (n - 1)), REWARD_MODEL, "no verdict for any of its 4: returned 3 rewards for 4 rollouts"),
-    (Pointwise(lambda n: None), REWARD_MODEL,
-     "no verdict for any of its 4: returned NoneType None instead of a list of 4 rewards"),
-    (Pairwise(lambda n: [0.5] * (n + 1)), PAIRWISE, "no verdict for any of its 2: returned 3 probabilities for 2 pairs"),
-    (Pairwise(lambda n: [1.5] + [0.5] * (n - 1)), PAIRWISE,
-     r"no verdict for 1 of 2: pair \(0, 1\): returned probability 1.5, outside \[0, 1\]"),
-    (Pairwise(lambda n: [None] * n), PAIRWISE, "no verdict for any of its 2: returned None"),
-    (Pairwise(lambda n: 1 / 0), PAIRWISE, "no verdict for any of its 2: raised ZeroDivisionError: division by zero"),
-])
+@pytest.mark.parametrize(
+    ("judge", "spec", "what"),
+    [
+        (Pointwise(lambda n: [math.nan] + [0.5] * (n - 1)), REWARD_MODEL, "no verdict for 1 of 4: rollout 0: returned nan"),
+        (Pointwise(lambda n: [0.5] * (n - 1)), REWARD_MODEL, "no verdict for any of its 4: returned 3 rewards for 4 rollouts"),
+        (
+            Pointwise(lambda n: None),
+            REWARD_MODEL,
+            "no verdict for any of its 4: returned NoneType None instead of a list of 4 rewards",
+        ),
+        (Pairwise(lambda n: [0.5] * (n + 1)), PAIRWISE, "no verdict for any of its 2: returned 3 probabilities for 2 pairs"),
+        (
+            Pairwise(lambda n: [1.5] + [0.5] * (n - 1)),
+            PAIRWISE,
+            r"no verdict for 1 of 2: pair \(0, 1\): returned probability 1.5, outside \[0, 1\]",
+        ),
+        (Pairwise(lambda n: [None] * n), PAIRWISE, "no verdict for any of its 2: returned None"),
+        (Pairwise(lambda n: 1 / 0), PAIRWISE, "no verdict for any of its 2: raised ZeroDivisionError: division by zero"),
+    ],
+)
 def test_every_kind_of_output_is_checked(batch, judge, spec, what):
     kind = spec.kind
     with pytest.raises(JudgeOutputError, match=rf"^judge 'model' \(kind {kind}\) at step 5: {what}"):
@@ -134,10 +147,13 @@ def test_a_causal_lm_verdict_that_is_nan_in_either_order_is_no_verdict():
 
 
 def test_a_population_member_without_a_verdict_is_named(batch):
-    members = ({"name": "gt", "kind": "rule", "function": "rollout.tasks.wordlist:ground_truth"},
-               {"name": "catless", "kind": "rule", "function": f"{FAULTY}:nan_for_cat"})
-    spec = PopulationJudgeSpec(name="crowd", kind="population", mode="vote", members=members, on_failure="skip",
-                               max_skipped_fraction=0.9)
+    members = (
+        {"name": "gt", "kind": "rule", "function": "rollout.tasks.wordlist:ground_truth"},
+        {"name": "catless", "kind": "rule", "function": f"{FAULTY}:nan_for_cat"},
+    )
+    spec = PopulationJudgeSpec(
+        name="crowd", kind="population", mode="vote", members=members, on_failure="skip", max_skipped_fraction=0.9
+    )
     out = judgement(spec, collect_verdicts(build_judge(spec), batch), step=2)
     # pairs (0, 1) and (2, 3) each hold a response with "cat": no vote can be counted for them
     assert out.failed == 2 and out.preferences == () and out.unjudged == (0, 1, 2, 3)
@@ -152,8 +168,9 @@ def test_the_manifest_schema_of_the_failure_policy():
     with pytest.raises(ValueError, match="max_skipped_fraction"):
         rule("returns_nan", on_failure="skip", max_skipped_fraction=1.0)  # < 1: a judge must give some verdicts
     with pytest.raises(ValueError, match="on_failure is the population's"):
-        PopulationJudgeSpec(name="crowd", kind="population",
-                            members=({"name": "m", "kind": "rule", "function": "a.b:c", "on_failure": "skip"},))
+        PopulationJudgeSpec(
+            name="crowd", kind="population", members=({"name": "m", "kind": "rule", "function": "a.b:c", "on_failure": "skip"},)
+        )
     from protocols import JudgeManifest
 
     with pytest.raises(ValueError, match="eval judge 'faulty' has on_failure 'skip'"):

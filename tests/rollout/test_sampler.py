@@ -72,8 +72,9 @@ def test_weight_update_changes_what_vllm_samples(sampler, hf_policy):
     # A probe that does not match what is loaded is refused and the version does not advance.
     wrong = SyncProbe(token_ids=probe.token_ids, logprobs=tuple(tuple(x - 0.5 for x in row) for row in probe.logprobs))
     with pytest.raises(WeightSyncError, match="probe logprob gap"):
-        sampler.load_weights(state.items(), WeightVersion(version=start + 1, step=0, num_tensors=len(state),
-                                                          num_bytes=1, probe=wrong))
+        sampler.load_weights(
+            state.items(), WeightVersion(version=start + 1, step=0, num_tensors=len(state), num_bytes=1, probe=wrong)
+        )
     assert sampler.policy_version == start
 
     try:
@@ -86,12 +87,15 @@ def test_weight_update_changes_what_vllm_samples(sampler, hf_policy):
         assert all(r.response_token_ids[0] == other for r in after.rollouts)
         assert all(r.response_token_ids[0] == first for r in before.rollouts)
         with pytest.raises(WeightSyncError, match="already at"):
-            sampler.load_weights(state.items(), WeightVersion(version=start + 2, step=2, num_tensors=len(state),
-                                                              num_bytes=1, probe=probe))
+            sampler.load_weights(
+                state.items(), WeightVersion(version=start + 2, step=2, num_tensors=len(state), num_bytes=1, probe=probe)
+            )
     finally:
         original = hf_policy.state_dict()
         back = SyncProbe(token_ids=probe.token_ids, logprobs=tuple(_hf_logprobs(hf_policy, seqs)))
-        sampler.load_weights(original.items(), WeightVersion(version=sampler.policy_version + 1, step=3,
-                                                             num_tensors=len(original), num_bytes=1, probe=back))
+        sampler.load_weights(
+            original.items(),
+            WeightVersion(version=sampler.policy_version + 1, step=3, num_tensors=len(original), num_bytes=1, probe=back),
+        )
     again = sampler.generate(PromptBatch(step=0, prompts=prompts, samples_per_prompt=1), **greedy)
     assert [r.response_token_ids for r in again.rollouts] == [r.response_token_ids for r in before.rollouts]

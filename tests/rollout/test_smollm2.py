@@ -53,9 +53,8 @@ def test_vllm_greedy_equals_hf_greedy_through_the_chat_template(sampler, hf):
         expected_prompt = prompt_token_ids(tok, prompt.text, chat=True)
         assert list(rollout.prompt_token_ids) == expected_prompt and rollout.prompt_text == prompt.text
         with torch.no_grad():
-            out = hf.generate(torch.tensor([expected_prompt]), do_sample=False, max_new_tokens=12,
-                              pad_token_id=tok.pad_token_id)
-        hf_tokens = out[0, len(expected_prompt):].tolist()
+            out = hf.generate(torch.tensor([expected_prompt]), do_sample=False, max_new_tokens=12, pad_token_id=tok.pad_token_id)
+        hf_tokens = out[0, len(expected_prompt) :].tolist()
         assert list(rollout.response_token_ids) == hf_tokens[: len(rollout.response_token_ids)]
     assert any(r.response_text.strip() for r in batch.rollouts)
 
@@ -75,7 +74,9 @@ def test_weight_sync_probe_passes_and_catches_a_wrong_probe(sampler, hf):
     before = probe_gap(sampler.prompt_logprobs([seq]), SyncProbe(token_ids=(tuple(seq),), logprobs=(row,)))
     assert before > 1e-3  # the served (unedited) model differs from the edited one
     probe = SyncProbe(token_ids=(tuple(seq),), logprobs=(row,))
-    report = sampler.load_weights(state.items(), WeightVersion(version=1, step=0, num_tensors=len(state), num_bytes=1, probe=probe))
+    report = sampler.load_weights(
+        state.items(), WeightVersion(version=1, step=0, num_tensors=len(state), num_bytes=1, probe=probe)
+    )
     assert report.max_abs_logprob_diff < 1e-3 and sampler.policy_version == 1
     wrong = SyncProbe(token_ids=probe.token_ids, logprobs=tuple(tuple(x - 0.01 for x in r) for r in probe.logprobs))
     with pytest.raises(WeightSyncError, match="probe logprob gap"):

@@ -61,12 +61,15 @@ def test_mirror_swaps_the_sides_of_the_interval():
     assert back.num_prompts == 2
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: prompt_scores(length, ["p", "q"], [["a"]], [["b"], ["c"]]), "2 prompts but 1 and 2"),
-    (lambda: prompt_scores(length, ["p"], [[]], [["b"]]), "at least one response"),
-    (lambda: prompt_scores(lambda p, a, b: [0.5], ["p"], [["a", "b"]], [["c"]]), "1 preferences for 2 pairs"),
-    (lambda: round_robin(length, ["p"], {"only": [["a"]]}), "at least two entrants"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: prompt_scores(length, ["p", "q"], [["a"]], [["b"], ["c"]]), "2 prompts but 1 and 2"),
+        (lambda: prompt_scores(length, ["p"], [[]], [["b"]]), "at least one response"),
+        (lambda: prompt_scores(lambda p, a, b: [0.5], ["p"], [["a", "b"]], [["c"]]), "1 preferences for 2 pairs"),
+        (lambda: round_robin(length, ["p"], {"only": [["a"]]}), "at least two entrants"),
+    ],
+)
 def test_malformed_inputs_are_refused(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -119,12 +122,15 @@ def test_the_matrix_is_judged_once_per_pair_and_mirrored():
     assert (ab.win_rate, ab.ci_low, ab.ci_high) == (0.5, 0.0, 1.0) == (ba.win_rate, ba.ci_low, ba.ci_high)
 
 
-@pytest.mark.parametrize("a, b, expected", [
-    (rate(0.6, 0.55, 0.65), rate(0.5, 0.45, 0.54), "better"),
-    (rate(0.5, 0.45, 0.54), rate(0.6, 0.55, 0.65), "worse"),
-    (rate(0.5, 0.45, 0.55), rate(0.6, 0.55, 0.65), "overlapping"),  # a shared endpoint overlaps
-    (rate(0.6, 0.40, 0.80), rate(0.5, 0.45, 0.55), "overlapping"),
-])
+@pytest.mark.parametrize(
+    "a, b, expected",
+    [
+        (rate(0.6, 0.55, 0.65), rate(0.5, 0.45, 0.54), "better"),
+        (rate(0.5, 0.45, 0.54), rate(0.6, 0.55, 0.65), "worse"),
+        (rate(0.5, 0.45, 0.55), rate(0.6, 0.55, 0.65), "overlapping"),  # a shared endpoint overlaps
+        (rate(0.6, 0.40, 0.80), rate(0.5, 0.45, 0.55), "overlapping"),
+    ],
+)
 def test_standing_of_two_intervals(a, b, expected):
     assert standing(a, b) == expected
 

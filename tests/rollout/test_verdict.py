@@ -95,8 +95,10 @@ def naive_p(model, tokenizer, prompt: str, first: str, second: str) -> float:
 def test_compare_averages_both_presentation_orders_of_the_model(scorer, loaded):
     """compare(a, b) = 0.5 [p(a, b) + 1 - p(b, a)] with p read off the model by hand, in both orders."""
     model, tokenizer = loaded
-    expected = [0.5 * (naive_p(model, tokenizer, q, a, b) + 1 - naive_p(model, tokenizer, q, b, a))
-                for q, a, b in zip(PROMPTS, FIRST, SECOND)]
+    expected = [
+        0.5 * (naive_p(model, tokenizer, q, a, b) + 1 - naive_p(model, tokenizer, q, b, a))
+        for q, a, b in zip(PROMPTS, FIRST, SECOND)
+    ]
     assert scorer.compare(PROMPTS, FIRST, SECOND) == pytest.approx(expected, abs=1e-5)
     assert any(abs(p - 0.5) > 1e-3 for p in expected)  # the model has a preference: not a trivial check
 
@@ -146,8 +148,7 @@ def test_verdict_temperature_divides_the_logit_gap(loaded):
 
     model, tokenizer = loaded
     plain = VerdictScorer("t1", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8)
-    sharp = VerdictScorer("t4", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8,
-                          verdict_temperature=0.25)
+    sharp = VerdictScorer("t4", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8, verdict_temperature=0.25)
     args = (["list 2 fruits:", "name 3 tools:"], [" apple pear", " saw"], [" cat", " drill axe rake"])
     gap = torch.logit(torch.tensor(plain.one_order(*args), dtype=torch.float64))
     sharp_gap = torch.logit(torch.tensor(sharp.one_order(*args), dtype=torch.float64))
@@ -165,19 +166,35 @@ def test_logit_difference_cancels_a_position_bias_before_sharpening(loaded):
     from rollout.judges.verdict import VerdictScorer
 
     model, tokenizer = loaded
-    debiased = VerdictScorer("d", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8,
-                             verdict_temperature=0.05, orders="logit_difference")
+    debiased = VerdictScorer(
+        "d",
+        model,
+        tokenizer,
+        DEFAULT_PAIRWISE_TEMPLATE,
+        ("A", "B"),
+        batch_size=8,
+        verdict_temperature=0.05,
+        orders="logit_difference",
+    )
     args = (PROMPTS, FIRST, SECOND)
-    forward = torch.tensor([debiased.verdict_logit_gap([fill_template(DEFAULT_PAIRWISE_TEMPLATE, q, a, b)])[0].item()
-                            for q, a, b in zip(*args)], dtype=torch.float64)
-    backward = torch.tensor([debiased.verdict_logit_gap([fill_template(DEFAULT_PAIRWISE_TEMPLATE, q, b, a)])[0].item()
-                             for q, a, b in zip(*args)], dtype=torch.float64)
+    forward = torch.tensor(
+        [debiased.verdict_logit_gap([fill_template(DEFAULT_PAIRWISE_TEMPLATE, q, a, b)])[0].item() for q, a, b in zip(*args)],
+        dtype=torch.float64,
+    )
+    backward = torch.tensor(
+        [debiased.verdict_logit_gap([fill_template(DEFAULT_PAIRWISE_TEMPLATE, q, b, a)])[0].item() for q, a, b in zip(*args)],
+        dtype=torch.float64,
+    )
     expected = torch.sigmoid((forward - backward) / (2 * 0.05))
     assert (expected - 0.5).abs().max() > 0.01  # the model has a preference: not a trivial check
     assert debiased.compare(*args) == pytest.approx(expected.tolist(), abs=1e-4)
     # a constant lean of 3 nats to the first position, added to every gap
-    biased = {"average": VerdictScorer("avg", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8,
-                                       verdict_temperature=0.05), "logit_difference": debiased}
+    biased = {
+        "average": VerdictScorer(
+            "avg", model, tokenizer, DEFAULT_PAIRWISE_TEMPLATE, ("A", "B"), batch_size=8, verdict_temperature=0.05
+        ),
+        "logit_difference": debiased,
+    }
     for scorer in biased.values():
         real = scorer.verdict_logit_gap
         scorer.verdict_logit_gap = lambda texts, real=real: real(texts) + 3.0  # type: ignore[method-assign]

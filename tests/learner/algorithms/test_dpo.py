@@ -14,8 +14,12 @@ LN3 = math.log(3.0)
 def two_pairs():
     # pair 0: h_pi = -1 - -3 = 2;  h_ref = -2 - -2.5 = 0.5; h_pi - h_ref = 1.5
     # pair 1: h_pi = -2 - -1 = -1; h_ref = -1 - -1 = 0;     h_pi - h_ref = -1
-    return dict(policy_chosen=torch.tensor([-1.0, -2.0]), policy_rejected=torch.tensor([-3.0, -1.0]),
-                ref_chosen=torch.tensor([-2.0, -1.0]), ref_rejected=torch.tensor([-2.5, -1.0]))
+    return dict(
+        policy_chosen=torch.tensor([-1.0, -2.0]),
+        policy_rejected=torch.tensor([-3.0, -1.0]),
+        ref_chosen=torch.tensor([-2.0, -1.0]),
+        ref_rejected=torch.tensor([-2.5, -1.0]),
+    )
 
 
 def random_pairs(b, seed, dtype=torch.float64):
@@ -33,15 +37,18 @@ def test_hand_computed_two_pairs():
     # Delta = 0.5 * [1.5, -1] = [0.75, -0.5]; loss = log(1 + exp(-Delta))
     # pair 0: log(1 + e^-0.75) = log(1.472367) = 0.386871;  pair 1: log(1 + e^0.5) = log(2.648721) = 0.974077
     torch.testing.assert_close(loss, torch.tensor([0.386871, 0.974077]), rtol=0, atol=1e-6)
-    assert metrics == pytest.approx({
-        "learner/dpo/loss": (0.386871 + 0.974077) / 2,
-        "learner/dpo/margin": (0.75 - 0.5) / 2,
-        "learner/dpo/accuracy": 0.5,  # only pair 0 has Delta > 0
-        "learner/dpo/chosen_rewards": 0.5 * ((-1 - -2) + (-2 - -1)) / 2,  # 0.5 * [1, -1] -> 0
-        "learner/dpo/rejected_rewards": 0.5 * ((-3 - -2.5) + (-1 - -1)) / 2,  # 0.5 * [-0.5, 0] -> -0.125
-        "learner/dpo/policy_chosen_logprobs": -1.5,
-        "learner/dpo/policy_rejected_logprobs": -2.0,
-    }, abs=1e-6)
+    assert metrics == pytest.approx(
+        {
+            "learner/dpo/loss": (0.386871 + 0.974077) / 2,
+            "learner/dpo/margin": (0.75 - 0.5) / 2,
+            "learner/dpo/accuracy": 0.5,  # only pair 0 has Delta > 0
+            "learner/dpo/chosen_rewards": 0.5 * ((-1 - -2) + (-2 - -1)) / 2,  # 0.5 * [1, -1] -> 0
+            "learner/dpo/rejected_rewards": 0.5 * ((-3 - -2.5) + (-1 - -1)) / 2,  # 0.5 * [-0.5, 0] -> -0.125
+            "learner/dpo/policy_chosen_logprobs": -1.5,
+            "learner/dpo/policy_rejected_logprobs": -2.0,
+        },
+        abs=1e-6,
+    )
     assert all(isinstance(v, float) for v in metrics.values())
 
 
@@ -130,7 +137,8 @@ def test_adapter_and_spec():
     torch.testing.assert_close(loss, expected, rtol=0, atol=0)
     assert metrics == expected_metrics
     with pytest.raises(ValueError, match="dpo needs reference logprobs"):
-        pair_loss(PairInputs(inputs["policy_chosen"], inputs["policy_rejected"], None, None, None, None,
-                             torch.ones(2)), DPOConfig())
+        pair_loss(
+            PairInputs(inputs["policy_chosen"], inputs["policy_rejected"], None, None, None, None, torch.ones(2)), DPOConfig()
+        )
     assert (SPEC.name, SPEC.family, SPEC.config_section) == ("dpo", "pair", "dpo")
     assert SPEC.needs_reference and not SPEC.needs_opponents and SPEC.pair_loss is pair_loss

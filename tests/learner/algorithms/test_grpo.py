@@ -43,8 +43,7 @@ def test_matches_naive_loops(seed):
     ref = old + torch.randn(n, t, generator=g, dtype=torch.float64) * 0.3
     adv = torch.randn(n, 1, generator=g, dtype=torch.float64).expand(n, t)  # constant per sequence
     nan = torch.full_like(old, NAN)
-    inputs = SequenceInputs(*(torch.where(mask, x, nan) for x in (logprobs, old, ref, adv)),
-                            targets=torch.zeros(n), mask=mask)
+    inputs = SequenceInputs(*(torch.where(mask, x, nan) for x in (logprobs, old, ref, adv)), targets=torch.zeros(n), mask=mask)
     loss, _ = sequence_loss(inputs, GRPOConfig(kl_coef=beta, clip_eps=eps))
     expected = []
     for i in range(n):

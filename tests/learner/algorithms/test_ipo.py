@@ -12,8 +12,12 @@ from learner.algorithms.mnpo import mnpo_loss
 def two_pairs():
     # pair 0: h_pi = -1 - -3 = 2;  h_ref = -2 - -2.5 = 0.5; h_pi - h_ref = 1.5
     # pair 1: h_pi = -2 - -1 = -1; h_ref = -1 - -1 = 0;     h_pi - h_ref = -1
-    return dict(policy_chosen=torch.tensor([-1.0, -2.0]), policy_rejected=torch.tensor([-3.0, -1.0]),
-                ref_chosen=torch.tensor([-2.0, -1.0]), ref_rejected=torch.tensor([-2.5, -1.0]))
+    return dict(
+        policy_chosen=torch.tensor([-1.0, -2.0]),
+        policy_rejected=torch.tensor([-3.0, -1.0]),
+        ref_chosen=torch.tensor([-2.0, -1.0]),
+        ref_rejected=torch.tensor([-2.5, -1.0]),
+    )
 
 
 def random_pairs(b, seed):
@@ -48,8 +52,14 @@ def test_equals_mnpo_with_ratio_one():
     inputs = random_pairs(6, seed=9)
     loss, _ = ipo_loss(**inputs, beta=0.3)
     none = torch.zeros(0, 6, dtype=torch.float64)
-    expected, _ = mnpo_loss(**inputs, opponent_chosen=none, opponent_rejected=none,
-                            opponent_weights=torch.zeros(0, dtype=torch.float64), ratio=1.0, eta=0.3)
+    expected, _ = mnpo_loss(
+        **inputs,
+        opponent_chosen=none,
+        opponent_rejected=none,
+        opponent_weights=torch.zeros(0, dtype=torch.float64),
+        ratio=1.0,
+        eta=0.3,
+    )
     torch.testing.assert_close(loss, expected)
 
 
@@ -73,6 +83,7 @@ def test_bad_beta_and_adapter_and_spec():
     pair = PairInputs(**inputs, opponent_chosen=None, opponent_rejected=None, probability=torch.ones(2))
     torch.testing.assert_close(pair_loss(pair, DPOConfig(beta=0.5))[0], torch.tensor([0.25, 4.0]))
     with pytest.raises(ValueError, match="ipo needs reference logprobs"):
-        pair_loss(PairInputs(inputs["policy_chosen"], inputs["policy_rejected"], None, None, None, None,
-                             torch.ones(2)), DPOConfig())
+        pair_loss(
+            PairInputs(inputs["policy_chosen"], inputs["policy_rejected"], None, None, None, None, torch.ones(2)), DPOConfig()
+        )
     assert (SPEC.name, SPEC.family, SPEC.config_section) == ("ipo", "pair", "dpo") and SPEC.needs_reference

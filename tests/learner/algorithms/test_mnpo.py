@@ -26,8 +26,13 @@ def random_inputs(b, m, seed, dtype=torch.float64):
     draw = lambda *shape: -torch.rand(*shape, generator=g, dtype=dtype) * 20  # noqa: E731
     weights = torch.rand(m, generator=g, dtype=dtype)
     return dict(
-        policy_chosen=draw(b), policy_rejected=draw(b), ref_chosen=draw(b), ref_rejected=draw(b),
-        opponent_chosen=draw(m, b), opponent_rejected=draw(m, b), opponent_weights=weights / weights.sum(),
+        policy_chosen=draw(b),
+        policy_rejected=draw(b),
+        ref_chosen=draw(b),
+        ref_rejected=draw(b),
+        opponent_chosen=draw(m, b),
+        opponent_rejected=draw(m, b),
+        opponent_weights=weights / weights.sum(),
     )
 
 
@@ -35,8 +40,10 @@ def two_pairs():
     # pair 0: h_pi = -1 - -3 = 2; h_ref = -2 - -2.5 = 0.5; h_1 = -1.5 - -2.5 = 1; h_2 = -2 - -2 = 0
     # pair 1: h_pi = -2 - -1 = -1; h_ref = -1 - -1 = 0;     h_1 = -1 - -2 = 1;     h_2 = -1 - -1 = 0
     return dict(
-        policy_chosen=torch.tensor([-1.0, -2.0]), policy_rejected=torch.tensor([-3.0, -1.0]),
-        ref_chosen=torch.tensor([-2.0, -1.0]), ref_rejected=torch.tensor([-2.5, -1.0]),
+        policy_chosen=torch.tensor([-1.0, -2.0]),
+        policy_rejected=torch.tensor([-3.0, -1.0]),
+        ref_chosen=torch.tensor([-2.0, -1.0]),
+        ref_rejected=torch.tensor([-2.5, -1.0]),
         opponent_chosen=torch.tensor([[-1.5, -1.0], [-2.0, -1.0]]),
         opponent_rejected=torch.tensor([[-2.5, -2.0], [-2.0, -1.0]]),
         opponent_weights=torch.tensor([0.25, 0.75]),
@@ -49,21 +56,23 @@ def test_hand_computed_two_pairs():
     # pair 0: logits = 2 - 0.5 * 0.5 - 0.5 * 0.25 = 1.625;  loss = (1.625 - 1)^2 = 0.390625
     # pair 1: logits = -1 - 0.5 * 0   - 0.5 * 0.25 = -1.125; loss = (-1.125 - 1)^2 = 4.515625
     torch.testing.assert_close(loss, torch.tensor([0.390625, 4.515625]))
-    assert metrics == pytest.approx({
-        "learner/mnpo/loss": (0.390625 + 4.515625) / 2,
-        "learner/mnpo/logits": (1.625 - 1.125) / 2,
-        "learner/mnpo/target": 1.0,
-        "learner/mnpo/accuracy": 0.5,  # only pair 0 has logits > 0
-        "learner/mnpo/policy_margin": (2 - 1) / 2,
-        "learner/mnpo/ref_margin": 0.25,
-        "learner/mnpo/opponent_margin": 0.25,
-        "learner/mnpo/margin_vs_ref": ((2 - 0.5) + (-1 - 0)) / 2,
-        "learner/mnpo/ref_accuracy": 0.5,  # pair 0: 2 > 0.5; pair 1: -1 < 0
-        "learner/mnpo/policy_chosen_logprobs": -1.5,
-        "learner/mnpo/policy_rejected_logprobs": -2.0,
-        "learner/mnpo/opponent1_margin": 1.0,
-        "learner/mnpo/opponent2_margin": 0.0,
-    })
+    assert metrics == pytest.approx(
+        {
+            "learner/mnpo/loss": (0.390625 + 4.515625) / 2,
+            "learner/mnpo/logits": (1.625 - 1.125) / 2,
+            "learner/mnpo/target": 1.0,
+            "learner/mnpo/accuracy": 0.5,  # only pair 0 has logits > 0
+            "learner/mnpo/policy_margin": (2 - 1) / 2,
+            "learner/mnpo/ref_margin": 0.25,
+            "learner/mnpo/opponent_margin": 0.25,
+            "learner/mnpo/margin_vs_ref": ((2 - 0.5) + (-1 - 0)) / 2,
+            "learner/mnpo/ref_accuracy": 0.5,  # pair 0: 2 > 0.5; pair 1: -1 < 0
+            "learner/mnpo/policy_chosen_logprobs": -1.5,
+            "learner/mnpo/policy_rejected_logprobs": -2.0,
+            "learner/mnpo/opponent1_margin": 1.0,
+            "learner/mnpo/opponent2_margin": 0.0,
+        }
+    )
     assert all(isinstance(v, float) for v in metrics.values())
 
 
@@ -75,9 +84,17 @@ def test_matches_naive_loops_on_random_inputs(seed):
     eta = [0.0075, 0.5, 1.0, 0.005, 2.0][seed]
     loss, _ = mnpo_loss(**inputs, ratio=ratio, eta=eta)
     as_lists = {k: v.tolist() for k, v in inputs.items()}
-    expected = naive_mnpo(as_lists["policy_chosen"], as_lists["policy_rejected"], as_lists["ref_chosen"],
-                          as_lists["ref_rejected"], as_lists["opponent_chosen"], as_lists["opponent_rejected"],
-                          as_lists["opponent_weights"], ratio, eta)
+    expected = naive_mnpo(
+        as_lists["policy_chosen"],
+        as_lists["policy_rejected"],
+        as_lists["ref_chosen"],
+        as_lists["ref_rejected"],
+        as_lists["opponent_chosen"],
+        as_lists["opponent_rejected"],
+        as_lists["opponent_weights"],
+        ratio,
+        eta,
+    )
     torch.testing.assert_close(loss, torch.tensor(expected, dtype=torch.float64))
 
 
@@ -91,8 +108,12 @@ def test_ratio_one_ignores_opponents_and_is_ipo():
     h_ref = inputs["ref_chosen"] - inputs["ref_rejected"]
     torch.testing.assert_close(loss, (h_pi - h_ref - 1 / (2 * 0.3)) ** 2)
     # and no opponents at all is allowed at ratio 1
-    empty = dict(inputs, opponent_chosen=torch.zeros(0, 6, dtype=torch.float64),
-                 opponent_rejected=torch.zeros(0, 6, dtype=torch.float64), opponent_weights=torch.zeros(0, dtype=torch.float64))
+    empty = dict(
+        inputs,
+        opponent_chosen=torch.zeros(0, 6, dtype=torch.float64),
+        opponent_rejected=torch.zeros(0, 6, dtype=torch.float64),
+        opponent_weights=torch.zeros(0, dtype=torch.float64),
+    )
     empty_loss, metrics = mnpo_loss(**empty, ratio=1.0, eta=0.3)
     torch.testing.assert_close(empty_loss, loss)
     assert metrics["learner/mnpo/opponent_margin"] == 0.0 and "learner/mnpo/opponent1_margin" not in metrics
@@ -122,8 +143,17 @@ def test_all_equal_logprobs_give_squared_target(eta):
     # every margin is 0, so logits = 0 and loss = (0 - 1/(2 eta))^2
     b, m = 4, 2
     same = torch.full((b,), -3.0)
-    loss, metrics = mnpo_loss(same, same.clone(), same.clone(), same.clone(), torch.full((m, b), -3.0),
-                              torch.full((m, b), -3.0), torch.tensor([0.5, 0.5]), ratio=1 / 3, eta=eta)
+    loss, metrics = mnpo_loss(
+        same,
+        same.clone(),
+        same.clone(),
+        same.clone(),
+        torch.full((m, b), -3.0),
+        torch.full((m, b), -3.0),
+        torch.tensor([0.5, 0.5]),
+        ratio=1 / 3,
+        eta=eta,
+    )
     torch.testing.assert_close(loss, torch.full((b,), (1 / (2 * eta)) ** 2))
     assert metrics["learner/mnpo/accuracy"] == 0.0 and metrics["learner/mnpo/logits"] == 0.0
 
@@ -135,8 +165,9 @@ def test_gradient_sign_and_only_policy_gets_gradient():
     ref_chosen = inputs.pop("ref_chosen").requires_grad_(True)
     opponent_chosen = inputs.pop("opponent_chosen").requires_grad_(True)
     # eta = 0.125 -> target 4 > both logits (1.625, -1.125): the loss wants larger margins
-    loss, _ = mnpo_loss(policy_chosen, policy_rejected, ref_chosen, opponent_chosen=opponent_chosen,
-                        **inputs, ratio=0.5, eta=0.125)
+    loss, _ = mnpo_loss(
+        policy_chosen, policy_rejected, ref_chosen, opponent_chosen=opponent_chosen, **inputs, ratio=0.5, eta=0.125
+    )
     loss.sum().backward()
     # d loss / d policy_chosen = 2 (logits - target) = [2 (1.625 - 4), 2 (-1.125 - 4)] = [-4.75, -10.25]
     torch.testing.assert_close(policy_chosen.grad, torch.tensor([-4.75, -10.25]))
@@ -144,8 +175,9 @@ def test_gradient_sign_and_only_policy_gets_gradient():
     assert ref_chosen.grad is None and opponent_chosen.grad is None
     # a small step up in policy_chosen lowers the loss
     with torch.no_grad():
-        stepped, _ = mnpo_loss(policy_chosen + 0.01, policy_rejected, ref_chosen, opponent_chosen=opponent_chosen,
-                               **inputs, ratio=0.5, eta=0.125)
+        stepped, _ = mnpo_loss(
+            policy_chosen + 0.01, policy_rejected, ref_chosen, opponent_chosen=opponent_chosen, **inputs, ratio=0.5, eta=0.125
+        )
     assert (stepped < loss.detach()).all()
 
 
@@ -180,8 +212,10 @@ def test_float32_inputs_stay_float32():
         (dict(ratio=1.5), r"ratio must be in \[0, 1\], got 1.5"),
         (dict(ratio=-0.1), r"ratio must be in \[0, 1\]"),
         (dict(eta=0.0), r"eta must be > 0, got 0.0"),
-        (dict(opponent_chosen=torch.zeros(0, 2), opponent_rejected=torch.zeros(0, 2), opponent_weights=torch.zeros(0)),
-         r"no opponents given but ratio=0.5"),
+        (
+            dict(opponent_chosen=torch.zeros(0, 2), opponent_rejected=torch.zeros(0, 2), opponent_weights=torch.zeros(0)),
+            r"no opponents given but ratio=0.5",
+        ),
     ],
 )
 def test_bad_inputs_raise_naming_the_problem(change, match):

@@ -48,12 +48,16 @@ def test_matches_naive_loops_on_random_inputs(seed):
 def test_p_one_is_dpo_and_p_zero_is_dpo_on_the_swapped_pair():
     inputs = random_pairs(7, seed=4)
     ones = torch.ones(7, dtype=torch.float64)
-    torch.testing.assert_close(spce_loss(**inputs, probability=ones, beta=0.3)[0], dpo_loss(**inputs, beta=0.3)[0],
-                               rtol=0, atol=0)
-    swapped = dict(policy_chosen=inputs["policy_rejected"], policy_rejected=inputs["policy_chosen"],
-                   ref_chosen=inputs["ref_rejected"], ref_rejected=inputs["ref_chosen"])
-    torch.testing.assert_close(spce_loss(**inputs, probability=ones * 0, beta=0.3)[0],
-                               dpo_loss(**swapped, beta=0.3)[0])
+    torch.testing.assert_close(
+        spce_loss(**inputs, probability=ones, beta=0.3)[0], dpo_loss(**inputs, beta=0.3)[0], rtol=0, atol=0
+    )
+    swapped = dict(
+        policy_chosen=inputs["policy_rejected"],
+        policy_rejected=inputs["policy_chosen"],
+        ref_chosen=inputs["ref_rejected"],
+        ref_rejected=inputs["ref_chosen"],
+    )
+    torch.testing.assert_close(spce_loss(**inputs, probability=ones * 0, beta=0.3)[0], dpo_loss(**swapped, beta=0.3)[0])
 
 
 def test_half_probability_pulls_the_margin_to_zero():

@@ -41,13 +41,15 @@ def test_adapter_hand_computed_metrics():
     # token mean over the 3 response tokens: (-2.4 - 0.5 + 1) / 3 = -0.633333
     torch.testing.assert_close(loss, torch.tensor([-1.9 / 3]))
     # approx_kl = mean(r - 1 - log r) = [0.5 - 0.405465, -0.5 + 0.693147, 0] / 3 = (0.094535 + 0.193147) / 3
-    assert metrics == pytest.approx({
-        "learner/ppo/loss": -1.9 / 3,
-        "learner/ppo/clip_fraction": 1 / 3,  # token 0 only (A > 0, r > 1.2); token 1 is not clipped
-        "learner/ppo/ratio": 1.0,  # (1.5 + 0.5 + 1) / 3
-        "learner/ppo/approx_kl": (0.5 - math.log(1.5) - 0.5 - math.log(0.5)) / 3,
-        "learner/ppo/advantages": 2 / 3,  # (2 + 1 - 1) / 3
-    })
+    assert metrics == pytest.approx(
+        {
+            "learner/ppo/loss": -1.9 / 3,
+            "learner/ppo/clip_fraction": 1 / 3,  # token 0 only (A > 0, r > 1.2); token 1 is not clipped
+            "learner/ppo/ratio": 1.0,  # (1.5 + 0.5 + 1) / 3
+            "learner/ppo/approx_kl": (0.5 - math.log(1.5) - 0.5 - math.log(0.5)) / 3,
+            "learner/ppo/advantages": 2 / 3,  # (2 + 1 - 1) / 3
+        }
+    )
     assert all(isinstance(v, float) for v in metrics.values())
 
 
@@ -100,8 +102,9 @@ def test_zero_advantage_gives_zero_loss_and_gradient():
 def test_clipped_branch_has_zero_gradient(advantage, log_ratio):
     # A > 0 with r > 1 + eps, or A < 0 with r < 1 - eps: the policy already moved enough
     logprobs = torch.full((1, 2), -1.0 + log_ratio, requires_grad=True)
-    loss, _ = clipped_policy_loss(logprobs, torch.full((1, 2), -1.0), torch.full((1, 2), advantage),
-                                  torch.ones(1, 2, dtype=torch.bool), clip_eps=0.2)
+    loss, _ = clipped_policy_loss(
+        logprobs, torch.full((1, 2), -1.0), torch.full((1, 2), advantage), torch.ones(1, 2, dtype=torch.bool), clip_eps=0.2
+    )
     loss.sum().backward()
     assert (logprobs.grad == 0).all()
     # -A * clip(r) = -1 * 1.2 = -1.2 or 1 * 0.8 = 0.8

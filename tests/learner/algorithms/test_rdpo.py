@@ -20,8 +20,12 @@ def random_pairs(b, seed):
 
 def swapped(inputs):
     """The same pairs with the labels flipped."""
-    return dict(policy_chosen=inputs["policy_rejected"], policy_rejected=inputs["policy_chosen"],
-                ref_chosen=inputs["ref_rejected"], ref_rejected=inputs["ref_chosen"])
+    return dict(
+        policy_chosen=inputs["policy_rejected"],
+        policy_rejected=inputs["policy_chosen"],
+        ref_chosen=inputs["ref_rejected"],
+        ref_rejected=inputs["ref_chosen"],
+    )
 
 
 def test_hand_computed():
@@ -52,8 +56,7 @@ def test_matches_naive_loops_on_random_inputs(seed):
 
 def test_zero_flip_rate_is_dpo():
     inputs = random_pairs(7, seed=5)
-    torch.testing.assert_close(rdpo_loss(**inputs, beta=0.2, flip_rate=0.0)[0], dpo_loss(**inputs, beta=0.2)[0],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(rdpo_loss(**inputs, beta=0.2, flip_rate=0.0)[0], dpo_loss(**inputs, beta=0.2)[0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("eps", [0.1, 0.3])

@@ -24,8 +24,18 @@ from learner.algorithms import (
 from learner.pairing import PAIRINGS
 from protocols import RunConfig
 
-EXPECTED = {"mnpo": mnpo, "inpo": inpo, "dpo": dpo, "ipo": ipo, "rdpo": rdpo, "osp": osp,
-            "sppo": sppo, "ppo": ppo, "grpo": grpo, "rloo": rloo}
+EXPECTED = {
+    "mnpo": mnpo,
+    "inpo": inpo,
+    "dpo": dpo,
+    "ipo": ipo,
+    "rdpo": rdpo,
+    "osp": osp,
+    "sppo": sppo,
+    "ppo": ppo,
+    "grpo": grpo,
+    "rloo": rloo,
+}
 
 
 def test_registry_holds_every_module_spec():
@@ -74,26 +84,52 @@ def test_specs_are_frozen_and_validated():
     with pytest.raises(AttributeError):
         ALGORITHMS["dpo"].name = "other"
     with pytest.raises(ValueError, match="pair-family spec needs pair_loss"):
-        AlgorithmSpec(name="x", description="x", family="pair", config=dpo.DPOConfig, config_section="dpo",
-                      needs_reference=True)
+        AlgorithmSpec(name="x", description="x", family="pair", config=dpo.DPOConfig, config_section="dpo", needs_reference=True)
     with pytest.raises(ValueError, match="pair-family spec needs pair_loss"):  # a sequence spec with a pair loss
-        AlgorithmSpec(name="x", description="x", family="sequence", config=ppo.PPOConfig, config_section="ppo",
-                      needs_reference=True, sequence_loss=ppo.sequence_loss, pair_loss=dpo.pair_loss)
+        AlgorithmSpec(
+            name="x",
+            description="x",
+            family="sequence",
+            config=ppo.PPOConfig,
+            config_section="ppo",
+            needs_reference=True,
+            sequence_loss=ppo.sequence_loss,
+            pair_loss=dpo.pair_loss,
+        )
     with pytest.raises(ValueError, match="sequence-family spec needs sequence_loss"):
-        AlgorithmSpec(name="x", description="x", family="sequence", config=ppo.PPOConfig, config_section="ppo",
-                      needs_reference=True)
+        AlgorithmSpec(
+            name="x", description="x", family="sequence", config=ppo.PPOConfig, config_section="ppo", needs_reference=True
+        )
     with pytest.raises(ValueError, match="unknown advantage estimator 'nope'; valid: gae, group, leave_one_out"):
-        AlgorithmSpec(name="x", description="x", family="sequence", config=ppo.PPOConfig, config_section="ppo",
-                      needs_reference=True, sequence_loss=ppo.sequence_loss, advantage="nope")
+        AlgorithmSpec(
+            name="x",
+            description="x",
+            family="sequence",
+            config=ppo.PPOConfig,
+            config_section="ppo",
+            needs_reference=True,
+            sequence_loss=ppo.sequence_loss,
+            advantage="nope",
+        )
     with pytest.raises(ValueError, match="a pair-family config needs a `pairing` field"):
-        AlgorithmSpec(name="x", description="x", family="pair", config=ppo.PPOConfig, config_section="ppo",
-                      needs_reference=True, pair_loss=dpo.pair_loss)
+        AlgorithmSpec(
+            name="x",
+            description="x",
+            family="pair",
+            config=ppo.PPOConfig,
+            config_section="ppo",
+            needs_reference=True,
+            pair_loss=dpo.pair_loss,
+        )
 
 
 def test_algorithm_config_reads_only_its_own_section():
     assert algorithm_config(RunConfig(algo="ipo", dpo={"beta": 0.3})) == dpo.DPOConfig(beta=0.3)  # IPO reads `dpo`
-    with pytest.raises(AlgorithmConfigError, match=r"sets section\(s\) 'mnpo', which algorithm 'dpo' does not read "
-                       r"\('mnpo' is read by inpo, mnpo\); dpo reads 'dpo'"):
+    with pytest.raises(
+        AlgorithmConfigError,
+        match=r"sets section\(s\) 'mnpo', which algorithm 'dpo' does not read "
+        r"\('mnpo' is read by inpo, mnpo\); dpo reads 'dpo'",
+    ):
         algorithm_config(RunConfig(algo="dpo", mnpo={"eta": 0.9}))
     with pytest.raises(AlgorithmConfigError, match=r"'mnpoo' is not a config section"):  # a misspelt section
         algorithm_config(RunConfig(algo="mnpo", mnpoo={"eta": 0.9}))

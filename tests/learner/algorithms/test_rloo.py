@@ -16,8 +16,7 @@ def test_on_policy_step_is_reinforce_with_leave_one_out_baseline():
     a = leave_one_out(torch.tensor([[1.0, 2.0, 6.0]])).reshape(3, 1)
     torch.testing.assert_close(a.flatten(), torch.tensor([-3.0, -1.5, 4.5]))
     mask = torch.tensor([[True, True, False], [True, False, False], [True, True, True]])
-    logprobs = torch.tensor([[-1.0, -2.0, float("nan")], [-0.5, float("nan"), 3.0], [-1.0, -1.0, -1.0]],
-                            requires_grad=True)
+    logprobs = torch.tensor([[-1.0, -2.0, float("nan")], [-0.5, float("nan"), 3.0], [-1.0, -1.0, -1.0]], requires_grad=True)
     inputs = SequenceInputs(logprobs, logprobs.detach(), None, a.expand(3, 3), torch.zeros(3), mask)
     loss, metrics = sequence_loss(inputs, RLOOConfig())
     # ratio 1 everywhere: per-token -A, token mean per sequence -A

@@ -17,8 +17,14 @@ def test_hand_computed():
     # target = 2 * (P - 1/2) = [0.5, -0.5]; log ratio = [-3 - -3.5, 0] = [0.5, 0]
     # loss = [(0.5 - 0.5)^2, (0 + 0.5)^2] = [0, 0.25]
     torch.testing.assert_close(loss, torch.tensor([0.0, 0.25]))
-    assert metrics == pytest.approx({"learner/sppo/loss": 0.125, "learner/sppo/log_ratio": 0.25,
-                                     "learner/sppo/target": 0.0, "learner/sppo/win_probability": 0.5})
+    assert metrics == pytest.approx(
+        {
+            "learner/sppo/loss": 0.125,
+            "learner/sppo/log_ratio": 0.25,
+            "learner/sppo/target": 0.0,
+            "learner/sppo/win_probability": 0.5,
+        }
+    )
     loss.sum().backward()
     # 2 (log ratio - target) = [0, 1]: the loser (P < 1/2) is pushed down
     torch.testing.assert_close(policy.grad, torch.tensor([0.0, 1.0]))
