@@ -20,17 +20,7 @@ class PairwiseJudge:
     def __init__(self, spec: PairwiseJudgeSpec, model_path: str):
         self.name = spec.name
         model, tokenizer = load_causal_lm(model_path)
-        self.scorer = VerdictScorer(
-            spec.name,
-            model,
-            tokenizer,
-            spec.template,
-            spec.choices,
-            spec.batch_size,
-            spec.chat_template,
-            spec.verdict_temperature,
-            spec.orders,
-        )
+        self.scorer = VerdictScorer.from_spec(spec, model, tokenizer)
         logger.info("pairwise judge %r loaded from %s", self.name, model_path)
 
     def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:

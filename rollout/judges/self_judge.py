@@ -40,17 +40,7 @@ class SelfJudge:
         self.sync_tolerance = sync_tolerance
         self.policy_version = 0  # the starting policy, as on the rollout workers
         self.model, tokenizer = load_causal_lm(policy_path, dtype)
-        self.scorer = VerdictScorer(
-            spec.name,
-            self.model,
-            tokenizer,
-            spec.template,
-            spec.choices,
-            spec.batch_size,
-            spec.chat_template,
-            spec.verdict_temperature,
-            spec.orders,
-        )
+        self.scorer = VerdictScorer.from_spec(spec, self.model, tokenizer)
         logger.info("self judge %r loaded the policy from %s (%s)", self.name, policy_path, dtype)
 
     def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:

@@ -41,6 +41,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from common.tensors import DTYPES
+from protocols import PairwiseJudgeSpec, SelfJudgeSpec
 from rollout.chat import ChatMode, chat_text, uses_chat_template
 from rollout.judges.base import both_orders, fill_template
 
@@ -107,6 +108,13 @@ class VerdictScorer:
         tokenizer.padding_side = "left"  # the last position of every row is its verdict position
         self.max_length = getattr(model.config, "max_position_embeddings", None)
         self._warned_long = False
+
+    @classmethod
+    def from_spec(cls, spec: PairwiseJudgeSpec | SelfJudgeSpec, model: PreTrainedModel,
+                  tokenizer: PreTrainedTokenizerBase) -> VerdictScorer:  # fmt: skip
+        """The scorer a `pairwise` or `self` judge's spec describes, on `model`."""
+        return cls(spec.name, model, tokenizer, spec.template, spec.choices, spec.batch_size, spec.chat_template,
+                   spec.verdict_temperature, spec.orders)  # fmt: skip
 
     def compare(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[float]:
         """P(first[i] preferred over second[i]), both presentation orders combined (`orders`); in [0, 1]."""

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import psutil
 import pytest
 
-from tests.e2e.test_judge_swap import REPO, read_jsonl, wait_for
+from tests.e2e.test_judge_swap import launch_with_manifest, read_jsonl, wait_for
 
 STEPS = 16
 FLAKY = (
@@ -42,36 +39,9 @@ def listeners(pid: int) -> list[tuple[str, str, int]]:
 
 @pytest.mark.slow
 def test_skipped_verdicts_and_a_rejected_nan_judge_in_a_real_run(builtin_models, tmp_path):
-    manifest = tmp_path / "my-judges.yaml"
-    manifest.write_text(FLAKY)
-    out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("RAY_ADDRESS", None)
-    args = [
-        sys.executable,
-        "-m",
-        "driver",
-        "--algo",
-        "mnpo",
-        "--steps",
-        str(STEPS),
-        "--output",
-        str(out),
-        "--judges",
-        str(manifest),
-    ]
-    for item in (
-        "rollout.prompts_per_step=4",
-        "eval.every=0",
-        "eval.num_prompts=8",
-        "eval.samples_per_prompt=2",
-        "checkpoint.every=0",
-        "tracking.plots=false",
-    ):
-        args += ["--set", item]
     log_path = tmp_path / "driver.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc, manifest, out = launch_with_manifest(tmp_path, FLAKY, STEPS, log)
         try:
             wait_for(lambda: len(read_jsonl(out / "metrics.jsonl")) >= 3, proc, "step 3")
             listening = listeners(proc.pid)

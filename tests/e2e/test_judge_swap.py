@@ -41,38 +41,29 @@ def wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 300.
         time.sleep(0.05)
 
 
-@pytest.mark.slow
-def test_manifest_edited_mid_run(builtin_models, tmp_path):
+def launch_with_manifest(tmp_path: Path, manifest_text: str, steps: int, log) -> tuple[subprocess.Popen, Path, Path]:
+    """`python -m driver --algo mnpo` on the embedded default with a small batch, judged by the
+    manifest file tmp_path/my-judges.yaml (written from `manifest_text`), output in tmp_path/run,
+    stdout and stderr to `log`. Returns (process, manifest path, output directory)."""
     manifest = tmp_path / "my-judges.yaml"
-    manifest.write_text((REPO / "deploy/judges/default.yaml").read_text())
+    manifest.write_text(manifest_text)
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
-    args = [
-        sys.executable,
-        "-m",
-        "driver",
-        "--algo",
-        "mnpo",
-        "--steps",
-        str(STEPS),
-        "--output",
-        str(out),
-        "--judges",
-        str(manifest),
-    ]
-    for item in (
-        "rollout.prompts_per_step=4",
-        "eval.every=0",
-        "eval.num_prompts=8",
-        "eval.samples_per_prompt=2",
-        "checkpoint.every=0",
-        "tracking.plots=false",
-    ):
+    args = [sys.executable, "-m", "driver", "--algo", "mnpo", "--steps", str(steps), "--output", str(out),
+            "--judges", str(manifest)]  # fmt: skip
+    for item in ("rollout.prompts_per_step=4", "eval.every=0", "eval.num_prompts=8", "eval.samples_per_prompt=2",
+                 "checkpoint.every=0", "tracking.plots=false"):  # fmt: skip
         args += ["--set", item]
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    return proc, manifest, out
+
+
+@pytest.mark.slow
+def test_manifest_edited_mid_run(builtin_models, tmp_path):
     log_path = tmp_path / "driver.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc, manifest, out = launch_with_manifest(tmp_path, (REPO / "deploy/judges/default.yaml").read_text(), STEPS, log)
         try:
             wait_for(lambda: len(read_jsonl(out / "metrics.jsonl")) >= 3, proc, "step 3")
             manifest.write_text(GROUPS)
