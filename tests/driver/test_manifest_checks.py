@@ -24,6 +24,7 @@ SHIPPED = (
     "reward_model",
     "self",
     "self-sharp",
+    "two_nodes",
 )
 GT = "rollout.tasks.wordlist:ground_truth"
 
@@ -220,6 +221,7 @@ def test_shipped_manifest_loads_and_passes_the_checks(name, monkeypatch):
         "population-draw": {"population"},
         "mixture": {"rule", "reward_model"},
         "self-sharp": {"self"},
+        "two_nodes": {"rule"},
     }
     if name in expected:
         assert kinds == expected[name]
