@@ -35,8 +35,7 @@ def smollm2():
     return ensure_smollm2()
 
 
-@pytest.fixture(scope="session")
-def ray_cluster():
+def _start_session_ray():
     import ray
 
     from driver.checkout import worker_runtime_env
@@ -45,5 +44,30 @@ def ray_cluster():
     ray.init(
         address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, runtime_env=worker_runtime_env(joined=False)
     )
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    _start_session_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def without_session_ray():
+    """For a module that starts its own cluster in this process (ray.cluster_utils): the session's
+    cluster, if one is up, is shut down first and started again afterwards, so the module's
+    `ray.init` is not refused and later `ray_cluster` tests are not left talking to a dead cluster
+    (a bare `.remote()` would quietly start a new one without the checkout on its path)."""
+    import ray
+
+    was_up = ray.is_initialized()
+    if was_up:
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+    if was_up:
+        _start_session_ray()

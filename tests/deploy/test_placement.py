@@ -132,7 +132,7 @@ def test_a_judge_s_resources_refuse_cpus_too():
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
+def two_nodes(without_session_ray):
     """A real two-node Ray cluster in this process (ray.cluster_utils), 2 CPUs per node."""
     import ray
     from ray.cluster_utils import Cluster
