@@ -170,7 +170,12 @@ class HttpJudgeSpec(_PairwiseCommon):
     max_concurrency: int = Field(default=8, ge=1, description="Requests in flight at once.")
     timeout_s: float = Field(default=30.0, gt=0.0, description="Timeout of one request (seconds).")
     retries: int = Field(default=3, ge=0, description="Retries of a failed request (429, 5xx, network).")
-    backoff_s: float = Field(default=0.5, ge=0.0, description="First retry delay; doubles each retry.")
+    backoff_s: float = Field(
+        default=0.5,
+        ge=0.0,
+        description="Ceiling of the first retry's wait, doubling each retry; the wait is drawn uniformly below it "
+        "(full jitter), unless a 429 / 503 says how long in Retry-After.",
+    )
     top_logprobs: int = Field(
         default=20,
         ge=0,

@@ -5,11 +5,14 @@
   fallback, and a JudgeActor in the session Ray cluster.
 - Real stdlib HTTP servers in a thread with scripted behaviour: the verdict rule with hand-computed
   numbers, retries (503, 429, timeouts, refused connections), no retry on 400, bounded concurrency,
-  redirects not followed (the key stays home), malformed bodies.
+  redirects not followed (the key stays home), malformed bodies; and the transport: connections
+  reused, Retry-After honoured within the request's time budget, full-jitter backoff, the key in no
+  error or log line.
 
-Nothing here measures wall-clock time: a retry is seen as a call of the judge's sleep, a timeout as
-the client giving up on a server that holds its answer until the test releases it, concurrency as
-requests the server holds until the next one arrives.
+Nothing here measures wall-clock time but one lower bound (a Retry-After of 1 s really slept): a
+retry is seen as a call of the judge's sleep, a timeout as the client giving up on a server that
+holds its answer until the test releases it, concurrency as requests the server holds until the
+next one arrives, connection reuse as the TCP connections the server accepts.
 
 The built-in policy only knows word lists: after the template below its top tokens are list
 words, so the real-server tests use two such words as the verdict choices.
@@ -17,10 +20,13 @@ words, so the real-server tests use two such words as the verdict choices.
 
 from __future__ import annotations
 
+import email.utils
+import gc
 import json
 import logging
 import math
 import os
+import random
 import secrets
 import signal
 import socket
@@ -207,12 +213,26 @@ def test_real_server_probabilities_follow_the_verdict_rule_and_are_deterministic
     assert vllm_server.key not in repr(judge)
 
 
+class CeilingRandom(random.Random):
+    """An RNG whose every draw is the top of its range: full jitter waits exactly its ceiling."""
+
+    def random(self) -> float:
+        return 1.0
+
+
 def retry_sleeps(monkeypatch) -> list[float]:
-    """The judge's backoff sleeps, recorded instead of slept (a retry is exactly one sleep)."""
+    """The judge's backoff sleeps, recorded instead of slept (a retry is exactly one sleep).
+
+    For judges built after this call. Their jitter draws its ceiling (CeilingRandom), so a backoff
+    is exactly backoff_s * 2**attempt; the jitter itself is tested with a seeded RNG
+    (test_backoff_is_full_jitter_below_the_exponential_ceiling).
+    """
     import rollout.judges.http
 
     sleeps: list[float] = []
-    monkeypatch.setattr(rollout.judges.http, "time", SimpleNamespace(sleep=sleeps.append))
+    clocks = SimpleNamespace(sleep=sleeps.append, monotonic=time.monotonic, time=time.time)
+    monkeypatch.setattr(rollout.judges.http, "time", clocks)
+    monkeypatch.setattr(rollout.judges.http, "random", SimpleNamespace(Random=CeilingRandom))
     return sleeps
 
 
@@ -313,13 +333,28 @@ OK = (200, completion(" A"), 0.0)
 def scripted_server(respond: Respond, hold: Callable[[SimpleNamespace], bool] | None = None) -> Iterator[SimpleNamespace]:
     """A real HTTP server on 127.0.0.1, in a thread, answering POSTs with `respond`.
 
-    Records each request's payload and headers and the peak number of requests in flight. With
-    `hold`, a request is answered only once `hold(state)` is true (re-checked whenever a request
-    arrives or `state.release()` is called; 60 s at most); `state.received(n)` waits until n
-    requests have arrived.
+    Speaks HTTP/1.1 with keep-alive, as vLLM's server does. Records each request's payload, headers,
+    arrival time (time.monotonic) and connection (`peers`: the client's address and port, one per
+    TCP connection), the TCP connections accepted and closed by the client (`connections`,
+    `disconnections`) and the peak number of requests in flight. With `hold`, a request is answered
+    only once `hold(state)` is true (re-checked whenever a request arrives or `state.release()` is
+    called; 60 s at most); `state.received(n)` waits until n requests have arrived, `state.closed(n)`
+    until n connections have been closed.
     """
     changed = threading.Condition()
-    state = SimpleNamespace(payloads=[], headers=[], attempts={}, active=0, peak=0, lock=changed, released=False)
+    state = SimpleNamespace(
+        payloads=[],
+        headers=[],
+        arrivals=[],
+        peers=[],
+        connections=0,
+        disconnections=0,
+        attempts={},
+        active=0,
+        peak=0,
+        lock=changed,
+        released=False,
+    )
 
     def release():
         with changed:
@@ -330,14 +365,35 @@ def scripted_server(respond: Respond, hold: Callable[[SimpleNamespace], bool] | 
         with changed:
             assert changed.wait_for(lambda: len(state.payloads) >= n, timeout=60), f"{len(state.payloads)} < {n}"
 
-    state.release, state.received = release, received
+    def closed(n: int) -> None:
+        with changed:
+            assert changed.wait_for(lambda: state.disconnections >= n, timeout=60), f"{state.disconnections} < {n}"
+
+    state.release, state.received, state.closed = release, received, closed
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: one handler serves every request of its connection
+
+        def setup(self):  # once per TCP connection
+            super().setup()
+            with changed:
+                state.connections += 1
+
+        def finish(self):  # once per TCP connection, when the client has closed it
+            try:
+                super().finish()
+            finally:
+                with changed:
+                    state.disconnections += 1
+                    changed.notify_all()
+
         def do_POST(self):  # noqa: N802 (http.server's name)
             payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with changed:
                 state.payloads.append(payload)
                 state.headers.append(dict(self.headers))
+                state.arrivals.append(time.monotonic())
+                state.peers.append(self.client_address)
                 attempt = state.attempts.get(payload["prompt"], 0)
                 state.attempts[payload["prompt"]] = attempt + 1
                 state.active += 1
@@ -537,6 +593,7 @@ def test_redirects_are_not_followed_so_the_key_stays_with_the_configured_host(mo
             with pytest.raises(HttpJudgeError, match=rf"POST /v1/completions returned HTTP {status}: moved"):
                 HttpJudge(spec).compare(["q"], ["a"], ["b"])
             assert all(n == 1 for n in server.attempts.values()) and sleeps == []
+            assert server.headers and all(h["Authorization"] == "Bearer scripted-key-301" for h in server.headers)
     assert elsewhere.payloads == [] and elsewhere.headers == []  # the key never travelled
 
 
@@ -636,3 +693,262 @@ def test_json_without_choices_under_skip_leaves_the_batch_unjudged(monkeypatch):
         skip = http_spec(server.base_url, on_failure="skip", max_skipped_fraction=0.5)
         out = judgement(skip, collect_verdicts(HttpJudge(skip), batch), step=1)
     assert out.failed == 1 and out.preferences == () and "unexpected body (KeyError: 'choices')" in out.failure
+
+
+# =========================================================================== transport (httpx)
+
+
+def recorded_sleeps() -> tuple[list[float], Callable[[float], None]]:
+    sleeps: list[float] = []
+    return sleeps, sleeps.append
+
+
+def test_one_client_per_judge_reuses_its_connections_and_closes_them():
+    # Sequential requests (max_concurrency 1): every request of both calls rides one TCP connection.
+    with scripted_server(lambda attempt, payload: (200, completion(" A"), 0.0)) as server:
+        judge = HttpJudge(http_spec(server.base_url, max_concurrency=1))
+        assert judge.compare(["q"] * 3, list("abc"), list("def")) == [0.5] * 3  # 6 requests
+        assert judge.compare(["q"], ["a"], ["b"]) == [0.5]  # a second call: same client, same connection
+        assert len(server.payloads) == 8 and server.connections == 1 and len(set(server.peers)) == 1
+        judge.close()  # closes the connection: the server sees the client hang up
+        server.closed(1)
+        judge.close()  # twice is harmless
+        assert judge.compare(["q"], ["a"], ["b"]) == [0.5]  # a closed judge opens a new client on next use
+        assert server.connections == 2
+
+        # Concurrent requests: at most max_concurrency connections, each reused.
+        with HttpJudge(http_spec(server.base_url, max_concurrency=3)) as concurrent:
+            assert concurrent.compare(["q"] * 6, list("abcdef"), list("ghijkl")) == [0.5] * 6  # 12 requests
+            assert 2 < server.connections <= 2 + 3 < len(server.payloads) == 22
+        server.closed(server.connections - 1)  # `with` closed them; the first judge's second connection is open
+
+        # A judge that is dropped without close() has its client closed when it is collected.
+        before = server.disconnections
+        dropped = HttpJudge(http_spec(server.base_url, max_concurrency=1))
+        assert dropped.compare(["q"], ["a"], ["b"]) == [0.5]
+        del dropped
+        gc.collect()
+        server.closed(before + 1)
+        judge.close()
+
+
+def test_max_concurrency_bounds_requests_in_flight_across_concurrent_calls():
+    # Two threads call one judge at once: its connection pool holds max_concurrency connections, so
+    # the judge (not only each call) never has more requests in flight; without that bound the two
+    # calls' 2 + 2 workers would have up to 4.
+    def hold(state):
+        return state.active >= 2 or len(state.payloads) == 16
+
+    with scripted_server(lambda attempt, payload: (200, completion(" A"), 0.0), hold=hold) as server:
+        with HttpJudge(http_spec(server.base_url, max_concurrency=2)) as judge:
+            results: list[list] = []
+            calls = [
+                threading.Thread(target=lambda: results.append(judge.compare(["q"] * 4, list("abcd"), list("efgh"))))
+                for _ in range(2)
+            ]
+            for call in calls:
+                call.start()
+            for call in calls:
+                call.join(timeout=120)
+    assert results == [[0.5] * 4] * 2 and len(server.payloads) == 16
+    assert server.peak == 2 and server.connections <= 2
+
+
+def test_retry_after_header_forms():
+    from rollout.judges.http import retry_after_seconds
+
+    now = 1_445_412_450.0  # 30 s before Wed, 21 Oct 2015 07:28:00 GMT
+    assert retry_after_seconds("120", now) == 120.0 and retry_after_seconds(" 3 ", now) == 3.0
+    assert retry_after_seconds("1.5", now) == 1.5 and retry_after_seconds("0", now) == 0.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", now) == 30.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 -0000", now) == 30.0  # no zone: UTC
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:27:00 GMT", now) == 0.0  # in the past: at once
+    for unreadable in (None, "", "  ", "-1", "nan", "inf", "soon", "0x10"):
+        assert retry_after_seconds(unreadable, now) is None, unreadable
+
+
+@pytest.mark.parametrize(("status", "header"), [(429, "7"), (503, "3")])
+def test_retry_after_seconds_is_honoured_on_429_and_503(status, header, caplog):
+    def respond(attempt, payload):
+        if attempt == 0:
+            return status, {"error": {"message": "busy"}}, 0.0, {"Retry-After": header}
+        return OK
+
+    sleeps, sleep = recorded_sleeps()
+    with scripted_server(respond) as server, caplog.at_level(logging.WARNING, logger="rollout.judges.http"):
+        judge = HttpJudge(http_spec(server.base_url, backoff_s=0.01), sleep=sleep)
+        assert judge.compare(["q"], ["a"], ["b"]) == [0.5]
+        judge.close()
+    assert sleeps == [float(header)] * 2  # as asked (not the 0.01 s backoff), once per prompt
+    assert f"HTTP {status}: busy); retry 1/2 in {float(header):.2f}s (Retry-After {header}s)" in caplog.text
+
+
+def test_retry_after_is_ignored_on_other_statuses():
+    # Only 429 and 503 carry a meaningful Retry-After; a 500's is ignored: jittered backoff instead.
+    def respond(attempt, payload):
+        return (500, {"error": {"message": "oops"}}, 0.0, {"Retry-After": "30"}) if attempt == 0 else OK
+
+    sleeps, sleep = recorded_sleeps()
+    with scripted_server(respond) as server:
+        judge = HttpJudge(http_spec(server.base_url, backoff_s=0.5), sleep=sleep, rng=random.Random(7))
+        assert judge.compare(["q"], ["a"], ["b"]) == [0.5]
+        judge.close()
+    assert len(sleeps) == 2 and all(0.0 <= s <= 0.5 for s in sleeps)
+
+
+def test_retry_after_http_date_is_honoured():
+    # The judge's epoch clock is injected: a date 12 s after it asks for exactly 12 s.
+    now = 1_700_000_000.0
+
+    def respond(attempt, payload):
+        return (429, {"error": {"message": "slow down"}}, 0.0, {"Retry-After": email_date(now + 12)}) if attempt == 0 else OK
+
+    sleeps, sleep = recorded_sleeps()
+    with scripted_server(respond) as server:
+        with HttpJudge(http_spec(server.base_url), sleep=sleep, wall_clock=lambda: now) as judge:
+            assert judge.compare(["q"], ["a"], ["b"]) == [0.5]
+    assert sleeps == [12.0, 12.0]
+
+    # With the real clock: the date has a resolution of 1 s, so the wait is within 1 s of the header's.
+    def respond_now(attempt, payload):
+        date = email_date(time.time() + 10)
+        return (503, {"error": {"message": "restarting"}}, 0.0, {"Retry-After": date}) if attempt == 0 else OK
+
+    sleeps, sleep = recorded_sleeps()
+    with scripted_server(respond_now) as server:
+        with HttpJudge(http_spec(server.base_url), sleep=sleep) as judge:
+            assert judge.compare(["q"], ["a"], ["b"]) == [0.5]
+    assert len(sleeps) == 2 and all(8.5 <= s <= 10.0 for s in sleeps), sleeps
+
+
+def email_date(epoch: float) -> str:
+    return email.utils.formatdate(epoch, usegmt=True)
+
+
+def test_retry_after_is_capped_by_the_remaining_time_budget(caplog):
+    # budget_s = (retries + 1) * timeout_s + backoff_s * (2**retries - 1) = 3 * 2 + 0.5 * 3 = 7.5 s per
+    # request, counted by the judge's clock (injected: it advances only by the sleeps). The server
+    # asks for 5 s twice: the first wait is 5 s, the second what is left of the budget, 2.5 s.
+    # Requests are sequential (max_concurrency 1), so the two prompts' waits come in order.
+    clock = [100.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    def respond(attempt, payload):
+        return (429, {"error": {"message": "later"}}, 0.0, {"Retry-After": "5"}) if attempt < 2 else OK
+
+    spec_fields = dict(timeout_s=2.0, retries=2, backoff_s=0.5, max_concurrency=1)
+    with scripted_server(respond) as server, caplog.at_level(logging.WARNING, logger="rollout.judges.http"):
+        with HttpJudge(http_spec(server.base_url, **spec_fields), sleep=sleep, clock=lambda: clock[0]) as judge:
+            assert judge.budget_s == 7.5
+            assert judge.compare(["q"], ["a"], ["b"]) == [0.5]
+        assert sleeps == [5.0, 2.5, 5.0, 2.5]
+        assert "retry 2/2 in 2.50s (Retry-After 5s, capped by the request's time budget)" in caplog.text
+
+    # A server asking for an hour: the first wait is the whole budget, the next nothing, then the
+    # request fails, in the budget's time rather than an hour.
+    def respond_hour(attempt, payload):
+        return 503, {"error": {"message": "maintenance"}}, 0.0, {"Retry-After": "3600"}
+
+    sleeps.clear()
+    with scripted_server(respond_hour) as server:
+        with HttpJudge(http_spec(server.base_url, **spec_fields), sleep=sleep, clock=lambda: clock[0]) as judge:
+            with pytest.raises(
+                HttpJudgeError, match=r"failed after 3 attempts \(timeout 2.0s each\); last error: HTTP 503: maintenance"
+            ):
+                judge.compare(["q"], ["a"], ["b"])
+    assert sleeps[:2] == [7.5, 0.0]  # the first request's waits (the second's may follow): never more than its budget
+
+
+def test_backoff_is_full_jitter_below_the_exponential_ceiling():
+    # Without Retry-After, retry k waits uniform(0, backoff_s * 2**k): with a seeded RNG and
+    # sequential requests the waits are exactly the RNG's draws, each under its ceiling.
+    def respond(attempt, payload):
+        return (503, {"error": {"message": "overloaded"}}, 0.0) if attempt < 3 else OK
+
+    sleeps, sleep = recorded_sleeps()
+    with scripted_server(respond) as server:
+        spec = http_spec(server.base_url, retries=3, backoff_s=1.0, max_concurrency=1)
+        with HttpJudge(spec, sleep=sleep, rng=random.Random(1234)) as judge:
+            assert judge.compare(["q"], ["a"], ["b"]) == [0.5]
+    ceilings = [1.0, 2.0, 4.0] * 2  # two prompts, three retries each
+    draws = random.Random(1234)
+    assert sleeps == [draws.uniform(0.0, c) for c in ceilings]
+    assert all(0.0 <= s <= c for s, c in zip(sleeps, ceilings, strict=True))
+    assert len(set(sleeps)) == 6 and any(s < 0.5 * c for s, c in zip(sleeps, ceilings))  # jittered, not the ceiling
+
+    # Many draws: bounded by the ceiling, spread over it (mean near half of it).
+    with scripted_server(
+        lambda attempt, payload: (503, {"error": {"message": "overloaded"}}, 0.0) if attempt < 1 else OK
+    ) as server:
+        sleeps.clear()
+        with HttpJudge(http_spec(server.base_url, retries=1, backoff_s=2.0), sleep=sleep, rng=random.Random(5)) as judge:
+            judge.compare([f"q{i}" for i in range(100)], ["a"] * 100, ["b"] * 100)  # 200 prompts: one retry each
+    assert len(sleeps) == 200 and all(0.0 <= s <= 2.0 for s in sleeps)
+    assert 0.8 < sum(sleeps) / len(sleeps) < 1.2 and min(sleeps) < 0.1 and max(sleeps) > 1.9
+
+
+def test_retry_after_is_really_slept_by_default():
+    # The one wall-clock check: with the default sleep, a retry after "Retry-After: 1" reaches the
+    # server no sooner than 1 s after the refused attempt (and well within the request's budget).
+    def respond(attempt, payload):
+        return (503, {"error": {"message": "warming up"}}, 0.0, {"Retry-After": "1"}) if attempt == 0 else OK
+
+    with scripted_server(respond) as server:
+        with HttpJudge(http_spec(server.base_url)) as judge:
+            assert judge.compare(["q"], ["a"], ["b"]) == [0.5]
+    by_prompt: dict[str, list[float]] = {}
+    for payload, arrival in zip(server.payloads, server.arrivals, strict=True):
+        by_prompt.setdefault(payload["prompt"], []).append(arrival)
+    gaps = [later - first for first, later in by_prompt.values()]
+    assert len(gaps) == 2 and all(1.0 <= gap < 6.0 for gap in gaps), gaps
+
+
+def test_the_key_is_in_no_error_and_no_log_line(monkeypatch, caplog):
+    # Every failure path with a server that echoes the key, and every logger at DEBUG (httpx's and
+    # httpcore's included): the key is in the Authorization header and nowhere else.
+    key = "scripted-" + secrets.token_hex(8)
+    monkeypatch.setenv("HTTP_JUDGE_SCRIPTED_KEY", key)
+    caplog.set_level(logging.DEBUG)
+
+    def respond(attempt, payload):
+        echo = {"error": {"message": f"key {key} is busy"}}
+        if attempt == 0:
+            return 429, echo, 0.0, {"Retry-After": "0"}
+        if attempt == 1:
+            return 503, f"<html>down, Bearer {key}</html>".encode(), 0.0
+        return 401, echo, 0.0
+
+    errors: list[str] = []
+    sleeps, sleep = recorded_sleeps()
+    with scripted_server(respond) as server:
+        spec = http_spec(server.base_url, api_key_env="HTTP_JUDGE_SCRIPTED_KEY", retries=3)
+        with HttpJudge(spec, sleep=sleep) as judge:
+            with pytest.raises(HttpJudgeError) as info:
+                judge.compare(["q"], ["a"], ["b"])
+            errors.append(str(info.value))
+            assert "HTTP 401: key *** is busy" in errors[0]
+        # a refused connection and a body that is not JSON, with the same key
+        with HttpJudge(
+            http_spec(f"http://127.0.0.1:{free_port()}/v1", api_key_env="HTTP_JUDGE_SCRIPTED_KEY", retries=1), sleep=sleep
+        ) as judge:
+            with pytest.raises(HttpJudgeError) as info:
+                judge.compare(["q"], ["a"], ["b"])
+            errors.append(str(info.value))
+            assert repr(judge).startswith("HttpJudge(") and key not in repr(judge)
+    with scripted_server(lambda attempt, payload: (200, f"not json {key}".encode(), 0.0)) as plain:
+        with HttpJudge(http_spec(plain.base_url, api_key_env="HTTP_JUDGE_SCRIPTED_KEY"), sleep=sleep) as judge:
+            with pytest.raises(HttpJudgeError) as info:
+                judge.compare(["q"], ["a"], ["b"])
+            errors.append(str(info.value))
+    assert all(h["Authorization"] == f"Bearer {key}" for h in server.headers + plain.headers)  # it was sent
+    assert "ConnectionRefusedError" in errors[1] and "not JSON: 'not json ***'" in errors[2]
+    assert not [e for e in errors if key in e]
+    records = [r.getMessage() + repr(r.args) for r in caplog.records]
+    assert any(r.name.startswith("httpcore") for r in caplog.records)  # the transport's debug lines were captured
+    assert any("retry 1/3" in m for m in records) and not [m for m in records if key in m]
+    assert key not in caplog.text
+    assert not [r for r in caplog.records if r.name == "httpx" and r.levelno < logging.WARNING]  # no per-request lines
