@@ -8,6 +8,7 @@ its kind, the step and what was wrong; 'skip' returns a Judgement marking the mi
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -83,6 +84,10 @@ class JudgeActor:
         report = load(weights, version)
         self.status.policy_version = report.version
         return report
+
+    def pid(self) -> int:
+        """This actor's process id (what fault injection SIGKILLs: driver/faults.py)."""
+        return os.getpid()
 
     def policy_version(self) -> int | None:
         """The policy version a self judge judges with; None for judges that do not follow the policy."""

@@ -7,6 +7,7 @@ address (`rendezvous` on rank 0 tells it).
 from __future__ import annotations
 
 import logging
+import os
 
 import ray
 
@@ -22,6 +23,10 @@ class LearnerActor:
         self.rank, self.world_size = rank, world_size
         self.learner = None
         self.status = ActorStatus(actor_name(f"learner-{rank}"), f"learner rank {rank}/{world_size}", rate_unit="pairs/s")
+
+    def pid(self) -> int:
+        """This actor's process id (what fault injection SIGKILLs: driver/faults.py)."""
+        return os.getpid()
 
     def rendezvous(self, port: int = 0) -> tuple[str, int]:
         """Rank 0: the address other ranks join."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import ray
@@ -39,6 +40,10 @@ class RolloutActor:
         self.status.policy_version = report.version
         self.status.details["sync"] = f"synced v{report.version} in {report.seconds:.2f}s"
         return report
+
+    def pid(self) -> int:
+        """This actor's process id (what fault injection SIGKILLs: driver/faults.py)."""
+        return os.getpid()
 
     def policy_version(self) -> int:
         return self.sampler.policy_version

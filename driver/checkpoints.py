@@ -4,6 +4,7 @@
         learner/ ...        DeepSpeed: policy, optimizer, LR scheduler, torch RNG (every rank)
         critic/ ...         DeepSpeed: PPO's value model and its optimizer
         opponents.pt        MNPO's frozen snapshots and their versions
+        inflight.json       batches sampled and judged ahead of the learner (rollout.max_staleness > 0)
         driver.json         DriverState below (step counter, data-stream position, eval baselines)
         config.yaml         the resolved run config
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import logging
 import os
 import re
@@ -28,11 +30,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from protocols import FROZEN, EvalResult
+from protocols import FROZEN, EvalResult, Judgement, RolloutBatch
 
 logger = logging.getLogger("driver")
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
 STATE_FILE = "driver.json"
+IN_FLIGHT_FILE = "inflight.json"
 
 
 class EvalSamples(BaseModel):
@@ -49,7 +52,14 @@ class DriverState(BaseModel):
 
     model_config = FROZEN
     next_step: int = Field(ge=0, description="First step the resumed run executes.")
-    prompt_position: int = Field(ge=0, description="PromptStream position of step next_step's prompts.")
+    prompt_position: int = Field(
+        ge=0, description="PromptStream position of the next step to launch (next_step, or the one after the in-flight steps)."
+    )
+    in_flight: tuple[int, ...] = Field(
+        default=(),
+        description="Steps sampled and judged ahead of the learner when the checkpoint was written (their batches and "
+        "verdicts are in inflight.json): a resumed run trains on them as the uninterrupted run did.",
+    )
     policy_version: int = Field(ge=0)
     reference: str = Field(description="Identity of the reference (starting) policy weights.")
     probe: tuple[tuple[int, ...], ...] = Field(description="Token sequences every weight sync is verified on.")
@@ -122,6 +132,34 @@ def complete_checkpoints(output: Path) -> list[Path]:
 
 def load_state(checkpoint: Path) -> DriverState:
     return DriverState.model_validate_json((checkpoint / STATE_FILE).read_text())
+
+
+class InFlightStep(BaseModel):
+    """A step sampled and judged ahead of the learner: per rollout worker, its batch and every judge's verdicts."""
+
+    model_config = FROZEN
+    step: int = Field(ge=0)
+    batches: tuple[RolloutBatch, ...]
+    judgements: tuple[tuple[Judgement, ...], ...]
+
+
+def save_in_flight(tmp: Path, steps: list[InFlightStep]) -> None:
+    (tmp / IN_FLIGHT_FILE).write_text(json.dumps([s.model_dump(mode="json") for s in steps]))
+
+
+def load_in_flight(checkpoint: Path, state: DriverState) -> list[InFlightStep]:
+    """The checkpoint's in-flight steps (none when the run was strictly on-policy); ValueError if they
+    are not the ones driver.json names."""
+    if not state.in_flight:
+        return []
+    path = checkpoint / IN_FLIGHT_FILE
+    try:
+        steps = [InFlightStep.model_validate(s) for s in json.loads(path.read_text())]
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: {str(err).splitlines()[0]}") from None
+    if tuple(s.step for s in steps) != state.in_flight:
+        raise ValueError(f"{path}: holds steps {[s.step for s in steps]}, driver.json names {list(state.in_flight)}")
+    return steps
 
 
 # ---------------------------------------------------------------------- a full disk

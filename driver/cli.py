@@ -12,8 +12,11 @@ that another driver holds (driver/lock.py) or that it cannot safely continue (dr
 
 Exit status: 0 the run finished (or had finished already: nothing to do); 2 bad input or a refused
 launch; EXIT_STOPPED (75) stopped by SIGTERM / SIGINT at a step boundary with a checkpoint (run the
-same command, or --resume, to continue); 74 the disk filled up writing a checkpoint; 128 + N a
-second signal N aborted the run at once; 1 anything else (with its traceback).
+same command, or --resume, to continue); 74 the disk filled up writing a checkpoint; 70 the run
+failed in a way it reports in one line (an actor that did not answer within its
+`reliability.*_timeout_s`, actor deaths beyond `reliability.max_restarts`, a judge over its
+`max_skipped_fraction`), with the checkpoint to continue from; 128 + N a second signal N aborted
+the run at once; 1 anything else (with its traceback).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from driver.tracking import WandbSettings, require_wandb
 from protocols import RunConfig
 
 EXIT_DISK_FULL = 74  # EX_IOERR
+EXIT_FAILED = 70  # EX_SOFTWARE: a timeout, restarts used up, or a judge over its cap (one line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,9 +202,20 @@ def launch_decision(plan: RunPlan, mode: Mode, model_path: str) -> Decision:
     return decision
 
 
+def resume_hint(output: Path) -> str:
+    """How to continue a run that failed: from its newest checkpoint, or from the start."""
+    found = checkpoints.complete_checkpoints(Path(output))
+    if found:
+        return f"its newest checkpoint is {found[-1]}: continue with `python -m driver --resume {output}`"
+    return "it wrote no checkpoint: run the command again to start over"
+
+
 def execute(plan: RunPlan, decision: Decision) -> None:
     """Run, and turn the ways a run ends into one line and an exit status (see the module docstring)."""
-    from driver.run import run  # imports Ray: only once the inputs are known to be good
+    from driver.cluster import StageTimeout  # (these import Ray: only once the inputs are known to be good)
+    from driver.faults import RunFailed
+    from driver.judge_failures import JudgeFailureError
+    from driver.run import run
 
     try:
         summary = run(plan, resume=decision.checkpoint)
@@ -210,6 +225,10 @@ def execute(plan: RunPlan, decision: Decision) -> None:
     except DiskFull as err:
         sys.stderr.write(f"driver: error: {err}\n")
         raise SystemExit(EXIT_DISK_FULL) from None
+    except (StageTimeout, RunFailed, JudgeFailureError) as err:
+        logging.getLogger("driver").debug("the run failed", exc_info=True)
+        sys.stderr.write(f"driver: error: {err}; {resume_hint(plan.output)}\n")
+        raise SystemExit(EXIT_FAILED) from None
     except Aborted as err:
         sys.stderr.write(
             f"driver: aborted by a second {err}: the step in progress is lost; the run continues from "

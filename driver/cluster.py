@@ -10,9 +10,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 
@@ -23,6 +23,7 @@ from driver.plan import RunPlan
 from protocols import JudgeSpec, Prompt, PromptBatch, RunConfig
 
 logger = logging.getLogger("driver")
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,6 +38,10 @@ class Cluster:
     judge_specs: dict[str, JudgeSpec] = field(default_factory=dict)
     # ObjectRef[RolloutBatch] of the latest batch sampled (`sample`): what new judges are tried on
     last_sampled: Any = None
+    # the placement group of the rollout workers' and learner ranks' bundles (a replacement takes its bundle)
+    pg: Any = None
+    # name -> the eval judge's spec (its replicas are `eval_judge`)
+    eval_spec: JudgeSpec | None = None
 
 
 def connect(plan: RunPlan) -> bool:
@@ -99,34 +104,95 @@ def check_resources(plan: RunPlan) -> None:
             raise RuntimeError(f"the run needs {amount:g} {key} but the cluster has {have.get(key, 0.0):g}: {have}")
 
 
-def start_actors(plan: RunPlan, model_path: str) -> Cluster:
-    from actors.learner import LearnerActor
-    from actors.rollout import RolloutActor
-
+def start_actors(plan: RunPlan, model_path: str, timeout_s: float | None = None) -> Cluster:
+    """Every actor of the run, started and ready (models loaded) within `timeout_s`."""
     cfg = plan.cfg
+    timeout_s = cfg.reliability.start_timeout_s if timeout_s is None else timeout_s
     pg = placement.create_placement_group(cfg)
-    rollouts = [
-        RolloutActor.options(**placement.rollout_options(cfg, i, pg)).remote(
-            model_path, cfg.rollout, cfg.model.dtype, cfg.seed + i, f"rollout-{i}", cfg.model.chat_template
-        )
-        for i in range(cfg.rollout.num_workers)
-    ]
-    world = cfg.learner.num_workers
-    learners = [LearnerActor.options(**placement.learner_options(cfg, r, pg)).remote(r, world) for r in range(world)]
-    addr, port = ray.get(learners[0].rendezvous.remote(cfg.learner.master_port))
-    setups = [learner.setup.remote(model_path, cfg, addr, port) for learner in learners]
-
+    rollouts = [start_rollout(cfg, model_path, i, pg) for i in range(cfg.rollout.num_workers)]
+    learners, setups = start_learners(cfg, model_path, pg, timeout_s)
     judges = start_judges(plan.manifest.judges, cfg, model_path)
     eval_judge = start_judges([plan.eval_judge], cfg, model_path, prefix="eval-judge")[plan.eval_judge.name]
-    ray.get(setups)
-    ray.get([r.policy_version.remote() for r in rollouts])  # engines loaded
+    wait_for(setups, timeout_s, "starting the learner", "start_timeout_s", [f"learner-{r}" for r in range(len(learners))])
+    wait_for(
+        [r.policy_version.remote() for r in rollouts],
+        timeout_s,
+        "starting the rollout workers (vLLM engines)",
+        "start_timeout_s",
+        [f"rollout-{i}" for i in range(len(rollouts))],
+    )
     return Cluster(
         rollouts=rollouts,
         learners=learners,
         judges=judges,
         eval_judge=eval_judge,
         judge_specs={spec.name: spec for spec in plan.manifest.judges},
+        pg=pg,
+        eval_spec=plan.eval_judge,
     )
+
+
+def start_rollout(cfg: RunConfig, model_path: str, index: int, pg: Any) -> Any:
+    """Rollout worker `index` in its bundle of `pg` (a replacement takes the dead one's name and bundle)."""
+    from actors.rollout import RolloutActor
+
+    return RolloutActor.options(**placement.rollout_options(cfg, index, pg)).remote(
+        model_path, cfg.rollout, cfg.model.dtype, cfg.seed + index, f"rollout-{index}", cfg.model.chat_template
+    )
+
+
+def start_learners(cfg: RunConfig, model_path: str, pg: Any, timeout_s: float) -> tuple[list, list]:
+    """Every learner rank, and the ObjectRefs of their `setup` (the torch.distributed group joined)."""
+    from actors.learner import LearnerActor
+
+    world = cfg.learner.num_workers
+    learners = [LearnerActor.options(**placement.learner_options(cfg, r, pg)).remote(r, world) for r in range(world)]
+    rendezvous = learners[0].rendezvous.remote(cfg.learner.master_port)
+    addr, port = wait_for(rendezvous, timeout_s, "starting learner-0", "start_timeout_s")
+    return learners, [learner.setup.remote(model_path, cfg, addr, port) for learner in learners]
+
+
+def replace_named(start: Callable[[], T], old: Any | list | None = None, timeout_s: float = 60.0) -> T:
+    """start() a replacement for `old` (a handle or a list of them) under the same Ray names: the old
+    actors are killed (if still alive) and awaited dead first, since a name is free only then."""
+    olds = [] if old is None else old if isinstance(old, list) else [old]
+    for handle in olds:
+        ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + timeout_s
+    for handle in olds:
+        try:
+            ray.get(handle.__ray_ready__.remote(), timeout=max(1.0, deadline - time.monotonic()))
+        except ray.exceptions.RayActorError:
+            pass  # dead, as asked
+        except ray.exceptions.GetTimeoutError:
+            raise StageTimeout(f"{handle} did not stop within {timeout_s:g}s of being killed") from None
+    while True:
+        try:
+            return start()
+        except ValueError as err:  # Ray: "The name ... is already taken" until the GCS drops the dead actor's name
+            if "already taken" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+
+
+class StageTimeout(RuntimeError):
+    """A call the driver waits on did not return in time; the message names the actors and the knob."""
+
+
+def wait_for(refs: Any, timeout_s: float, what: str, knob: str, who: Sequence[str] | None = None) -> Any:
+    """ray.get(refs) within `timeout_s`; else StageTimeout naming what was waited for, the actors
+    that had not answered (`who`, aligned with `refs`) and the `reliability.<knob>` that sets the limit."""
+    try:
+        return ray.get(refs, timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        listed = refs if isinstance(refs, list) else [refs]
+        ready, _ = ray.wait(listed, num_returns=len(listed), timeout=0)
+        late = [who[i] for i, ref in enumerate(listed) if ref not in ready] if who else []
+        raise StageTimeout(
+            f"{what}: no answer{' from ' + ', '.join(late) if late else ''} within {timeout_s:g}s "
+            f"(reliability.{knob}); the actor is hung or far slower than expected: raise reliability.{knob} if it "
+            f"is only slow"
+        ) from None
 
 
 def start_judges(specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str, prefix: str = "judge") -> dict[str, list]:
@@ -136,22 +202,21 @@ def start_judges(specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str, pr
     population member's `path`, and for a self judge the run's policy (`model_path`, already
     resolved), which it loads in the run's dtype and verifies syncs against `rollout.sync_tolerance`.
     """
+    return {spec.name: [start_judge(spec, i, cfg, model_path, prefix) for i in range(spec.replicas)] for spec in specs}
+
+
+def start_judge(spec: JudgeSpec, replica: int, cfg: RunConfig, model_path: str, prefix: str = "judge") -> Any:
+    """One replica of `spec` (see start_judges)."""
     from actors.judge import JudgeActor
 
-    def path_of(spec) -> str | None:
-        return resolve_model_path(spec.path) if getattr(spec, "path", None) else None
+    def path_of(s) -> str | None:
+        return resolve_model_path(s.path) if getattr(s, "path", None) else None
 
-    out = {}
-    for spec in specs:
-        path = model_path if spec.kind == "self" else path_of(spec)
-        members = {m.name: path_of(m) for m in spec.members} if spec.kind == "population" else None
-        out[spec.name] = [
-            JudgeActor.options(**placement.judge_options(spec, i, prefix)).remote(
-                spec, path, members, cfg.model.dtype, cfg.rollout.sync_tolerance
-            )
-            for i in range(spec.replicas)
-        ]
-    return out
+    path = model_path if spec.kind == "self" else path_of(spec)
+    members = {m.name: path_of(m) for m in spec.members} if spec.kind == "population" else None
+    return JudgeActor.options(**placement.judge_options(spec, replica, prefix)).remote(
+        spec, path, members, cfg.model.dtype, cfg.rollout.sync_tolerance
+    )
 
 
 def shard(prompts: list[Prompt], parts: int) -> list[list[Prompt]]:
@@ -202,11 +267,22 @@ def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list
     every training judge of kind 'self' (which judges with the current policy). The weights are
     put in the object store once, by the learner, and every receiver reads the same object.
     """
-    version_ref, weights_ref = export_weights(cluster, step, probe)
+    return send_weights(cluster, export_weights(cluster, step, probe))
+
+
+def weight_receivers(cluster: Cluster) -> list:
+    """Who follows the policy's weights: every rollout worker (in order), then every replica of
+    every training judge of kind 'self'."""
     self_judges = [
         replica for name, replicas in cluster.judges.items() if cluster.judge_specs[name].kind == "self" for replica in replicas
     ]
-    return [receiver.load_weights.remote(weights_ref, version_ref) for receiver in [*cluster.rollouts, *self_judges]]
+    return [*cluster.rollouts, *self_judges]
+
+
+def send_weights(cluster: Cluster, exported: tuple) -> list:
+    """ObjectRef[SyncReport] per weight receiver of the exported (version, weights) refs."""
+    version_ref, weights_ref = exported
+    return [receiver.load_weights.remote(weights_ref, version_ref) for receiver in weight_receivers(cluster)]
 
 
 def swap_judges(

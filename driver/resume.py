@@ -7,7 +7,7 @@ or refuse in one line; never delete a record it cannot redo from a checkpoint.
 newest usable checkpoint and F the steps of a finished run (summary.json):
 
 - the checkpoint's config is the run's: the requested config (OUTPUT/config.yaml under --resume,
-  the command's under auto) may differ from it only in `steps` and `address` (ALLOWED_CHANGES);
+  the command's under auto) may differ from it only in `steps`, `address` and `reliability` (ALLOWED_CHANGES);
   any other difference is refused, naming the fields. `output` is the directory itself.
 - finished (F present), S == F: nothing to do (exit 0, nothing written).
 - S < c: refused (the run is past step S; its checkpoint and records up to c would be lost).
@@ -43,7 +43,7 @@ from protocols import RunConfig
 
 logger = logging.getLogger("driver")
 Mode = Literal["resume", "auto", "never"]
-ALLOWED_CHANGES = ("steps", "address")  # may differ from the checkpoint's config on resume
+ALLOWED_CHANGES = ("steps", "address", "reliability")  # may differ from the checkpoint's config on resume
 NOT_COMPARED = ("output",)  # the run directory itself (a moved directory resumes)
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
@@ -109,8 +109,9 @@ def decide(output: Path, cfg: RunConfig, mode: Mode) -> Decision:
     if changes:
         raise ResumeRefused(
             f"{asked} differs from the checkpoint's ({checkpoint.path / CONFIG_FILE}) in {_listed(changes)}; a run "
-            f"continues with the config it was started with: only {' and '.join(ALLOWED_CHANGES)} may change "
-            f"(--steps, --address); to change anything else start a new run"
+            f"continues with the config it was started with: only {', '.join(ALLOWED_CHANGES)} may change "
+            f"(--steps, --address, reliability.*: timeouts and restarts do not change what is computed); to change "
+            f"anything else start a new run"
         )
     step = checkpoint.step
     if finished is not None and steps == finished and step <= finished:
@@ -241,6 +242,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
             raise ValueError(f"{engine}/ has optimizer states of {len(optims)} of {config.learner.num_workers} ranks")
     if spec.needs_opponents and not (path / "opponents.pt").is_file():
         raise ValueError("no opponents.pt (the opponent pool)")
+    checkpoints.load_in_flight(path, state)  # the steps sampled ahead of the learner, when there were any
     empty = sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file() and f.stat().st_size == 0)
     if empty:
         raise ValueError(f"empty file{'s' if len(empty) > 1 else ''} {', '.join(empty[:3])}")

@@ -24,10 +24,11 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ray
@@ -39,14 +40,24 @@ from driver.builtin import resolve_model_path
 from driver.checkpoints import DriverState, EvalSamples
 from driver.cluster import (
     Cluster,
+    StageTimeout,
     check_resources,
     connect,
+    export_weights,
     judge,
-    publish_weights,
+    replace_named,
     sample,
+    send_weights,
+    shard,
     start_actors,
+    start_judge,
+    start_learners,
+    start_rollout,
     swap_judges,
+    wait_for,
+    weight_receivers,
 )
+from driver.faults import FaultLog, KillSchedule, LearnerLost, Located, dead_actor_id, first_line, locate
 from driver.judge_failures import JudgeFailures
 from driver.manifest_watch import ManifestChange, ManifestWatcher
 from driver.plan import RunPlan
@@ -56,7 +67,8 @@ from driver.stats import rollout_stats, step_line
 from driver.tracking import MetricsWriter, WandbSettings, truncate_after
 from learner.algorithms import algorithm_config, get_algorithm
 from learner.opponents import snapshot_due
-from protocols import EvalResult, Judgement, RolloutBatch
+from protocols import EvalResult, Judgement, JudgeSpec, Prompt, PromptBatch, RolloutBatch, SyncReport
+from protocols.judges import POINTWISE_KINDS
 from rollout.evaluation import win_rate_from_rewards
 from rollout.prompts import PromptStream
 from rollout.seeds import derive_seed
@@ -80,11 +92,15 @@ class InFlight:
     step: int
     batches: list  # ObjectRef[RolloutBatch], one per rollout worker
     judgements: list  # per batch: list of ObjectRef[Judgement], one per judge
+    prompts: list[Prompt] = field(default_factory=list)  # empty: restored from a checkpoint (nothing to re-issue)
+    seeds: list[int] = field(default_factory=list)  # per rollout worker
+    weights: tuple | None = None  # (ObjectRef[WeightVersion], ObjectRef[weights]) served when it was launched
 
 
 def run(plan: RunPlan, resume: Checkpoint | None = None) -> Summary:
     """Start (or join) Ray, start the actors, train, evaluate; `resume` continues plan.output from
-    that checkpoint (chosen and checked by driver/resume.py)."""
+    that checkpoint (chosen and checked by driver/resume.py). A learner rank that dies restores
+    every rank from the last checkpoint and the loop goes on from there (driver/faults.py)."""
     cfg = plan.cfg
     started = time.perf_counter()
     model_path = resolve_model_path(cfg.model.path)
@@ -101,8 +117,17 @@ def run(plan: RunPlan, resume: Checkpoint | None = None) -> Summary:
             check_resources(plan)
             cluster = start_actors(plan, model_path)
             logger.info("actors ready in %.1fs; run directory %s", time.perf_counter() - started, plan.output.resolve())
-            loop = Loop(plan, cluster, model_path, started, stop)
-            return loop.run(resume.state if resume else None, resume.path if resume else None)
+            faults = FaultLog(plan.output, cfg.reliability.max_restarts)
+            kills = KillSchedule(cfg.reliability.kill_schedule)
+            state, checkpoint, rewound = (resume.state, resume.path, False) if resume else (None, None, False)
+            while True:
+                loop = Loop(plan, cluster, model_path, started, stop, faults, kills)
+                try:
+                    return loop.run(state, checkpoint, rewound=rewound)
+                except LearnerLost as lost:
+                    plan, checkpoint, rewound = loop.plan, loop.last_checkpoint, True
+                    state = checkpoints.load_state(checkpoint) if checkpoint is not None else None
+                    restore_learners(loop, lost)
         finally:
             if we_started:
                 ray.shutdown()
@@ -110,10 +135,47 @@ def run(plan: RunPlan, resume: Checkpoint | None = None) -> Summary:
         stop.restore()
 
 
+def restore_learners(loop: Loop, lost: LearnerLost) -> None:
+    """After a learner rank died: every rank replaced; with no checkpoint yet, the rollout workers
+    and self judges get the starting weights back (the loop then starts over); with one, the loop's
+    restore loads it."""
+    cluster, cfg, began = loop.cluster, loop.cfg, time.perf_counter()
+    checkpoint = loop.last_checkpoint
+    loop.faults.allow(lost.step, lost.actor, lost.error, loop.resume_hint())
+    for learner in cluster.learners:
+        ray.kill(learner, no_restart=True)
+    learners, setups = replace_named(lambda: start_learners(cfg, loop.model_path, cluster.pg, cfg.reliability.start_timeout_s))
+    wait_for(setups, cfg.reliability.start_timeout_s, "restarting the learner", "start_timeout_s")
+    cluster.learners = learners
+    if checkpoint is None:
+        exported = export_weights(cluster, 0, loop.probe)
+        wait_for(send_weights(cluster, exported), cfg.reliability.sync_timeout_s, "the starting weights", "sync_timeout_s")
+    where = f"its checkpoint {checkpoint}" if checkpoint is not None else "the start (no checkpoint yet)"
+    rank = int(lost.actor.rpartition("-")[2]) if lost.actor.rpartition("-")[2].isdigit() else 0
+    loop.faults.record(
+        lost.step,
+        Located("learner", rank),
+        lost.error,
+        f"every learner rank replaced; the run continues from {where}, redoing the steps since",
+        time.perf_counter() - began,
+    )
+
+
 class Loop:
-    def __init__(self, plan: RunPlan, cluster: Cluster, model_path: str, started: float, stop: StopSignals | None = None):
+    def __init__(
+        self,
+        plan: RunPlan,
+        cluster: Cluster,
+        model_path: str,
+        started: float,
+        stop: StopSignals | None = None,
+        faults: FaultLog | None = None,
+        kills: KillSchedule | None = None,
+    ):
         self.plan, self.cfg, self.cluster, self.model_path, self.started = plan, plan.cfg, cluster, model_path, started
         self.stop = stop or StopSignals()  # (not installed: never requested)
+        self.faults = faults or FaultLog(plan.output, plan.cfg.reliability.max_restarts)
+        self.kills = kills or KillSchedule(())
         self.last_checkpoint: Path | None = None
         self.heldout = list(plan.task.heldout[: self.cfg.eval.num_prompts])
         spec = get_algorithm(self.cfg.algo)
@@ -129,21 +191,35 @@ class Loop:
         # Ray's metrics agent drops a gauge that is not set again within a few report intervals:
         # the latest evaluation is re-published with every step so that dashboards keep it.
         self.last_eval: dict[str, float] = {}
+        self.queue: collections.deque[InFlight] = collections.deque()  # launched, not yet trained on
+        self.current: InFlight | None = None  # the step being trained on
+        self.served: tuple | None = None  # (version, weights) refs the rollout workers and self judges hold now
+        self.pending_loads: list = []  # weight loads of replaced actors, checked at the next sync
+        self.dropped: list = []  # refs of work lost with a dead actor (see `drain_dropped`)
+        self.probe: list[list[int]] = []
 
     # ------------------------------------------------------------------ the loop
-    def run(self, state: DriverState | None, checkpoint: Path | None) -> Summary:
+    def run(self, state: DriverState | None, checkpoint: Path | None, rewound: bool = False) -> Summary:
+        """Steps state.next_step.. (all, without a state); `rewound`: the loop starts again after a
+        learner was lost, so the records past its starting point are redone like a resume's."""
         cfg = self.cfg
+        restored: list[checkpoints.InFlightStep] = []
         if state is None:
             state = self.start_state()
         else:
-            self.restore(state, checkpoint)
+            restored = self.restore(state, checkpoint)
+        self.probe = [list(p) for p in state.probe]
         self.evals.update({e.version: e for e in (state.start, *state.pool)})
         stream = PromptStream(self.plan.task.train, seed=cfg.seed, position=state.prompt_position)
-        queue: collections.deque[InFlight] = collections.deque()
-        launched = done = state.next_step
+        self.queue = collections.deque(
+            InFlight(s.step, [ray.put(b) for b in s.batches], [[ray.put(j) for j in per] for per in s.judgements])
+            for s in restored
+        )
+        launched = state.next_step + len(self.queue)
+        done = state.next_step
         version = state.policy_version
         ends, final = collections.deque([time.perf_counter()], maxlen=21), state.last_eval  # recent step ends: ETA
-        resume_step = state.next_step if checkpoint is not None else None
+        resume_step = state.next_step if (checkpoint is not None or rewound) else None
         samples_log = self.plan.output / SAMPLES_FILE
         if resume_step is not None:
             truncate_after(samples_log, resume_step)
@@ -156,16 +232,15 @@ class Loop:
             for step in range(state.next_step, cfg.steps):
                 if self.stop.requested:  # a SIGTERM / SIGINT: stop at this step boundary
                     break
+                self.kills.fire(self.cluster, step)
                 if self.watcher is not None and launched < cfg.steps:
-                    self.maybe_swap_judges(queue, launched, state.probe)
-                while launched < cfg.steps and len(queue) <= cfg.rollout.max_staleness:
-                    seeds = [derive_seed(cfg.seed, "train", launched, i) for i in range(len(self.cluster.rollouts))]
-                    refs = sample(
-                        self.cluster, launched, stream.next(cfg.rollout.prompts_per_step), cfg.rollout.samples_per_prompt, seeds
-                    )
-                    queue.append(InFlight(launched, refs, judge(self.cluster.judges, refs, launched)))
+                    self.maybe_swap_judges(self.queue, launched, self.probe)
+                while launched < cfg.steps and len(self.queue) <= cfg.rollout.max_staleness:
+                    self.queue.append(self.launch(launched, stream))
                     launched += 1
-                record, examples = self.train_step(queue.popleft(), state.probe, queue_depth=len(queue))
+                self.current = self.queue.popleft()
+                record, examples = self.train_step(self.current, self.probe, queue_depth=len(self.queue))
+                self.current = None
                 self.emit(writer, record)
                 samples.write(json.dumps(examples) + "\n")
                 samples.flush()
@@ -188,10 +263,20 @@ class Loop:
         self.finish(final)
         return Summary(steps=cfg.steps, seconds=time.perf_counter() - self.started, final_eval=final)
 
+    def launch(self, step: int, stream: PromptStream) -> InFlight:
+        """Sample step `step` on every rollout worker and have every judge judge it (ObjectRefs)."""
+        cfg = self.cfg
+        prompts = stream.next(cfg.rollout.prompts_per_step)
+        seeds = [derive_seed(cfg.seed, "train", step, i) for i in range(len(self.cluster.rollouts))]
+        refs = sample(self.cluster, step, prompts, cfg.rollout.samples_per_prompt, seeds)
+        return InFlight(step, refs, judge(self.cluster.judges, refs, step), prompts, seeds, self.served)
+
     def start_state(self) -> DriverState:
         """Step 0: the starting policy's held-out samples (the win-rate baseline) and the sync probe."""
         start, batches = self.eval_samples(0, step=0)
         probe = [list(r.prompt_token_ids + r.response_token_ids)[:32] for r in batches[0].rollouts[:2]]
+        # the starting weights, by reference: what a replaced actor re-does the first batches with
+        self.served = self.learner_call(0, lambda: export_weights(self.cluster, 0, probe))
         return DriverState(
             next_step=0,
             prompt_position=0,
@@ -216,25 +301,30 @@ class Loop:
 
     def train_step(self, item: InFlight, probe: list[list[int]], queue_depth: int) -> tuple[dict[str, float], dict]:
         """One step; returns its metrics record and its samples.jsonl entry."""
+        rc = self.cfg.reliability
         step_start = time.perf_counter()
-        batches: list[RolloutBatch] = ray.get(item.batches)
-        judge_start = time.perf_counter()  # what was left of sampling when the step began, then judging
-        judgements: list[list[Judgement]] = [ray.get(refs) for refs in item.judgements]
-        judge_seconds = time.perf_counter() - judge_start
+        batches, judgements, judge_start, judge_seconds = self.recovering(item.step, lambda: self.gather(item))
         batches, judgements, trained = self.judge_failures.apply(
             item.step, batches, judgements, item.batches, self.cluster.judge_specs
         )
         learn_start = time.perf_counter()
-        results = ray.get(
-            [
-                learner.train_step.remote(
-                    item.step, self.plan.judge_weights, self.plan.judge_temperatures, [tuple(j) for j in judgements], *trained
-                )
-                for learner in self.cluster.learners
-            ]
+        results = self.learner_call(
+            item.step,
+            lambda: wait_for(
+                [
+                    learner.train_step.remote(
+                        item.step, self.plan.judge_weights, self.plan.judge_temperatures, [tuple(j) for j in judgements], *trained
+                    )
+                    for learner in self.cluster.learners
+                ],
+                rc.learn_timeout_s,
+                f"the learner's step {item.step}",
+                "learn_timeout_s",
+                self.learner_names(),
+            ),
         )
         sync_start = time.perf_counter()
-        reports = ray.get(publish_weights(self.cluster, item.step, probe))
+        reports = self.sync(item.step, probe)
         waits = {
             "time/rollout_wait": judge_start - step_start,
             "time/judge_wait": learn_start - judge_start,
@@ -256,9 +346,69 @@ class Loop:
             **waits,  # the driver's waits on each stage; the rest of step_seconds is its own bookkeeping
             **self.judge_events,  # cumulative: a swap shows up from the first step the new judges labelled
             **self.judge_failures.metrics(),
+            **self.faults.metrics(),
         }
         record["rollout/tokens_per_s"] = record["rollout/response_tokens"] / record["time/step_seconds"]
+        self.drain_dropped()
         return record, sample_log_entry(item.step, batches, judgements)
+
+    def gather(self, item: InFlight) -> tuple[list[RolloutBatch], list[list[Judgement]], float, float]:
+        """The step's batches and every judge's verdicts on them, each wait bounded."""
+        rc = self.cfg.reliability
+        batches: list[RolloutBatch] = wait_for(
+            item.batches,
+            rc.sample_timeout_s,
+            f"step {item.step}'s samples",
+            "sample_timeout_s",
+            [f"rollout-{i}" for i in range(len(item.batches))],
+        )
+        judge_start = time.perf_counter()  # what was left of sampling when the step began, then judging
+        judgements = [self.verdicts(item, b, batch) for b, batch in enumerate(batches)]
+        return batches, judgements, judge_start, time.perf_counter() - judge_start
+
+    def verdicts(self, item: InFlight, b: int, batch: RolloutBatch) -> list[Judgement]:
+        """Every judge's Judgement of batch `b` of `item`, within reliability.judge_timeout_s. A judge
+        that overruns fails the run under on_failure 'fail'; under 'skip' the batch counts as unjudged
+        by it and its hung replica is replaced (and whatever else it owed re-issued)."""
+        refs = item.judgements[b]
+        timeout = self.cfg.reliability.judge_timeout_s
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        out: list[Judgement] = []
+        for (name, replicas), ref in zip(list(self.cluster.judges.items()), refs, strict=True):
+            if ref in ready:
+                out.append(ray.get(ref))
+                continue
+            spec, replica = self.cluster.judge_specs[name], (item.step + b) % len(replicas)
+            what = (
+                f"judge {name!r} (kind {spec.kind}, replica {replica}) did not judge step {item.step}'s batch {b} "
+                f"within {timeout:g}s (reliability.judge_timeout_s)"
+            )
+            if spec.on_failure != "skip":
+                raise StageTimeout(f"{what}; its manifest entry has on_failure: fail (use skip to go on without it)")
+            logger.warning("%s: its verdicts count as missing (on_failure: skip); replacing the replica", what)
+            out.append(unjudged(name, spec, batch, f"timed out after {timeout:g}s"))
+            began, where = time.perf_counter(), Located("judge", replica, name)
+            error = StageTimeout(what)
+            self.faults.allow(item.step, where.name, error, self.resume_hint())
+            self.replace(where)
+            action = "hung replica replaced; its verdicts on the batch counted as missing"
+            self.faults.record(item.step, where, error, action, time.perf_counter() - began)
+        return out
+
+    def sync(self, step: int, probe: list[list[int]]) -> list[SyncReport]:
+        """Learner -> rollout workers and self judges; a receiver that died is replaced and synced."""
+        exported = self.learner_call(step, lambda: export_weights(self.cluster, step, probe))
+        self.served = exported
+
+        def send() -> list[SyncReport]:
+            receivers = [f"rollout-{i}" for i in range(len(self.cluster.rollouts))]
+            refs = send_weights(self.cluster, exported)
+            pending, self.pending_loads = self.pending_loads, []
+            timeout = self.cfg.reliability.sync_timeout_s
+            reports = wait_for([*refs, *pending], timeout, f"the weight sync after step {step}", "sync_timeout_s", receivers)
+            return reports[: len(refs)]
+
+        return self.recovering(step, send)
 
     def maybe_swap_judges(self, queue, launched: int, probe: list[list[int]]) -> None:
         """At a step boundary: if the manifest file changed, swap to its judges or say why not.
@@ -273,8 +423,14 @@ class Loop:
         event = {"step": launched, "manifest": str(self.plan.manifest_path), "digest": change.digest}
         if change.manifest is not None:
             owed = [ref for item in queue for refs in item.judgements for ref in refs]
-            if owed:
-                ray.wait(owed, num_returns=len(owed))  # drain: the old judges finish what they were given
+            if owed:  # drain: the old judges finish what they were given
+                timeout = self.cfg.reliability.judge_timeout_s
+                ready, _ = ray.wait(owed, num_returns=len(owed), timeout=timeout)
+                if len(ready) < len(owed):
+                    raise StageTimeout(
+                        f"the judges did not finish the {len(owed) - len(ready)} batches they owe within {timeout:g}s "
+                        f"(reliability.judge_timeout_s) before the judge swap at step {launched}"
+                    )
             try:
                 started, retired = swap_judges(self.cluster, change.manifest.judges, self.cfg, self.model_path, launched, probe)
             except (RuntimeError, ray.exceptions.RayError) as err:
@@ -308,25 +464,41 @@ class Loop:
 
     # ------------------------------------------------------------------ evaluation
     def eval_samples(self, version: int, step: int) -> tuple[EvalSamples, list[RolloutBatch]]:
-        """Held-out samples of the policy the rollout workers serve now (version `version`)."""
-        ev = self.cfg.eval
-        seeds = [derive_seed(self.cfg.seed, "eval", version, i) for i in range(len(self.cluster.rollouts))]
-        refs = sample(self.cluster, step, self.heldout, ev.samples_per_prompt, seeds, ev.temperature)
-        judgements = judge({"eval": self.cluster.eval_judge}, refs, step)
-        batches: list[RolloutBatch] = ray.get(refs)
-        rewards = [r for j in ray.get([per_batch[0] for per_batch in judgements]) for r in j.rewards]
-        lengths = [len(r.response_token_ids) for b in batches for r in b.rollouts]
-        samples = EvalSamples(version=version, rewards=tuple(rewards), lengths=tuple(lengths))
+        """Held-out samples of the policy the rollout workers serve now (version `version`), with
+        the eval judge's rewards; redone whole after a rollout worker or eval judge is replaced."""
+        samples, batches = self.recovering(step, lambda: self._eval_samples(version, step))
         self.evals[version] = samples
         return samples, batches
 
+    def _eval_samples(self, version: int, step: int) -> tuple[EvalSamples, list[RolloutBatch]]:
+        ev, timeout = self.cfg.eval, self.cfg.reliability.eval_timeout_s
+        seeds = [derive_seed(self.cfg.seed, "eval", version, i) for i in range(len(self.cluster.rollouts))]
+        refs = sample(self.cluster, step, self.heldout, ev.samples_per_prompt, seeds, ev.temperature)
+        judgements = judge({"eval": self.cluster.eval_judge}, refs, step)
+        names = [f"rollout-{i}" for i in range(len(refs))]
+        batches: list[RolloutBatch] = wait_for(refs, timeout, f"held-out samples of version {version}", "eval_timeout_s", names)
+        verdicts = wait_for([per_batch[0] for per_batch in judgements], timeout, "the eval judge", "eval_timeout_s")
+        rewards = [r for j in verdicts for r in j.rewards]
+        lengths = [len(r.response_token_ids) for b in batches for r in b.rollouts]
+        return EvalSamples(version=version, rewards=tuple(rewards), lengths=tuple(lengths)), batches
+
     def evaluate(self, version: int, step: int, start: EvalSamples) -> EvalResult:
         current, batches = self.eval_samples(version, step)
-        kl = ray.get([learner.kl_to_reference.remote(*batches) for learner in self.cluster.learners])[0]
+        timeout = self.cfg.reliability.eval_timeout_s
+        kl = self.learner_call(
+            step,
+            lambda: wait_for(
+                [learner.kl_to_reference.remote(*batches) for learner in self.cluster.learners],
+                timeout,
+                "the KL to the reference",
+                "eval_timeout_s",
+                self.learner_names(),
+            )[0],
+        )
         k, temperature = self.cfg.eval.samples_per_prompt, self.plan.eval_judge.temperature
         pool_worst, pool_versions = None, ()
         if self.uses_pool:
-            pool_versions = tuple(sorted(set(ray.get(self.cluster.learners[0].opponent_versions.remote()))))
+            pool_versions = tuple(sorted(set(self.opponent_versions(step))))
             rates = [
                 win_rate_from_rewards(current.rewards, self.evals[v].rewards, k, temperature)
                 for v in pool_versions
@@ -348,15 +520,30 @@ class Loop:
         log_eval(result)
         return result
 
+    def opponent_versions(self, step: int) -> list[int]:
+        return self.learner_call(
+            step,
+            lambda: wait_for(
+                self.cluster.learners[0].opponent_versions.remote(),
+                self.cfg.reliability.learn_timeout_s,
+                "the opponent pool's versions",
+                "learn_timeout_s",
+                ["learner-0"],
+            ),
+        )
+
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, state: DriverState, done: int, version: int, last_eval: EvalResult | None) -> DriverState:
-        """Everything to continue after step `done` - 1, written atomically (a full disk raises DiskFull)."""
-        pool_versions = set(ray.get(self.cluster.learners[0].opponent_versions.remote()))
+        """Everything to continue after step `done` - 1, written atomically (a full disk raises DiskFull):
+        the learner's state, and the steps already sampled and judged ahead of it (max_staleness > 0)."""
+        pool_versions = set(self.opponent_versions(done))
+        ahead = [self.recovering(done, lambda item=item: self.settled(item)) for item in self.queue]
         state = DriverState(
             **{
                 **state.model_dump(),
                 "next_step": done,
-                "prompt_position": done * self.cfg.rollout.prompts_per_step,
+                "prompt_position": (done + len(ahead)) * self.cfg.rollout.prompts_per_step,
+                "in_flight": [s.step for s in ahead],
                 "policy_version": version,
                 # the ring's snapshots, and this version's samples when it is pushed at the next step
                 "pool": [e.model_dump() for v, e in sorted(self.evals.items()) if v in pool_versions | {version} and v != 0],
@@ -364,17 +551,180 @@ class Loop:
             }
         )
         with checkpoints.writing(self.plan.output, done) as tmp:
-            ray.get([learner.save_checkpoint.remote(str(tmp.resolve())) for learner in self.cluster.learners])
+            self.learner_call(
+                done,
+                lambda: wait_for(
+                    [learner.save_checkpoint.remote(str(tmp.resolve())) for learner in self.cluster.learners],
+                    self.cfg.reliability.checkpoint_timeout_s,
+                    f"checkpoint step-{done:06d}",
+                    "checkpoint_timeout_s",
+                    self.learner_names(),
+                ),
+            )
+            if ahead:
+                checkpoints.save_in_flight(tmp, ahead)
             dump_config(self.cfg, tmp / "config.yaml")
             self.last_checkpoint = checkpoints.commit(tmp, state, self.cfg.checkpoint.keep_last)
         return state
 
-    def restore(self, state: DriverState, checkpoint: Path) -> None:
-        versions = ray.get([learner.load_checkpoint.remote(str(checkpoint.resolve())) for learner in self.cluster.learners])
+    def settled(self, item: InFlight) -> checkpoints.InFlightStep:
+        """A launched step's batches and verdicts, waited for (to be saved with a checkpoint)."""
+        batches, judgements, *_ = self.gather(item)
+        return checkpoints.InFlightStep(step=item.step, batches=tuple(batches), judgements=tuple(map(tuple, judgements)))
+
+    def restore(self, state: DriverState, checkpoint: Path | None) -> list[checkpoints.InFlightStep]:
+        """The learner ranks load `checkpoint` and the rollout workers and self judges get its weights;
+        returns its in-flight steps (trained on next, as the uninterrupted run did)."""
+        assert checkpoint is not None
+        rc = self.cfg.reliability
+        versions = self.learner_call(
+            state.next_step,
+            lambda: wait_for(
+                [learner.load_checkpoint.remote(str(checkpoint.resolve())) for learner in self.cluster.learners],
+                rc.checkpoint_timeout_s,
+                f"loading {checkpoint}",
+                "checkpoint_timeout_s",
+                self.learner_names(),
+            ),
+        )
         if versions[0] != state.policy_version:
             raise RuntimeError(f"{checkpoint}: learner restored version {versions[0]}, driver expected {state.policy_version}")
-        ray.get(publish_weights(self.cluster, state.next_step, state.probe))
+        self.probe = [list(p) for p in state.probe]
+        self.sync(state.next_step, self.probe)
         self.last_checkpoint = checkpoint
+        return checkpoints.load_in_flight(checkpoint, state)
+
+    # ------------------------------------------------------------------ recovery (driver/faults.py)
+    def recovering(self, step: int, call):
+        """call(), again after each recovery from an actor's death (a learner's: LearnerLost)."""
+        while True:
+            try:
+                return call()
+            except ray.exceptions.RayError as err:
+                self.recover(err, step)
+
+    def learner_call(self, step: int, call):
+        """call() of the learner ranks; a rank's death is LearnerLost (the run restores from its checkpoint)."""
+        try:
+            return call()
+        except ray.exceptions.RayError as err:
+            where = locate(self.cluster, dead_actor_id(err))
+            if where is not None and where.kind == "learner":
+                raise LearnerLost(where.name, step, err) from err
+            raise
+
+    def recover(self, err: ray.exceptions.RayError, step: int) -> None:
+        """Replace the actor whose death `err` reports and re-issue its lost work; re-raise `err` if
+        it is not the death of one of the run's actors."""
+        where = locate(self.cluster, dead_actor_id(err))
+        if where is None:
+            raise err
+        if where.kind == "learner":
+            raise LearnerLost(where.name, step, err) from err
+        self.faults.allow(step, where.name, err, self.resume_hint())
+        began = time.perf_counter()
+        action = self.replace(where)
+        self.faults.record(step, where, err, action, time.perf_counter() - began)
+
+    def in_flight(self) -> list[InFlight]:
+        return [*([self.current] if self.current is not None else []), *self.queue]
+
+    def replace(self, where: Located) -> str:
+        """A new actor in place of the one at `where`, given back the work it owed; returns what was done."""
+        cfg, cluster, items = self.cfg, self.cluster, [i for i in self.in_flight() if i.prompts]
+        rc = cfg.reliability
+        held: dict[str, tuple | None] = {}  # actor id -> weights it will hold once its queued calls ran
+        if where.kind == "rollout":
+            i = where.index
+            new = replace_named(lambda: start_rollout(cfg, self.model_path, i, cluster.pg), cluster.rollouts[i])
+            wait_for(new.policy_version.remote(), rc.start_timeout_s, f"restarting {where.name}", "start_timeout_s")
+            cluster.rollouts[i] = new
+            held[new._actor_id.hex()] = None  # a new engine holds the starting weights
+            for item in items:
+                self.load(new, item.weights, held)
+                part = shard(item.prompts, len(cluster.rollouts))[i]
+                batch = PromptBatch(step=item.step, prompts=tuple(part), samples_per_prompt=cfg.rollout.samples_per_prompt)
+                self.dropped += [item.batches[i], *item.judgements[i]]
+                item.batches[i] = new.generate.remote(batch, item.seeds[i], None)
+                # every judge's verdicts on the lost batch went with it
+                item.judgements[i] = [self.judge_again(name, item, i, held) for name in cluster.judges]
+            self.load(new, self.served, held)
+            self.restore_served(held)
+            steps = [item.step for item in items]
+            return f"replaced; re-sampled its batches of steps {steps} with their seeds and weights" if steps else "replaced"
+        if where.kind == "eval":
+            spec = cluster.eval_spec
+            assert spec is not None
+            new = replace_named(
+                lambda: start_judge(spec, where.index, cfg, self.model_path, prefix="eval-judge"), cluster.eval_judge[where.index]
+            )
+            wait_for(new.__ray_ready__.remote(), rc.start_timeout_s, f"restarting {where.name}", "start_timeout_s")
+            cluster.eval_judge[where.index] = new
+            return "replaced (the evaluation is redone)"
+        name, spec = where.judge, cluster.judge_specs[str(where.judge)]
+        assert name is not None
+        new = replace_named(lambda: start_judge(spec, where.index, cfg, self.model_path), cluster.judges[name][where.index])
+        wait_for(new.__ray_ready__.remote(), rc.start_timeout_s, f"restarting {where.name}", "start_timeout_s")
+        cluster.judges[name][where.index] = new
+        held[new._actor_id.hex()] = None  # a new self judge holds the starting weights
+        position, again = list(cluster.judges).index(name), []
+        for item in items:
+            for b in range(len(item.batches)):
+                if (item.step + b) % len(cluster.judges[name]) == where.index:
+                    self.dropped.append(item.judgements[b][position])
+                    item.judgements[b][position] = self.judge_again(name, item, b, held)
+                    again.append((item.step, b))
+        if spec.kind == "self":
+            self.load(new, self.served, held)
+        self.restore_served(held)
+        return f"replaced; re-judged (step, batch) {again}" if again else "replaced"
+
+    def drain_dropped(self) -> None:
+        """Fetch the refs of work lost with a dead actor once they have failed: Ray would otherwise
+        report each as an unhandled error when it is garbage-collected. The fault itself is recorded
+        (faults.jsonl) and its work re-done; these errors only repeat it."""
+        if not self.dropped:
+            return
+        ready, self.dropped = ray.wait(self.dropped, num_returns=len(self.dropped), timeout=0)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as err:
+                logger.debug("work lost with a replaced actor: %s", first_line(err))
+
+    def judge_again(self, name: str, item: InFlight, b: int, held: dict[str, tuple | None]):
+        """Judge `name`'s verdicts on batch `b` of `item` asked again; a self judge is given the
+        weights the item was launched with first (`held` tracks what each replica holds)."""
+        replicas = self.cluster.judges[name]
+        replica = replicas[(item.step + b) % len(replicas)]
+        if self.cluster.judge_specs[name].kind == "self":
+            self.load(replica, item.weights, held)
+        return replica.judge_batch.remote(item.batches[b])
+
+    def load(self, actor, weights: tuple | None, held: dict[str, tuple | None]) -> None:
+        """Queue `weights` on `actor` unless it will hold them already (a live actor holds the served
+        weights); the load's report is checked at the next sync."""
+        key = actor._actor_id.hex()
+        if weights is None or held.get(key, self.served) is weights:
+            return
+        version_ref, weights_ref = weights
+        self.pending_loads.append(actor.load_weights.remote(weights_ref, version_ref))
+        held[key] = weights
+
+    def restore_served(self, held: dict[str, tuple | None]) -> None:
+        """Every weight follower that was given older weights for re-done work gets the served ones back."""
+        followers = {a._actor_id.hex(): a for a in weight_receivers(self.cluster)}
+        for key, weights in list(held.items()):
+            if key in followers and weights is not self.served:
+                self.load(followers[key], self.served, held)
+
+    def learner_names(self) -> list[str]:
+        return [f"learner-{r}" for r in range(len(self.cluster.learners))]
+
+    def resume_hint(self) -> str:
+        if self.last_checkpoint is not None:
+            return f"continue from its checkpoint {self.last_checkpoint} with `python -m driver --resume {self.plan.output}`"
+        return "it has no checkpoint yet: start it again"
 
     # ------------------------------------------------------------------ the end
     def finish(self, final: EvalResult | None) -> None:
@@ -383,7 +733,16 @@ class Loop:
         out = self.plan.output
         staging = out / ".final-tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        ray.get([learner.save.remote(str(staging.resolve()), self.model_path) for learner in self.cluster.learners])
+        self.learner_call(
+            self.cfg.steps,
+            lambda: wait_for(
+                [learner.save.remote(str(staging.resolve()), self.model_path) for learner in self.cluster.learners],
+                self.cfg.reliability.checkpoint_timeout_s,
+                "saving the final policy",
+                "checkpoint_timeout_s",
+                self.learner_names(),
+            ),
+        )
         replace_directory(staging, out / "final")
         summary = {
             "steps": self.cfg.steps,
@@ -440,6 +799,15 @@ def sample_log_entry(step: int, batches: list[RolloutBatch], judgements: list[li
             for i, r in enumerate(first.rollouts[:examples])
         ],
     }
+
+
+def unjudged(name: str, spec: JudgeSpec, batch: RolloutBatch, reason: str) -> Judgement:
+    """Judge `name`'s Judgement of `batch` when it gave none at all (it timed out under on_failure: skip)."""
+    n = len(batch.rollouts)
+    everything = {"failed": n, "unjudged": tuple(range(n)), "failure": reason}
+    if spec.kind in POINTWISE_KINDS:
+        return Judgement(judge=name, rewards=(math.nan,) * n, **everything)
+    return Judgement(judge=name, preferences=(), **everything)
 
 
 def wandb_settings(plan: RunPlan) -> WandbSettings | None:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Config sections: frozen, no unknown fields, and no inf/nan anywhere (lr=inf used to pass `gt=0`
 # and fail at the first step, after the actors had started).
 FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 BUILTIN_MODEL = "builtin"
+# Sampling temperatures a run accepts. vLLM treats anything below 0.01 as greedy (every sample of a
+# prompt the same: no pairs to learn from), and above 10 a softmax over a real vocabulary is close
+# to uniform noise whose logprobs overflow the learner's importance ratios.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 10.0
 RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 
@@ -61,7 +65,12 @@ class RolloutConfig(BaseModel):
     num_workers: int = Field(default=1, ge=1, description="vLLM rollout actors (data parallel).")
     prompts_per_step: int = Field(default=32, ge=1, description="Prompts sampled per training step.")
     samples_per_prompt: int = Field(default=4, ge=2, description="Responses per prompt (K), >= 2 for pairs.")
-    temperature: float = Field(default=1.0, gt=0.0, description="Sampling temperature (1.0 = on-policy).")
+    temperature: float = Field(
+        default=1.0,
+        ge=MIN_TEMPERATURE,
+        le=MAX_TEMPERATURE,
+        description="Sampling temperature (1.0 = on-policy), in [0.01, 10].",
+    )
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass (1.0 = on-policy).")
     max_response_tokens: int = Field(default=24, ge=1, description="Response length cap in tokens.")
     max_model_len: int = Field(default=256, ge=16, description="vLLM context length.")
@@ -136,7 +145,9 @@ class EvalConfig(BaseModel):
     every: int = Field(default=100, ge=0, description="Steps between evaluations (0 = only the final one).")
     num_prompts: int = Field(default=128, ge=1, description="Held-out prompts (capped at what the task has).")
     samples_per_prompt: int = Field(default=4, ge=1, description="Responses per held-out prompt and policy.")
-    temperature: float = Field(default=1.0, gt=0.0, description="Sampling temperature for evaluation.")
+    temperature: float = Field(
+        default=1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="Sampling temperature for evaluation, in [0.01, 10]."
+    )
 
 
 class CheckpointConfig(BaseModel):
@@ -196,6 +207,51 @@ class SecurityConfig(BaseModel):
     )
 
 
+class ReliabilityConfig(BaseModel):
+    """What a run does when an actor dies or a call does not return (docs/reliability.md)."""
+
+    model_config = FROZEN
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        description="Actor deaths a run recovers from before it stops: a dead rollout worker or judge replica is "
+        "replaced and its lost work re-issued with the same seeds; a dead learner rank restores every rank from the "
+        "last checkpoint (or the start) and the steps since are redone. 0 = the first death stops the run.",
+    )
+    sample_timeout_s: float = Field(default=900.0, gt=0.0, description="Seconds the driver waits for a step's samples.")
+    judge_timeout_s: float = Field(
+        default=900.0,
+        gt=0.0,
+        description="Seconds the driver waits for a judge's verdicts on a batch; a judge that overruns is a failure "
+        "under its manifest's on_failure (fail: the run stops naming it; skip: the batch is unjudged by it and the "
+        "replica is replaced).",
+    )
+    learn_timeout_s: float = Field(default=1800.0, gt=0.0, description="Seconds the driver waits for a learner step.")
+    sync_timeout_s: float = Field(default=600.0, gt=0.0, description="Seconds the driver waits for a weight sync.")
+    eval_timeout_s: float = Field(default=1800.0, gt=0.0, description="Seconds the driver waits for an evaluation.")
+    checkpoint_timeout_s: float = Field(
+        default=1800.0, gt=0.0, description="Seconds the driver waits for a checkpoint (or the final policy) to be saved."
+    )
+    start_timeout_s: float = Field(
+        default=1800.0, gt=0.0, description="Seconds the driver waits for the actors to start and load their models."
+    )
+    kill_schedule: tuple[str, ...] = Field(
+        default=(),
+        description="Fault injection, for tests and bench/soak.py: 'STEP:ACTOR' entries (ACTOR rollout-I, "
+        "learner-R, judge-NAME-I or eval-judge-NAME-I); the driver SIGKILLs that actor's process as step STEP "
+        "begins, once per entry.",
+    )
+
+    @field_validator("kill_schedule")
+    @classmethod
+    def _kill_entries(cls, entries: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in entries:
+            step, _, actor = entry.partition(":")
+            if not step.isdigit() or not actor:
+                raise ValueError(f"kill_schedule entry {entry!r} is not 'STEP:ACTOR', e.g. '3:rollout-0'")
+        return entries
+
+
 class RunConfig(BaseModel):
     """Everything a run needs; saved resolved as OUTPUT/config.yaml.
 
@@ -225,6 +281,7 @@ class RunConfig(BaseModel):
     tracking: TrackingConfig = TrackingConfig()
     placement: PlacementConfig = PlacementConfig()
     security: SecurityConfig = SecurityConfig()
+    reliability: ReliabilityConfig = ReliabilityConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -7,11 +7,13 @@ trained, and `WeightSyncError` stops the run. No torch or vLLM here.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 
 from protocols import SyncProbe, SyncReport, WeightVersion
 
+logger = logging.getLogger(__name__)
 ServedLogprobs = Callable[[Sequence[Sequence[int]]], Sequence[Sequence[float]]]
 
 
@@ -36,14 +38,19 @@ def load_verified(
     who: str,
     worker: str,
 ) -> SyncReport:
-    """Load a newer weight version with `load()` and prove it on the version's probe.
+    """Load a weight version with `load()` and prove it on the version's probe.
 
-    WeightSyncError, its message starting with `who`, if `version` is not newer than `current` or
-    `served_logprobs(probe sequences)` differs from the learner's by more than `tolerance`; the
-    weights are then not rolled back. Otherwise `worker`'s SyncReport (seconds: load and check).
+    Any version is taken, older ones included (`current` is only logged): after an actor died the
+    driver gives its replacement, batch by batch, the weights each lost batch was launched with, and
+    a learner restored from a checkpoint sends the checkpoint's version back to every receiver
+    (driver/faults.py). What is served is proven by the probe, not by the number.
+
+    WeightSyncError, its message starting with `who`, if `served_logprobs(probe sequences)` differs
+    from the learner's by more than `tolerance`; the weights are then not rolled back. Otherwise
+    `worker`'s SyncReport (seconds: load and check).
     """
-    if version.version <= current:
-        raise WeightSyncError(f"{who}: got weight version {version.version}, already at {current}")
+    if version.version < current:
+        logger.info("%s: loading weight version %d over %d (work redone after a fault)", who, version.version, current)
     start = time.perf_counter()
     load()
     gap = probe_gap(served_logprobs(version.probe.token_ids), version.probe)

@@ -86,10 +86,11 @@ def test_weight_update_changes_what_vllm_samples(sampler, hf_policy):
         assert all(r.policy_version == start + 2 for r in after.rollouts)
         assert all(r.response_token_ids[0] == other for r in after.rollouts)
         assert all(r.response_token_ids[0] == first for r in before.rollouts)
-        with pytest.raises(WeightSyncError, match="already at"):
-            sampler.load_weights(
-                state.items(), WeightVersion(version=start + 2, step=2, num_tensors=len(state), num_bytes=1, probe=probe)
-            )
+        # an older version is taken too (work redone after a fault, driver/faults.py): the probe proves it
+        report = sampler.load_weights(
+            state.items(), WeightVersion(version=start + 1, step=2, num_tensors=len(state), num_bytes=1, probe=probe)
+        )
+        assert report.version == start + 1 and sampler.policy_version == start + 1
     finally:
         original = hf_policy.state_dict()
         back = SyncProbe(token_ids=probe.token_ids, logprobs=tuple(_hf_logprobs(hf_policy, seqs)))
