@@ -18,6 +18,9 @@ import pytest
 from deploy.loading import dump_config
 from driver import checkpoints, cli
 from driver.checkpoints import DiskFull, DriverState, EvalSamples
+from driver.cluster import StageTimeout
+from driver.faults import RunFailed
+from driver.judge_failures import JudgeFailureError
 from driver.resume import ResumeRefused, config_changes, decide, newest_usable
 from driver.run import Summary
 from driver.signals import Aborted, StopSignals
@@ -106,6 +109,9 @@ def test_an_edited_config_yaml_is_refused_naming_the_fields(tmp_path):
     with pytest.raises(ResumeRefused, match=r"this command's config differs .* in algo 'mnpo' -> 'dpo'; dpo \(added\)"):
         decide(out, config(out, algo="dpo", steps=10), "auto")
     assert decide(out, config(out, steps=12, address="auto"), "resume").action == "continue"
+    # timeouts and restarts do not change what is computed: a relaunch may set them
+    patient = config(out, steps=10, reliability={"sample_timeout_s": 3600.0, "max_restarts": 9})
+    assert decide(out, patient, "auto").action == "continue"
 
 
 # ---------------------------------------------------------------------- finished runs and --steps
@@ -233,6 +239,53 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     assert str(checkpoints.checkpoint_root(out) / "step-000004") in warning[0]
     assert decide(out, config(out, steps=10), "resume").checkpoint.step == 4
     assert newest.exists()  # kept, for whoever looks into what happened
+
+
+def test_in_flight_steps_are_saved_with_the_checkpoint_and_checked_on_resume(tmp_path, caplog):
+    """With max_staleness > 0 the steps sampled ahead of the learner are part of the checkpoint:
+    read back as written, and a checkpoint whose inflight.json is missing or names other steps is
+    not usable (the previous one is used)."""
+    from protocols import Judgement, Rollout, RolloutBatch
+
+    out = tmp_path / "run"
+    make_run(out, 4, config(out, steps=10), finished=False)
+    rollouts = tuple(
+        Rollout(
+            prompt_id="p0",
+            prompt_text="list 3 fruits:",
+            prompt_token_ids=(1, 2),
+            response_token_ids=(3, 4 + i),
+            response_text="x",
+            logprobs=(-0.5, -0.25),
+            policy_version=3,
+            finish_reason="stop",
+        )  # fmt: skip
+        for i in range(2)
+    )
+    batch = RolloutBatch(step=4, samples_per_prompt=2, rollouts=rollouts, policy_version=3)
+    ahead = checkpoints.InFlightStep(step=4, batches=(batch,), judgements=((Judgement(judge="gt", rewards=(1.0, 0.0)),),))
+    state = DriverState(
+        next_step=6, prompt_position=8 * 7, in_flight=(6,), policy_version=6, reference="sha256:abc", probe=((1, 2),),
+        start=EvalSamples(version=0, rewards=(0.5,), lengths=(3,)),
+    )  # fmt: skip
+    with checkpoints.writing(out, 6) as tmp:
+        (tmp / "learner").mkdir()
+        (tmp / "learner" / "mp_rank_00_model_states.pt").write_text("weights")
+        (tmp / "opponents.pt").write_text("ring")
+        checkpoints.save_in_flight(tmp, [ahead.model_copy(update={"step": 6})])
+        dump_config(config(out, steps=10), tmp / "config.yaml")
+        newest = checkpoints.commit(tmp, state, keep_last=3)
+    (loaded,) = checkpoints.load_in_flight(newest, state)
+    assert loaded.step == 6 and loaded.batches == (batch,) and loaded.judgements[0][0].rewards == (1.0, 0.0)
+    assert decide(out, config(out, steps=10), "resume").checkpoint.step == 6
+
+    (newest / checkpoints.IN_FLIGHT_FILE).write_text(json.dumps([ahead.model_dump(mode="json")]))  # step 4, not 6
+    with pytest.raises(ValueError, match=r"inflight.json: holds steps \[4\], driver.json names \[6\]"):
+        checkpoints.load_in_flight(newest, state)
+    (newest / checkpoints.IN_FLIGHT_FILE).unlink()
+    with caplog.at_level(logging.WARNING, logger="driver"):
+        assert decide(out, config(out, steps=10), "resume").checkpoint.step == 4
+    assert "inflight.json" in caplog.text
 
 
 def test_no_usable_checkpoint_is_one_error_naming_each(tmp_path):
@@ -441,6 +494,22 @@ def test_cli_a_second_driver_on_the_directory_fails_at_once_naming_the_holder(bu
             Summary(steps=3, seconds=1.0, final_eval=None, stopped="SIGINT", checkpoint=Path("c/step-000003")),
             75,
             "driver: stopped by SIGINT after step 3 of 6; checkpoint c/step-000003; continue with `python -m driver --resume",
+        ),
+        (
+            StageTimeout("step 4's samples: no answer from rollout-1 within 900s (reliability.sample_timeout_s)"),
+            70,
+            "driver: error: step 4's samples: no answer from rollout-1 within 900s (reliability.sample_timeout_s); it wrote "
+            "no checkpoint: run the command again to start over",
+        ),
+        (
+            RunFailed("learner-0 died at step 9 (ActorDiedError: x) and the run has used its 3 restarts"),
+            70,
+            "driver: error: learner-0 died at step 9 (ActorDiedError: x) and the run has used its 3 restarts;",
+        ),
+        (
+            JudgeFailureError("judge 'flaky' has missed 9 of 30 verdicts, above its max_skipped_fraction 0.25"),
+            70,
+            "driver: error: judge 'flaky' has missed 9 of 30 verdicts",
         ),
     ],
 )

@@ -47,3 +47,11 @@ def slow(prompt: str, response: str) -> float:
 
     time.sleep(30)
     return wordlist.ground_truth(prompt, response)
+
+
+def hangs(prompt: str, response: str) -> float:
+    """Never answers (a judge stuck on a dead connection): what reliability.judge_timeout_s is for."""
+    import time
+
+    time.sleep(3600)
+    return 0.0
