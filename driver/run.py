@@ -65,6 +65,7 @@ from driver.resume import Checkpoint
 from driver.signals import StopSignals
 from driver.stats import rollout_stats, step_line
 from driver.tracking import MetricsWriter, WandbSettings, truncate_after
+from driver.watchdog import Watchdog
 from learner.algorithms import algorithm_config, get_algorithm
 from learner.opponents import snapshot_due
 from protocols import EvalResult, Judgement, JudgeSpec, Prompt, PromptBatch, RolloutBatch, SyncReport
@@ -110,6 +111,7 @@ def run(plan: RunPlan, resume: Checkpoint | None = None) -> Summary:
     write_config(cfg, plan.output / "config.yaml")
     stop = StopSignals()
     stop.install()
+    watchdog = Watchdog.start()  # a SIGKILLed driver's local cluster is killed with it (driver/watchdog.py)
     try:
         we_started = connect(plan)
         stop.install()  # ray.init replaced SIGTERM's handler with its own
@@ -132,6 +134,7 @@ def run(plan: RunPlan, resume: Checkpoint | None = None) -> Summary:
             if we_started:
                 ray.shutdown()
     finally:
+        watchdog.stop()
         stop.restore()
 
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -48,6 +49,13 @@ def environment() -> dict[str, str]:
     return env
 
 
+def _started_at(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
 def training_records(out: Path) -> list[dict]:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [r for r in records if not any(k.startswith("eval/") for k in r)]
@@ -59,8 +67,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_pa
     done = subprocess.run(command(whole), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    # The same run, killed (driver, its local Ray cluster and actors: the whole process group)
-    # once its second checkpoint exists.
+    # The same run, its driver alone SIGKILLed once its second checkpoint exists: its watchdog
+    # (driver/watchdog.py) kills the local Ray cluster and actors the driver started.
     proc = subprocess.Popen(
         command(killed),
         cwd=REPO,
@@ -74,8 +82,18 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_pa
         assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 600 s"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
+    started = {p.pid: p.create_time() for p in psutil.Process(proc.pid).children(recursive=True)}
+    assert len(started) >= 5, started  # the watchdog, GCS, raylet, agents, the actors' workers
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 20
+    while alive := [pid for pid, t in started.items() if psutil.pid_exists(pid) and _started_at(pid) == t]:
+        if time.monotonic() > deadline:
+            names = [psutil.Process(pid).name() for pid in alive if psutil.pid_exists(pid)]
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"processes the killed driver started outlived it by 20 s: {names}")
+        time.sleep(0.2)
+    assert "driver watchdog: driver" in (tmp_path / "killed.log").read_text()
     assert not (killed / "final").exists()  # it really died before the end
     before = training_records(killed)
     assert before and before[-1]["step"] < STEPS - 1
