@@ -145,9 +145,9 @@ def restore_learners(loop: Loop, lost: LearnerLost) -> None:
     cluster, cfg, began = loop.cluster, loop.cfg, time.perf_counter()
     checkpoint = loop.last_checkpoint
     loop.faults.allow(lost.step, lost.actor, lost.error, loop.resume_hint())
-    for learner in cluster.learners:
-        ray.kill(learner, no_restart=True)
-    learners, setups = replace_named(lambda: start_learners(cfg, loop.model_path, cluster.pg, cfg.reliability.start_timeout_s))
+    learners, setups = replace_named(  # every rank: a dead one leaves the others stuck in its collectives
+        lambda: start_learners(cfg, loop.model_path, cluster.pg, cfg.reliability.start_timeout_s), list(cluster.learners)
+    )
     wait_for(setups, cfg.reliability.start_timeout_s, "restarting the learner", "start_timeout_s")
     cluster.learners = learners
     if checkpoint is None:
