@@ -157,7 +157,7 @@ LAYER = "model.layers.1.mlp.down_proj.weight"
 def version_of(number: int, state: dict[str, torch.Tensor], probe: SyncProbe) -> WeightVersion:
     return WeightVersion(
         version=number,
-        step=number - 1,
+        step=max(0, number - 1),
         num_tensors=len(state),
         num_bytes=sum(t.numel() * t.element_size() for t in state.values()),
         probe=probe,

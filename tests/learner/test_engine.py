@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from tests.e2e.test_algorithms import FIRST_LOSS
 from tests.learner.engine_helpers import judged_batch, make_learner
 
 
@@ -142,3 +143,25 @@ def test_the_step_reports_where_its_time_went(builtin_models, batch, algo):
     assert sorted(k for k in metrics if k.startswith("learner/time/")) == sorted(f"learner/time/{p}" for p in parts)
     assert all(metrics[f"learner/time/{p}"] > 0 for p in parts)
     assert sum(metrics[f"learner/time/{p}"] for p in parts) <= metrics["learner/seconds"]
+
+
+@pytest.mark.parametrize("algo", sorted(FIRST_LOSS))
+def test_every_algorithm_s_first_loss_is_its_hand_value(builtin_models, batch, algo):
+    """At the first step the policy is the reference, every opponent snapshot and the old policy:
+    each pair's margin against them is 0, so the loss is known by hand whatever the samples (the
+    values and their derivation: tests/e2e/test_algorithms.py FIRST_LOSS); the algorithm's own
+    loss metric is the step's loss."""
+    from learner.algorithms import get_algorithm
+    from tests.learner.test_direction import CASES
+
+    sections = next((c.sections for c in CASES if c.algo == algo), None) or {}
+    learner = make_learner(builtin_models.policy, algo, sections)
+    spec = get_algorithm(algo)
+    result = (
+        learner.train_step([batch], 0, {"gt": 1.0}, {"gt": 1.0})
+        if spec.needs_self_judge
+        else learner.train_step([batch], 0, {"gt": 1.0})
+    )
+    assert result.metrics["learner/loss"] == pytest.approx(FIRST_LOSS[algo], rel=1e-5, abs=1e-6)
+    assert result.metrics[f"learner/{algo}/loss"] == pytest.approx(result.metrics["learner/loss"], rel=1e-5, abs=1e-7)
+    assert result.metrics["learner/grad_norm"] > 0.0 and result.policy_version == 1
