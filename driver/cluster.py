@@ -181,18 +181,24 @@ class StageTimeout(RuntimeError):
 
 def wait_for(refs: Any, timeout_s: float, what: str, knob: str, who: Sequence[str] | None = None) -> Any:
     """ray.get(refs) within `timeout_s`; else StageTimeout naming what was waited for, the actors
-    that had not answered (`who`, aligned with `refs`) and the `reliability.<knob>` that sets the limit."""
-    try:
-        return ray.get(refs, timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        listed = refs if isinstance(refs, list) else [refs]
-        ready, _ = ray.wait(listed, num_returns=len(listed), timeout=0)
-        late = [who[i] for i, ref in enumerate(listed) if ref not in ready] if who else []
-        raise StageTimeout(
-            f"{what}: no answer{' from ' + ', '.join(late) if late else ''} within {timeout_s:g}s "
-            f"(reliability.{knob}); the actor is hung or far slower than expected: raise reliability.{knob} if it "
-            f"is only slow"
-        ) from None
+    that had not answered (`who`, aligned with `refs`) and the `reliability.<knob>` that sets the limit.
+
+    Fails fast: the first call that fails raises at once, without waiting for the others (a learner
+    rank that died leaves the other ranks waiting on it in a collective)."""
+    listed = refs if isinstance(refs, list) else [refs]
+    deadline = time.monotonic() + timeout_s
+    pending = list(listed)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            late = [who[i] for i, ref in enumerate(listed) if ref in pending] if who else []
+            raise StageTimeout(
+                f"{what}: no answer{' from ' + ', '.join(late) if late else ''} within {timeout_s:g}s "
+                f"(reliability.{knob}); the actor is hung or far slower than expected: raise reliability.{knob} if it "
+                f"is only slow"
+            )
+        ray.get(ready)  # raises now if that call failed
+    return ray.get(refs)
 
 
 def start_judges(specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str, prefix: str = "judge") -> dict[str, list]:
