@@ -35,6 +35,9 @@ class Head:
     temp_dir: Path | None = None  # --temp-dir (Ray's metrics discovery file is written there); None: Ray's default
 
 
+STOP_GRACE_S = 3.0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,11 +107,13 @@ def start_head(
 
 
 def stop_head(proc: subprocess.Popen, gcs_port: int, temp_dir: Path | None = None) -> None:
-    """Stop this cluster only: SIGTERM its process group, then SIGKILL whatever still serves its
-    GCS port, or names its `temp_dir` (Ray's daemons do not all stay in the group)."""
+    """Stop this cluster only: SIGTERM its process group (SIGKILL after 3 s: a test's cluster holds
+    nothing to save, and `ray start --block` takes 15 s or more to act on SIGTERM), then SIGKILL
+    whatever still serves its GCS port, or names its `temp_dir` (Ray's daemons do not all stay in
+    the group)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
+        proc.wait(timeout=STOP_GRACE_S)
     except ProcessLookupError:
         pass
     except subprocess.TimeoutExpired:
@@ -169,12 +174,12 @@ def start_node(
 
 
 def stop_node(proc: subprocess.Popen, temp_dir: Path | None = None) -> None:
-    """SIGTERM a `start_node` node's process group (SIGKILL after 15 s), then SIGKILL whatever
-    still names its `temp_dir`; `stop_head` then kills what is left of the cluster (its processes
-    name the head's GCS port)."""
+    """SIGTERM a `start_node` node's process group (SIGKILL after STOP_GRACE_S), then SIGKILL
+    whatever still names its `temp_dir`; `stop_head` then kills what is left of the cluster (its
+    processes name the head's GCS port)."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
+        proc.wait(timeout=STOP_GRACE_S)
     except ProcessLookupError:
         pass
     except subprocess.TimeoutExpired:

@@ -3,8 +3,8 @@
 Real Ray, vLLM and DeepSpeed as a user runs them; each run must train (its own loss ran, the
 policy moved, vLLM serves the trained weights) and evaluate. One run per way the driver wires an
 algorithm differently: DPO (the pair family on a reward judge), GRPO (the sequence family), OSP
-(its default manifest, deploy/judges/self.yaml: the policy judges its own samples); MNPO and
-HT-MNPO, and PPO with its critic on two ZeRO-3 ranks, below and in test_online_loop.py. The other
+(its default manifest, deploy/judges/self.yaml: the policy judges its own samples);
+HT-MNPO and PPO with its critic on two ZeRO-3 ranks below; MNPO in test_resume.py. The other
 algorithms share those paths; each one's learner step is checked in-process against hand-derived
 values (tests/learner/test_direction.py, and its first loss in
 tests/learner/test_engine.py::test_every_algorithm_s_first_loss_is_its_hand_value), which costs a
@@ -18,7 +18,7 @@ import math
 
 import pytest
 
-from tests.e2e.test_online_loop import read_metrics, run_driver
+from tests.e2e.driver_runs import read_metrics, run_driver
 
 # The first step trains the starting policy, which is also the reference and every opponent
 # snapshot: each pair's margin against them is 0, so the loss is known by hand (defaults: DPO's

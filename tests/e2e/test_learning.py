@@ -24,7 +24,7 @@ import re
 
 import pytest
 
-from tests.e2e.test_online_loop import read_metrics, run_driver
+from tests.e2e.driver_runs import read_metrics, run_driver
 
 STEPS, EVERY, PROMPTS, K = 50, 25, 32, 4
 MANIFEST = """judges:

@@ -61,11 +61,51 @@ def training_records(out: Path) -> list[dict]:
     return [r for r in records if not any(k.startswith("eval/") for k in r)]
 
 
+def check_an_mnpo_run(out: Path, log: str) -> None:
+    """What `python -m driver --algo mnpo` leaves behind (the uninterrupted run below): progress
+    lines, one record per step, strictly on-policy sampling, vLLM serving what DeepSpeed trained,
+    the hand-known first loss, where each step's time went, the summary and a loadable policy."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for step in (1, 2, STEPS):
+        assert f"step {step}/{STEPS} | reward" in log
+    assert "win rate vs starting policy" in log
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps, final = records[:-1], records[-1]
+    assert [r["step"] for r in steps] == list(range(STEPS)) and final["step"] == STEPS - 1
+    assert [r["learner/policy_version"] for r in steps] == [float(v) for v in range(1, STEPS + 1)]
+    assert all(r["rollout/policy_version"] == r["step"] for r in steps)  # strictly on-policy
+    assert all(r["sync/max_probe_gap"] < 1e-3 for r in steps)  # vLLM serves what DeepSpeed trained
+    assert all(r["rollout/samples"] == 16 * 4 for r in steps)
+    assert all(0.0 <= r["rollout/reward_mean"] <= 1.0 and r["learner/pairs"] > 0 for r in steps)
+    assert steps[-1]["learner/kl_to_reference"] != 0.0  # the policy moved away from the reference
+    # step 0 trains the starting policy against itself (reference = both opponents): logits 0, loss (1/(2 eta))^2
+    assert steps[0]["learner/loss"] == pytest.approx(1.0, rel=1e-6)
+    assert steps[0]["learner/kl_to_reference"] == pytest.approx(0.0, abs=1e-5)
+    # the driver's waits on each stage lie inside the step; the learner's own seconds inside its wait
+    waits = ["time/rollout_wait", "time/judge_wait", "time/learner_wait", "time/sync_wait"]
+    for r in steps:
+        assert all(r[w] >= 0.0 for w in waits) and sum(r[w] for w in waits) <= r["time/step_seconds"]
+        assert r["learner/seconds"] <= r["time/learner_wait"] and r["learner/time/backward"] > 0.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == STEPS and summary["final_eval"]["vs_start"] == {
+        "win_rate": final["eval/win_rate"],
+        "ci_low": final["eval/win_rate_ci_low"],
+        "ci_high": final["eval/win_rate_ci_high"],
+        "num_prompts": 8,
+        "num_comparisons": 8 * 4,
+    }
+    assert "snapshot_every: 4" in (out / "config.yaml").read_text()
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(out / "final"))
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     done = subprocess.run(command(whole), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    check_an_mnpo_run(whole, done.stderr)
 
     # The same run, its driver alone SIGKILLed once its second checkpoint exists: its watchdog
     # (driver/watchdog.py) kills the local Ray cluster and actors the driver started.

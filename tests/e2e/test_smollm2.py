@@ -8,7 +8,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from tests.e2e.test_online_loop import read_metrics, run_driver
+from tests.e2e.driver_runs import read_metrics, run_driver
 
 SMALL = (
     "rollout.prompts_per_step=4",
