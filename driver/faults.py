@@ -179,7 +179,11 @@ class KillSchedule:
         for actor in due:
             if actor not in handles:
                 raise RunFailed(f"reliability.kill_schedule: no actor named {actor!r} (the run has {sorted(handles)})")
-            pid = ray.get(handles[actor].pid.remote(), timeout=120)
+            try:
+                pid = ray.get(handles[actor].pid.remote(), timeout=120)
+            except ray.exceptions.RayActorError:  # dead already (an earlier kill the loop has not met yet)
+                logger.warning("fault injection: %s is already dead at step %d; nothing to kill", actor, step)
+                continue
             logger.warning("fault injection: SIGKILL %s (pid %d) at step %d", actor, pid, step)
             os.kill(pid, signal.SIGKILL)
         return due

@@ -122,6 +122,13 @@ def test_kill_schedule_entries_are_checked_and_fire_once(monkeypatch):
     with pytest.raises(RunFailed, match=r"no actor named 'judge-x-0'"):
         KillSchedule(["2:judge-x-0"]).fire(cluster, 2)
 
+    def dead(ref, timeout):
+        raise ray.exceptions.RayActorError(actor_id="l0", error_msg="died")
+
+    monkeypatch.setattr("driver.faults.ray.get", dead)  # killed at an earlier step, not yet met by the loop
+    killed.clear()
+    assert KillSchedule(["3:learner-0"]).fire(cluster, 3) == ["learner-0"] and killed == []
+
 
 def test_temperatures_outside_what_sampling_can_use_are_refused():
     for field in ("rollout", "eval"):
