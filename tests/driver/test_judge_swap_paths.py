@@ -52,11 +52,18 @@ def expected(function, batch) -> list[float]:
     return [function(r.prompt_text, r.response_text) for r in batch.rollouts]
 
 
-def dead(handle) -> bool:
-    try:
-        ray.get(handle.__ray_ready__.remote(), timeout=60)
-    except ray.exceptions.RayActorError:
-        return True
+def dead(handle, within_s: float = 30.0) -> bool:
+    """The actor is dead, or dies within `within_s` (ray.kill is asynchronous: a call made right
+    after it may still be served)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(handle.__ray_ready__.remote(), timeout=max(1.0, deadline - time.monotonic()))
+        except ray.exceptions.RayActorError:
+            return True
+        except ray.exceptions.GetTimeoutError:
+            continue
+        time.sleep(0.2)
     return False
 
 
@@ -101,7 +108,7 @@ def test_a_swap_that_cannot_fit_is_refused_and_a_full_cluster_stops_the_old_judg
             r"plus the retired judges' \{'CPU': 1.0, 'GPU': 0.0\}",
         ):
             swap_judges(cluster, [GT, too_big], RunConfig(), "unused", 3, [])
-        assert cluster.judges == {"ground-truth": [gt], "topical": [topical]} and not dead(topical)
+        assert cluster.judges == {"ground-truth": [gt], "topical": [topical]} and not dead(topical, within_s=1.0)
 
         events = []
         retire, start = driver.cluster._retire, driver.cluster.start_judges
