@@ -193,6 +193,7 @@ SHORT = [
     "rollout.prompts_per_step=8",
     "tracking.plots=false",
     "tracking.tensorboard=false",
+    "rollout.max_staleness=1",  # the stop's checkpoint holds a step already sampled and judged
 ]
 
 
@@ -215,7 +216,8 @@ def files(out: Path) -> dict[str, tuple[int, int]]:
 @pytest.mark.slow
 def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command_continues(builtin_models, tmp_path):
     """SIGTERM to the driver (not its process group) mid-step: the step finishes, a checkpoint is
-    written at the boundary (off the every-4 schedule), exit 75 with one line and no traceback;
+    written at the boundary (off the every-4 schedule) holding the step sampled one ahead
+    (max_staleness 1), exit 75 with one line and no traceback;
     the same command with --resume-mode auto continues it to what the uninterrupted run did, and a
     third launch finds it finished and changes nothing."""
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
@@ -248,6 +250,8 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command
     assert 1 <= at < 4
     assert f"driver: stopped by SIGTERM after step {at} of 4; checkpoint " in text.strip().splitlines()[-1]
     assert [p.name for p in checkpoints.complete_checkpoints(stopped)] == [f"step-{at:06d}"]
+    (stop_checkpoint,) = checkpoints.complete_checkpoints(stopped)
+    assert checkpoints.load_state(stop_checkpoint).in_flight == (at,)  # step `at`, sampled one ahead
     assert not (stopped / "final").exists() and not (stopped / "summary.json").exists()
 
     resumed = subprocess.run(
