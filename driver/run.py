@@ -150,7 +150,7 @@ def restore_learners(loop: Loop, lost: LearnerLost) -> None:
     )
     wait_for(setups, cfg.reliability.start_timeout_s, "restarting the learner", "start_timeout_s")
     cluster.learners = learners
-    if checkpoint is None:
+    if checkpoint is None and loop.probe:  # (no probe yet: nothing was synced, the receivers hold the start)
         exported = export_weights(cluster, 0, loop.probe)
         wait_for(send_weights(cluster, exported), cfg.reliability.sync_timeout_s, "the starting weights", "sync_timeout_s")
     where = f"its checkpoint {checkpoint}" if checkpoint is not None else "the start (no checkpoint yet)"
