@@ -187,7 +187,7 @@ def wait_for(refs: Any, timeout_s: float, what: str, knob: str, who: Sequence[st
     rank that died leaves the other ranks waiting on it in a collective)."""
     listed = refs if isinstance(refs, list) else [refs]
     deadline = time.monotonic() + timeout_s
-    pending = list(listed)
+    pending, values = list(listed), {}
     while pending:
         ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
         if not ready:
@@ -197,8 +197,8 @@ def wait_for(refs: Any, timeout_s: float, what: str, knob: str, who: Sequence[st
                 f"(reliability.{knob}); the actor is hung or far slower than expected: raise reliability.{knob} if it "
                 f"is only slow"
             )
-        ray.get(ready)  # raises now if that call failed
-    return ray.get(refs)
+        values.update(zip(ready, ray.get(ready)))  # (raises now if that call failed)
+    return [values[ref] for ref in listed] if isinstance(refs, list) else values[refs]
 
 
 def start_judges(specs: Sequence[JudgeSpec], cfg: RunConfig, model_path: str, prefix: str = "judge") -> dict[str, list]:

@@ -43,14 +43,6 @@ class RunFailed(RuntimeError):
     """The run cannot go on (restarts used up, or a failure that is not an actor death); one line."""
 
 
-class LearnerLost(Exception):
-    """A learner rank died at `step`: the run restores every rank from its last checkpoint."""
-
-    def __init__(self, actor: str, step: int, error: BaseException):
-        super().__init__(f"{actor} died at step {step}: {first_line(error)}")
-        self.actor, self.step, self.error = actor, step, error
-
-
 @dataclass(frozen=True)
 class Located:
     kind: Kind
@@ -65,6 +57,14 @@ class Located:
         if self.kind == "eval":
             return f"eval-judge-{self.judge}-{self.index}"
         return f"{self.kind}-{self.index}"
+
+
+class LearnerLost(Exception):
+    """A learner rank (`where`) died at `step`: the run restores every rank from its last checkpoint."""
+
+    def __init__(self, where: Located, step: int, error: BaseException):
+        super().__init__(f"{where.name} died at step {step}: {first_line(error)}")
+        self.where, self.step, self.error = where, step, error
 
 
 def first_line(error: BaseException) -> str:

@@ -144,7 +144,7 @@ def restore_learners(loop: Loop, lost: LearnerLost) -> None:
     restore loads it."""
     cluster, cfg, began = loop.cluster, loop.cfg, time.perf_counter()
     checkpoint = loop.last_checkpoint
-    loop.faults.allow(lost.step, lost.actor, lost.error, loop.resume_hint())
+    loop.faults.allow(lost.step, lost.where.name, lost.error, loop.resume_hint())
     learners, setups = replace_named(  # every rank: a dead one leaves the others stuck in its collectives
         lambda: start_learners(cfg, loop.model_path, cluster.pg, cfg.reliability.start_timeout_s), list(cluster.learners)
     )
@@ -154,10 +154,9 @@ def restore_learners(loop: Loop, lost: LearnerLost) -> None:
         exported = export_weights(cluster, 0, loop.probe)
         wait_for(send_weights(cluster, exported), cfg.reliability.sync_timeout_s, "the starting weights", "sync_timeout_s")
     where = f"its checkpoint {checkpoint}" if checkpoint is not None else "the start (no checkpoint yet)"
-    rank = int(lost.actor.rpartition("-")[2]) if lost.actor.rpartition("-")[2].isdigit() else 0
     loop.faults.record(
         lost.step,
-        Located("learner", rank),
+        lost.where,
         lost.error,
         f"every learner rank replaced; the run continues from {where}, redoing the steps since",
         time.perf_counter() - began,
@@ -390,12 +389,12 @@ class Loop:
                 raise StageTimeout(f"{what}; its manifest entry has on_failure: fail (use skip to go on without it)")
             logger.warning("%s: its verdicts count as missing (on_failure: skip); replacing the replica", what)
             out.append(unjudged(name, spec, batch, f"timed out after {timeout:g}s"))
-            began, where = time.perf_counter(), Located("judge", replica, name)
-            error = StageTimeout(what)
-            self.faults.allow(item.step, where.name, error, self.resume_hint())
-            self.replace(where)
-            action = "hung replica replaced; its verdicts on the batch counted as missing"
-            self.faults.record(item.step, where, error, action, time.perf_counter() - began)
+            self.replace_recorded(
+                Located("judge", replica, name),
+                item.step,
+                StageTimeout(what),
+                "its verdicts on the batch counted as missing; hung replica ",
+            )
         return out
 
     def sync(self, step: int, probe: list[list[int]]) -> list[SyncReport]:
@@ -613,7 +612,7 @@ class Loop:
         except ray.exceptions.RayError as err:
             where = locate(self.cluster, dead_actor_id(err))
             if where is not None and where.kind == "learner":
-                raise LearnerLost(where.name, step, err) from err
+                raise LearnerLost(where, step, err) from err
             raise
 
     def recover(self, err: ray.exceptions.RayError, step: int) -> None:
@@ -623,10 +622,14 @@ class Loop:
         if where is None:
             raise err
         if where.kind == "learner":
-            raise LearnerLost(where.name, step, err) from err
+            raise LearnerLost(where, step, err) from err
+        self.replace_recorded(where, step, err)
+
+    def replace_recorded(self, where: Located, step: int, err: BaseException, prefix: str = "") -> None:
+        """`replace` within the restart budget, recorded (faults.jsonl, faults/* metrics)."""
         self.faults.allow(step, where.name, err, self.resume_hint())
         began = time.perf_counter()
-        action = self.replace(where)
+        action = prefix + self.replace(where)
         self.faults.record(step, where, err, action, time.perf_counter() - began)
 
     def in_flight(self) -> list[InFlight]:

@@ -87,7 +87,7 @@ def test_the_restart_budget_records_and_metrics(tmp_path):
         (5, "learner-0", "learner", "restored", 2.25),
     ]
     assert events[0]["error"].startswith("RayActorError: The actor died unexpectedly")
-    assert "learner-0 died at step 4" in str(LearnerLost("learner-0", 4, err))
+    assert "learner-0 died at step 4" in str(LearnerLost(Located("learner", 0), 4, err))
 
 
 def test_no_restarts_means_the_first_death_stops_the_run(tmp_path):
