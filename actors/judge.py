@@ -16,7 +16,7 @@ import ray
 
 from actors.status import ActorStatus, actor_name
 from actors.telemetry import JudgeTelemetry
-from protocols import Judgement, JudgeSpec, RolloutBatch, SyncReport, WeightVersion
+from protocols import Judgement, JudgeSpec, RolloutBatch, SyncReport, WeightVersion, merge_judgements
 from rollout.judges import build_judge
 from rollout.judges.base import collect_verdicts, judgement
 
@@ -47,12 +47,16 @@ class JudgeActor:
         self.judge = build_judge(spec, model_path, member_paths, policy_dtype=policy_dtype, sync_tolerance=sync_tolerance)
         self.telemetry = JudgeTelemetry(spec.name)
 
-    def judge_batch(self, batch: RolloutBatch, trial: bool = False) -> Judgement:
+    def judge_batch(self, batch: RolloutBatch, trial: bool = False, part: tuple[int, int] | None = None) -> Judgement:
         """Score and/or compare the rollouts of one batch (one call per batch; the judge batches inside).
 
         `trial`: this judge's trial before it is trusted (driver/cluster.py `try_judges`): judged and
-        checked the same way, but not counted in the actor's status or metrics.
+        checked the same way, but not counted in the actor's status or metrics. `part` (index,
+        parts): only that part of the batch's prompt groups (`RolloutBatch.part`), its indices its
+        own (the replicas' parts are joined by `merge_parts`).
         """
+        if part is not None:
+            batch = batch.part(*part)
         start = time.perf_counter()
         verdicts = collect_verdicts(self.judge, batch, getattr(self.spec, "comparisons", "all_pairs"))
         seconds = time.perf_counter() - start
@@ -96,3 +100,9 @@ class JudgeActor:
     def __repr__(self) -> str:
         """Name, judge and kind; then the last step, rollouts/s, rollouts judged, failures (actors/status.py)."""
         return str(self.status)
+
+
+@ray.remote(num_cpus=0)
+def merge_parts(sizes: list[int], *parts: Judgement) -> Judgement:
+    """One judge's judgement of a batch whose consecutive parts (`sizes` rollouts each) its replicas judged."""
+    return merge_judgements(parts, sizes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import ray
 
@@ -72,6 +73,7 @@ class LearnerActor:
     @ray.method(num_returns=2)
     def export(self, step: int, probe_sequences: list[list[int]]) -> tuple[WeightVersion | None, dict | None]:
         """Publish the current weights (collective under ZeRO-3; only rank 0 returns them)."""
+        start = time.perf_counter()
         state = self.learner.state_dict()
         probe = self.learner.probe(probe_sequences)
         if self.rank != 0:
@@ -82,6 +84,7 @@ class LearnerActor:
             num_tensors=len(state),
             num_bytes=sum(t.numel() * t.element_size() for t in state.values()),
             probe=probe,
+            export_seconds=time.perf_counter() - start,
         )
         return version, state
 

@@ -20,7 +20,7 @@ from deploy import placement
 from driver.builtin import resolve_model_path
 from driver.checkout import worker_runtime_env
 from driver.plan import RunPlan
-from protocols import JudgeSpec, Prompt, PromptBatch, RunConfig
+from protocols import JudgeSpec, Prompt, PromptBatch, RunConfig, part_bounds
 
 logger = logging.getLogger("driver")
 T = TypeVar("T")
@@ -227,13 +227,7 @@ def start_judge(spec: JudgeSpec, replica: int, cfg: RunConfig, model_path: str, 
 
 def shard(prompts: list[Prompt], parts: int) -> list[list[Prompt]]:
     """Split prompts into `parts` contiguous, non-empty, nearly equal chunks."""
-    size, extra = divmod(len(prompts), parts)
-    out, lo = [], 0
-    for i in range(parts):
-        hi = lo + size + (1 if i < extra else 0)
-        out.append(prompts[lo:hi])
-        lo = hi
-    return out
+    return [prompts[slice(*part_bounds(len(prompts), i, parts))] for i in range(parts)]
 
 
 def sample(
@@ -248,12 +242,33 @@ def sample(
     return refs
 
 
-def judge(replica_sets: dict[str, list], batches: list, step: int) -> list[list]:
-    """Per batch, one ObjectRef[Judgement] per judge; replicas of a judge take batches in turn."""
-    return [
-        [replicas[(step + b) % len(replicas)].judge_batch.remote(ref) for replicas in replica_sets.values()]
-        for b, ref in enumerate(batches)
-    ]
+def judge(replica_sets: dict[str, list], batches: list, step: int, groups: list[int], k: int) -> tuple[list[list], dict]:
+    """Per batch, one ObjectRef[Judgement] per judge (see `ask`; `groups`: prompt groups of each
+    batch, `k` samples each); and {(batch, judge position): [(replica, its ref)]}."""
+    refs, asked = [], {}
+    for b, ref in enumerate(batches):
+        refs.append([])
+        for position, replicas in enumerate(replica_sets.values()):
+            verdicts, asked[b, position] = ask(replicas, ref, step, b, groups[b], k)
+            refs[b].append(verdicts)
+    return refs, asked
+
+
+def ask(replicas: list, batch: Any, step: int, b: int, groups: int, k: int) -> tuple[Any, list[tuple[int, Any]]]:
+    """ObjectRef[Judgement] of one judge on batch `b` of `step` (`groups` prompt groups of `k`
+    samples), and [(replica, ref)] of the calls made. The replicas share the batch: each judges a
+    contiguous part of its prompt groups, joined by `merge_parts`; a single replica (or a single
+    group) is asked for the whole batch, replica (step + b) % replicas taking batches in turn."""
+    from actors.judge import merge_parts
+
+    n = min(len(replicas), groups)
+    if n <= 1:
+        r = (step + b) % len(replicas)
+        ref = replicas[r].judge_batch.remote(batch)
+        return ref, [(r, ref)]
+    parts = [(r, replicas[r].judge_batch.remote(batch, part=(r, n))) for r in range(n)]
+    sizes = [(hi - lo) * k for lo, hi in (part_bounds(groups, r, n) for r in range(n))]
+    return merge_parts.remote(sizes, *(ref for _, ref in parts)), parts
 
 
 def export_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> tuple:

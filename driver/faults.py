@@ -108,6 +108,22 @@ def locate(cluster: Cluster, actor_id: str | None) -> Located | None:
     return None
 
 
+def dead_learner(cluster: Cluster, timeout_s: float = 10.0) -> Located | None:
+    """The learner rank that is dead, if one is: a rank's call can fail first with its collective's
+    error (gloo: connection reset) rather than with the death of the rank it was talking to."""
+    pings = {learner.__ray_ready__.remote(): rank for rank, learner in enumerate(cluster.learners)}
+    pending, deadline = list(pings), time.monotonic() + timeout_s
+    while pending:  # (a busy rank answers late: alive)
+        ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        try:
+            ray.get(ready[0])
+        except ray.exceptions.RayActorError:
+            return Located("learner", pings[ready[0]])
+    return None
+
+
 class FaultLog:
     """Recoveries so far: the budget, OUTPUT/faults.jsonl and the `faults/*` metrics."""
 

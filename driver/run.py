@@ -41,6 +41,7 @@ from driver.checkpoints import DriverState, EvalSamples
 from driver.cluster import (
     Cluster,
     StageTimeout,
+    ask,
     check_resources,
     connect,
     export_weights,
@@ -57,7 +58,7 @@ from driver.cluster import (
     wait_for,
     weight_receivers,
 )
-from driver.faults import FaultLog, KillSchedule, LearnerLost, Located, dead_actor_id, first_line, locate
+from driver.faults import FaultLog, KillSchedule, LearnerLost, Located, dead_actor_id, dead_learner, first_line, locate
 from driver.judge_failures import JudgeFailures
 from driver.manifest_watch import ManifestChange, ManifestWatcher
 from driver.plan import RunPlan
@@ -68,7 +69,7 @@ from driver.tracking import MetricsWriter, WandbSettings, truncate_after
 from driver.watchdog import Watchdog
 from learner.algorithms import algorithm_config, get_algorithm
 from learner.opponents import snapshot_due
-from protocols import EvalResult, Judgement, JudgeSpec, Prompt, PromptBatch, RolloutBatch, SyncReport
+from protocols import EvalResult, Judgement, JudgeSpec, Prompt, PromptBatch, RolloutBatch, SyncReport, WeightVersion
 from protocols.judges import POINTWISE_KINDS
 from rollout.evaluation import win_rate_from_rewards
 from rollout.prompts import PromptStream
@@ -96,6 +97,20 @@ class InFlight:
     prompts: list[Prompt] = field(default_factory=list)  # empty: restored from a checkpoint (nothing to re-issue)
     seeds: list[int] = field(default_factory=list)  # per rollout worker
     weights: tuple | None = None  # (ObjectRef[WeightVersion], ObjectRef[weights]) served when it was launched
+    gathered: bool = False  # its batches and verdicts are in hand: nothing to re-issue if an actor dies
+    asked: dict = field(default_factory=dict)  # (batch, judge position) -> [(replica, ref)] of the judge calls
+
+
+@dataclass
+class Unsettled:
+    """A trained step whose weights the receivers are still loading. Its record is completed and
+    written once their reports are checked (`Loop.settle`), while the learner runs the next step."""
+
+    step: int
+    record: dict
+    examples: dict
+    exported: tuple  # (ObjectRef[WeightVersion], ObjectRef[weights])
+    reports: list  # ObjectRef[SyncReport] per weight receiver
 
 
 def run(plan: RunPlan, resume: Checkpoint | None = None) -> Summary:
@@ -199,6 +214,12 @@ class Loop:
         self.pending_loads: list = []  # weight loads of replaced actors, checked at the next sync
         self.dropped: list = []  # refs of work lost with a dead actor (see `drain_dropped`)
         self.probe: list[list[int]] = []
+        self.unsettled: Unsettled | None = None  # the last step, until its weight sync is checked
+        self.learner_version = 0  # the policy version of the learner's last update
+        self.writer: MetricsWriter | None = None
+        self.samples_out = None  # samples.jsonl, open while the loop runs
+        self.ends: collections.deque[float] = collections.deque(maxlen=21)  # recent step ends: ETA
+        self.final: EvalResult | None = None
 
     # ------------------------------------------------------------------ the loop
     def run(self, state: DriverState | None, checkpoint: Path | None, rewound: bool = False) -> Summary:
@@ -220,7 +241,8 @@ class Loop:
         launched = state.next_step + len(self.queue)
         done = state.next_step
         version = state.policy_version
-        ends, final = collections.deque([time.perf_counter()], maxlen=21), state.last_eval  # recent step ends: ETA
+        self.ends.append(time.perf_counter())
+        self.final = final = state.last_eval
         resume_step = state.next_step if (checkpoint is not None or rewound) else None
         samples_log = self.plan.output / SAMPLES_FILE
         if resume_step is not None:
@@ -231,6 +253,7 @@ class Loop:
             ) as writer,
             samples_log.open("a") as samples,
         ):
+            self.writer, self.samples_out = writer, samples
             for step in range(state.next_step, cfg.steps):
                 if self.stop.requested:  # a SIGTERM / SIGINT: stop at this step boundary
                     break
@@ -241,25 +264,23 @@ class Loop:
                     self.queue.append(self.launch(launched, stream))
                     launched += 1
                 self.current = self.queue.popleft()
-                record, examples = self.train_step(self.current, self.probe, queue_depth=len(self.queue))
+                self.train_step(self.current, self.probe, queue_depth=len(self.queue))
                 self.current = None
-                self.emit(writer, record)
-                samples.write(json.dumps(examples) + "\n")
-                samples.flush()
                 done = step + 1
-                ends.append(time.perf_counter())
-                if step % cfg.log_every == 0 or done == cfg.steps:
-                    eta = (ends[-1] - ends[0]) / (len(ends) - 1) * (cfg.steps - done)
-                    logger.info(step_line(record, cfg.steps, eta, final.vs_start.win_rate if final else None))
-                version = int(record["learner/policy_version"])
+                version = self.learner_version
                 evaluating = done == cfg.steps or bool(cfg.eval.every and done % cfg.eval.every == 0)
-                if self.uses_pool and snapshot_due(version, self.snapshot_every) and not evaluating:
+                snapshot = self.uses_pool and snapshot_due(version, self.snapshot_every) and not evaluating
+                checkpointing = bool(cfg.checkpoint.every and done % cfg.checkpoint.every == 0)  # (the last step's included)
+                if snapshot or evaluating or checkpointing:
+                    self.settle()  # what follows uses the synced receivers, and the step's record comes first
+                if snapshot:
                     self.eval_samples(version, step)  # the next snapshot's samples, while it is served
                 if evaluating:  # (also records this version's samples for the pool)
-                    final = self.evaluate(version, step, state.start)
+                    self.final = final = self.evaluate(version, step, state.start)
                     self.emit(writer, {"step": step, "time": round(time.perf_counter() - self.started, 3), **eval_record(final)})
-                if cfg.checkpoint.every and done % cfg.checkpoint.every == 0:  # (the last step's included)
+                if checkpointing:
                     state = self.checkpoint(state, done, version, final)
+            self.settle()
         if done < cfg.steps:
             return self.stopped(state, done, version, final)
         self.finish(final)
@@ -270,8 +291,11 @@ class Loop:
         cfg = self.cfg
         prompts = stream.next(cfg.rollout.prompts_per_step)
         seeds = [derive_seed(cfg.seed, "train", step, i) for i in range(len(self.cluster.rollouts))]
-        refs = sample(self.cluster, step, prompts, cfg.rollout.samples_per_prompt, seeds)
-        return InFlight(step, refs, judge(self.cluster.judges, refs, step), prompts, seeds, self.served)
+        k = cfg.rollout.samples_per_prompt
+        refs = sample(self.cluster, step, prompts, k, seeds)
+        groups = [len(part) for part in shard(prompts, len(self.cluster.rollouts))]
+        judgements, asked = judge(self.cluster.judges, refs, step, groups, k)
+        return InFlight(step, refs, judgements, prompts, seeds, self.served, asked=asked)
 
     def start_state(self) -> DriverState:
         """Step 0: the starting policy's held-out samples (the win-rate baseline) and the sync probe."""
@@ -301,37 +325,42 @@ class Loop:
             checkpoint=self.last_checkpoint,
         )
 
-    def train_step(self, item: InFlight, probe: list[list[int]], queue_depth: int) -> tuple[dict[str, float], dict]:
-        """One step; returns its metrics record and its samples.jsonl entry."""
+    def train_step(self, item: InFlight, probe: list[list[int]], queue_depth: int) -> None:
+        """One step: gather, learn, publish the new weights. While the learner works, the previous
+        step's weight sync is checked and its record written; this step's waits for the next one."""
         rc = self.cfg.reliability
         step_start = time.perf_counter()
         batches, judgements, judge_start, judge_seconds = self.recovering(item.step, lambda: self.gather(item))
+        item.gathered = True
         batches, judgements, trained = self.judge_failures.apply(
             item.step, batches, judgements, item.batches, self.cluster.judge_specs
         )
         learn_start = time.perf_counter()
+        calls = [
+            learner.train_step.remote(
+                item.step, self.plan.judge_weights, self.plan.judge_temperatures, [tuple(j) for j in judgements], *trained
+            )
+            for learner in self.cluster.learners
+        ]
+        try:
+            sync_wait = self.settle()  # the receivers load the previous step's weights beside this update
+        except BaseException:
+            self.dropped += calls
+            raise
         results = self.learner_call(
             item.step,
             lambda: wait_for(
-                [
-                    learner.train_step.remote(
-                        item.step, self.plan.judge_weights, self.plan.judge_temperatures, [tuple(j) for j in judgements], *trained
-                    )
-                    for learner in self.cluster.learners
-                ],
-                rc.learn_timeout_s,
-                f"the learner's step {item.step}",
-                "learn_timeout_s",
-                self.learner_names(),
+                calls, rc.learn_timeout_s, f"the learner's step {item.step}", "learn_timeout_s", self.learner_names()
             ),
         )
-        sync_start = time.perf_counter()
-        reports = self.sync(item.step, probe)
+        exported = self.learner_call(item.step, lambda: export_weights(self.cluster, item.step, probe))
+        self.served = exported
+        sent = send_weights(self.cluster, exported)
         waits = {
             "time/rollout_wait": judge_start - step_start,
             "time/judge_wait": learn_start - judge_start,
-            "time/learner_wait": sync_start - learn_start,
-            "time/sync_wait": time.perf_counter() - sync_start,
+            "time/learner_wait": time.perf_counter() - learn_start - sync_wait,
+            "time/sync_wait": sync_wait,  # on the previous step's sync, while this step's update ran
         }
         record = {
             "step": item.step,
@@ -342,8 +371,6 @@ class Loop:
             **results[0].metrics,
             "learner/policy_version": float(results[0].policy_version),
             "learner/staleness": float(results[0].policy_version - 1 - results[0].trained_on_version),
-            "sync/seconds": max(r.seconds for r in reports),
-            "sync/max_probe_gap": max(r.max_abs_logprob_diff for r in reports),
             "time/step_seconds": time.perf_counter() - step_start,
             **waits,  # the driver's waits on each stage; the rest of step_seconds is its own bookkeeping
             **self.judge_events,  # cumulative: a swap shows up from the first step the new judges labelled
@@ -351,8 +378,43 @@ class Loop:
             **self.faults.metrics(),
         }
         record["rollout/tokens_per_s"] = record["rollout/response_tokens"] / record["time/step_seconds"]
+        self.learner_version = results[0].policy_version
+        self.unsettled = Unsettled(item.step, record, sample_log_entry(item.step, batches, judgements), exported, sent)
         self.drain_dropped()
-        return record, sample_log_entry(item.step, batches, judgements)
+
+    def settle(self) -> float:
+        """Check the last trained step's weight sync (every receiver's load and probe, within
+        reliability.sync_timeout_s; a receiver that died is replaced and every receiver sent the
+        weights again), then write that step's record and samples. Returns the seconds waited."""
+        u, self.unsettled = self.unsettled, None
+        if u is None:
+            return 0.0
+        start = time.perf_counter()
+        reports = self.checked_sync(u.step, u.exported, u.reports)
+        waited = time.perf_counter() - start
+        version: WeightVersion = ray.get(u.exported[0])
+        u.record.update(
+            {
+                "sync/seconds": max(r.seconds for r in reports),
+                "sync/max_probe_gap": max(r.max_abs_logprob_diff for r in reports),
+                "sync/export_seconds": version.export_seconds,
+            }
+        )
+        self.publish(u)
+        return waited
+
+    def publish(self, u: Unsettled) -> None:
+        """A settled step's record to the metrics, its samples to samples.jsonl, its progress line."""
+        assert self.writer is not None and self.samples_out is not None
+        cfg, record, step = self.cfg, u.record, u.step
+        self.emit(self.writer, record)
+        self.samples_out.write(json.dumps(u.examples) + "\n")
+        self.samples_out.flush()
+        self.ends.append(time.perf_counter())
+        done = step + 1
+        if step % cfg.log_every == 0 or done == cfg.steps:
+            eta = (self.ends[-1] - self.ends[0]) / max(len(self.ends) - 1, 1) * (cfg.steps - done)
+            logger.info(step_line(record, cfg.steps, eta, self.final.vs_start.win_rate if self.final else None))
 
     def gather(self, item: InFlight) -> tuple[list[RolloutBatch], list[list[Judgement]], float, float]:
         """The step's batches and every judge's verdicts on them, each wait bounded."""
@@ -376,41 +438,57 @@ class Loop:
         timeout = self.cfg.reliability.judge_timeout_s
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         out: list[Judgement] = []
-        for (name, replicas), ref in zip(list(self.cluster.judges.items()), refs, strict=True):
+        for position, (name, ref) in enumerate(zip(list(self.cluster.judges), refs, strict=True)):
             if ref in ready:
                 out.append(ray.get(ref))
                 continue
-            spec, replica = self.cluster.judge_specs[name], (item.step + b) % len(replicas)
+            spec, asked = self.cluster.judge_specs[name], item.asked.get((b, position), [])
+            hung = [r for r, call in asked if not ray.wait([call], timeout=0)[0]]
             what = (
-                f"judge {name!r} (kind {spec.kind}, replica {replica}) did not judge step {item.step}'s batch {b} "
-                f"within {timeout:g}s (reliability.judge_timeout_s)"
+                f"judge {name!r} (kind {spec.kind}, replica {', '.join(map(str, hung)) or '?'}) did not judge step "
+                f"{item.step}'s batch {b} within {timeout:g}s (reliability.judge_timeout_s)"
             )
             if spec.on_failure != "skip":
                 raise StageTimeout(f"{what}; its manifest entry has on_failure: fail (use skip to go on without it)")
             logger.warning("%s: its verdicts count as missing (on_failure: skip); replacing the replica", what)
             out.append(unjudged(name, spec, batch, f"timed out after {timeout:g}s"))
-            self.replace_recorded(
-                Located("judge", replica, name),
-                item.step,
-                StageTimeout(what),
-                "its verdicts on the batch counted as missing; hung replica ",
-            )
+            for replica in hung:
+                self.replace_recorded(
+                    Located("judge", replica, name),
+                    item.step,
+                    StageTimeout(what),
+                    "its verdicts on the batch counted as missing; hung replica ",
+                )
         return out
 
     def sync(self, step: int, probe: list[list[int]]) -> list[SyncReport]:
-        """Learner -> rollout workers and self judges; a receiver that died is replaced and synced."""
+        """Learner -> rollout workers and self judges, waited for."""
         exported = self.learner_call(step, lambda: export_weights(self.cluster, step, probe))
         self.served = exported
+        return self.checked_sync(step, exported, send_weights(self.cluster, exported))
 
-        def send() -> list[SyncReport]:
+    def checked_sync(self, step: int, exported: tuple, sent: list) -> list[SyncReport]:
+        """The receivers' reports on the weights `exported` (`sent`: their load calls), and those of
+        replaced actors' loads, within reliability.sync_timeout_s. A receiver that died is replaced
+        and every receiver is sent the weights again."""
+        refs: list | None = sent
+
+        def check() -> list[SyncReport]:
+            nonlocal refs
+            if refs is None:  # after a recovery
+                refs = send_weights(self.cluster, exported)
             receivers = [f"rollout-{i}" for i in range(len(self.cluster.rollouts))]
-            refs = send_weights(self.cluster, exported)
             pending, self.pending_loads = self.pending_loads, []
             timeout = self.cfg.reliability.sync_timeout_s
-            reports = wait_for([*refs, *pending], timeout, f"the weight sync after step {step}", "sync_timeout_s", receivers)
+            try:
+                reports = wait_for([*refs, *pending], timeout, f"the weight sync after step {step}", "sync_timeout_s", receivers)
+            except ray.exceptions.RayError:
+                self.dropped += refs
+                refs = None
+                raise
             return reports[: len(refs)]
 
-        return self.recovering(step, send)
+        return self.recovering(step, check)
 
     def maybe_swap_judges(self, queue, launched: int, probe: list[list[int]]) -> None:
         """At a step boundary: if the manifest file changed, swap to its judges or say why not.
@@ -422,6 +500,7 @@ class Loop:
         change = self.watcher.poll()
         if change is None:
             return
+        self.settle()  # a retired self judge owes no weight load
         event = {"step": launched, "manifest": str(self.plan.manifest_path), "digest": change.digest}
         if change.manifest is not None:
             owed = [ref for item in queue for refs in item.judgements for ref in refs]
@@ -476,7 +555,8 @@ class Loop:
         ev, timeout = self.cfg.eval, self.cfg.reliability.eval_timeout_s
         seeds = [derive_seed(self.cfg.seed, "eval", version, i) for i in range(len(self.cluster.rollouts))]
         refs = sample(self.cluster, step, self.heldout, ev.samples_per_prompt, seeds, ev.temperature)
-        judgements = judge({"eval": self.cluster.eval_judge}, refs, step)
+        groups = [len(part) for part in shard(self.heldout, len(refs))]
+        judgements, _ = judge({"eval": self.cluster.eval_judge}, refs, step, groups, ev.samples_per_prompt)
         names = [f"rollout-{i}" for i in range(len(refs))]
         batches: list[RolloutBatch] = wait_for(refs, timeout, f"held-out samples of version {version}", "eval_timeout_s", names)
         verdicts = wait_for([per_batch[0] for per_batch in judgements], timeout, "the eval judge", "eval_timeout_s")
@@ -610,7 +690,7 @@ class Loop:
         try:
             return call()
         except ray.exceptions.RayError as err:
-            where = locate(self.cluster, dead_actor_id(err))
+            where = locate(self.cluster, dead_actor_id(err)) or dead_learner(self.cluster)
             if where is not None and where.kind == "learner":
                 raise LearnerLost(where, step, err) from err
             raise
@@ -618,7 +698,7 @@ class Loop:
     def recover(self, err: ray.exceptions.RayError, step: int) -> None:
         """Replace the actor whose death `err` reports and re-issue its lost work; re-raise `err` if
         it is not the death of one of the run's actors."""
-        where = locate(self.cluster, dead_actor_id(err))
+        where = locate(self.cluster, dead_actor_id(err)) or dead_learner(self.cluster)
         if where is None:
             raise err
         if where.kind == "learner":
@@ -637,7 +717,7 @@ class Loop:
 
     def replace(self, where: Located) -> str:
         """A new actor in place of the one at `where`, given back the work it owed; returns what was done."""
-        cfg, cluster, items = self.cfg, self.cluster, [i for i in self.in_flight() if i.prompts]
+        cfg, cluster, items = self.cfg, self.cluster, [i for i in self.in_flight() if i.prompts and not i.gathered]
         rc = cfg.reliability
         held: dict[str, tuple | None] = {}  # actor id -> weights it will hold once its queued calls ran
         if where.kind == "rollout":
@@ -650,7 +730,7 @@ class Loop:
                 self.load(new, item.weights, held)
                 part = shard(item.prompts, len(cluster.rollouts))[i]
                 batch = PromptBatch(step=item.step, prompts=tuple(part), samples_per_prompt=cfg.rollout.samples_per_prompt)
-                self.dropped += [item.batches[i], *item.judgements[i]]
+                self.dropped += [item.batches[i], *item.judgements[i], *self.calls(item, i)]
                 item.batches[i] = new.generate.remote(batch, item.seeds[i], None)
                 # every judge's verdicts on the lost batch went with it
                 item.judgements[i] = [self.judge_again(name, item, i, held) for name in cluster.judges]
@@ -676,8 +756,8 @@ class Loop:
         position, again = list(cluster.judges).index(name), []
         for item in items:
             for b in range(len(item.batches)):
-                if (item.step + b) % len(cluster.judges[name]) == where.index:
-                    self.dropped.append(item.judgements[b][position])
+                if where.index in [r for r, _ in item.asked.get((b, position), [])]:
+                    self.dropped += [item.judgements[b][position], *self.calls(item, b, position)]
                     item.judgements[b][position] = self.judge_again(name, item, b, held)
                     again.append((item.step, b))
         if spec.kind == "self":
@@ -701,11 +781,18 @@ class Loop:
     def judge_again(self, name: str, item: InFlight, b: int, held: dict[str, tuple | None]):
         """Judge `name`'s verdicts on batch `b` of `item` asked again; a self judge is given the
         weights the item was launched with first (`held` tracks what each replica holds)."""
-        replicas = self.cluster.judges[name]
-        replica = replicas[(item.step + b) % len(replicas)]
+        cfg, replicas, position = self.cfg, self.cluster.judges[name], list(self.cluster.judges).index(name)
+        groups = len(shard(item.prompts, len(self.cluster.rollouts))[b])
         if self.cluster.judge_specs[name].kind == "self":
-            self.load(replica, item.weights, held)
-        return replica.judge_batch.remote(item.batches[b])
+            for replica in replicas:  # (at most `groups` of them are asked)
+                self.load(replica, item.weights, held)
+        ref, item.asked[b, position] = ask(replicas, item.batches[b], item.step, b, groups, cfg.rollout.samples_per_prompt)
+        return ref
+
+    def calls(self, item: InFlight, b: int, position: int | None = None) -> list:
+        """The judge calls behind batch `b`'s verdict refs (of one judge, or of all): work lost with them."""
+        positions = range(len(item.judgements[b])) if position is None else [position]
+        return [call for p in positions for _, call in item.asked.get((b, p), [])]
 
     def load(self, actor, weights: tuple | None, held: dict[str, tuple | None]) -> None:
         """Queue `weights` on `actor` unless it will hold them already (a live actor holds the served

@@ -9,6 +9,8 @@ from protocols.batches import (
     PromptBatch,
     Rollout,
     RolloutBatch,
+    merge_judgements,
+    part_bounds,
 )
 from protocols.config import (
     BUILTIN_MODEL,
@@ -71,4 +73,6 @@ __all__ = [
     "SyncReport",
     "WeightVersion",
     "WinRate",
+    "merge_judgements",
+    "part_bounds",
 ]

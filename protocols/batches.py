@@ -12,6 +12,7 @@ Sign convention for preferences (used everywhere in the project):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -92,6 +93,22 @@ class RolloutBatch(BaseModel):
         k = self.samples_per_prompt
         return [self.rollouts[i : i + k] for i in range(0, len(self.rollouts), k)]
 
+    def part(self, index: int, parts: int) -> RolloutBatch:
+        """Part `index` of `parts`: contiguous whole prompt groups, the first parts one group larger
+        when they do not divide evenly (how judge replicas share a batch)."""
+        start, stop = part_bounds(len(self.rollouts) // self.samples_per_prompt, index, parts)
+        k = self.samples_per_prompt
+        return self.model_copy(update={"rollouts": self.rollouts[start * k : stop * k]})
+
+
+def part_bounds(groups: int, index: int, parts: int) -> tuple[int, int]:
+    """[start, stop) of part `index` of `groups` prompt groups cut into `parts` (none empty)."""
+    if not 0 <= index < parts <= groups:
+        raise ValueError(f"part {index} of {parts}: needs 0 <= index < parts <= {groups} (the prompt groups)")
+    size, extra = divmod(groups, parts)
+    start = index * size + min(index, extra)
+    return start, start + size + (index < extra)
+
 
 class PairPreference(BaseModel):
     """A judged comparison of two rollouts of the same prompt, by index into the batch."""
@@ -149,6 +166,37 @@ class Judgement(BaseModel):
         if self.rewards is not None:
             return len(self.rewards)
         return len(self.preferences or ()) + self.failed
+
+
+def merge_judgements(parts: Sequence[Judgement], sizes: Sequence[int]) -> Judgement:
+    """One judgement of a batch from the judgements of its consecutive parts (`sizes`: rollouts in
+    each): indices shifted to the whole batch; seconds the longest part's (they ran side by side)."""
+    if len(parts) != len(sizes) or not parts:
+        raise ValueError(f"{len(parts)} part judgements for {len(sizes)} parts")
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    kinds = {(p.rewards is None, p.preferences is None) for p in parts}
+    if len(kinds) > 1:
+        raise ValueError(f"the parts of judge {parts[0].judge!r}'s judgement disagree on giving rewards or preferences")
+    rewards = preferences = None
+    if parts[0].rewards is not None:
+        rewards = tuple(r for p in parts for r in p.rewards or ())
+    if parts[0].preferences is not None:
+        preferences = tuple(
+            q.model_copy(update={"first": q.first + o, "second": q.second + o})
+            for p, o in zip(parts, offsets)
+            for q in p.preferences or ()
+        )
+    failures = [f"part {i} (rollouts from {o}): {p.failure}" for i, (p, o) in enumerate(zip(parts, offsets)) if p.failure]
+    seconds = [p.seconds for p in parts if p.seconds is not None]
+    return Judgement(
+        judge=parts[0].judge,
+        rewards=rewards,
+        preferences=preferences,
+        seconds=max(seconds) if seconds else None,
+        failed=sum(p.failed for p in parts),
+        unjudged=tuple(i + o for p, o in zip(parts, offsets) for i in p.unjudged),
+        failure=failures[0] if failures else None,
+    )
 
 
 class JudgedBatch(BaseModel):

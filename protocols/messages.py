@@ -46,6 +46,7 @@ class WeightVersion(BaseModel):
     num_tensors: int = Field(ge=1)
     num_bytes: int = Field(ge=1)
     probe: SyncProbe
+    export_seconds: float = Field(default=0.0, ge=0.0, description="Learner seconds to gather the weights and probe them.")
 
 
 class SyncReport(BaseModel):

@@ -196,3 +196,50 @@ def test_reward_model_batching_does_not_change_scores(ray_cluster, rm_actor, rm_
     # the actor (batch_size 4, another process) agrees too
     remote = ray_cluster.get(rm_actor.judge_batch.remote(rm_batch)).rewards
     assert list(remote) == pytest.approx(reference, abs=1e-4)
+
+
+# --------------------------------------------------------------------------- replicas sharing a batch
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 3])
+def test_replicas_share_a_batch_and_their_parts_join_to_the_whole(ray_cluster, rule_batch, replicas):
+    """driver/cluster.py `ask`: each replica judges a contiguous part of the prompt groups; the joined
+    judgement equals one replica judging the whole batch, pointwise (rule) and pairwise (population)."""
+    from actors.judge import JudgeActor
+    from driver.cluster import ask
+    from protocols import PopulationJudgeSpec
+
+    groups = len(rule_batch.rollouts) // rule_batch.samples_per_prompt
+    rule = RuleJudgeSpec(name="ground-truth", kind="rule", function=GROUND_TRUTH)
+    crowd = PopulationJudgeSpec(
+        name="crowd",
+        kind="population",
+        mode="draw",
+        seed=5,
+        members=(
+            dict(name="topical", kind="rule", function="rollout.tasks.wordlist:topical", temperature=0.1),
+            dict(name="count", kind="rule", function="rollout.tasks.wordlist:exact_count", temperature=0.1),
+        ),
+    )
+    for spec in (rule, crowd):
+        actors = [JudgeActor.remote(spec, None, {"topical": None, "count": None}) for _ in range(replicas)]
+        try:
+            ref = ray_cluster.put(rule_batch)
+            whole = ray_cluster.get(actors[0].judge_batch.remote(ref))
+            joined, calls = ask(actors, ref, step=4, b=1, groups=groups, k=rule_batch.samples_per_prompt)
+            joined = ray_cluster.get(joined)
+            if replicas == 1:
+                assert calls == [(0, calls[0][1])]  # whole, replica (step + b) % 1
+            else:
+                assert [r for r, _ in calls] == list(range(replicas))
+                sizes = [len(ray_cluster.get(c).rewards or ()) or len(ray_cluster.get(c).preferences) for _, c in calls]
+                rollouts = [4, 4] if replicas == 2 else [4, 2, 2]  # whole groups of 2, the first part larger
+                assert sizes == (rollouts if spec is rule else [n // 2 for n in rollouts])  # one pair per group
+            assert joined.rewards == whole.rewards
+            assert joined.preferences == whole.preferences
+            assert (joined.failed, joined.unjudged) == (whole.failed, whole.unjudged) == (0, ())
+            assert (spec is rule) == (joined.rewards is not None)
+        finally:
+            for actor in actors:
+                ray_cluster.kill(actor)
+    assert groups == 4

@@ -168,3 +168,56 @@ def test_gap_judged_batch_rejects_duplicate_judge_names():
     rewards = (1.0, 0.0, 0.0, 1.0)
     with pytest.raises(ValidationError, match="rm"):
         JudgedBatch(batch=batch, judgements=(Judgement(judge="rm", rewards=rewards), Judgement(judge="rm", rewards=rewards)))
+
+
+# --------------------------------------------------------------------------- judge replicas sharing a batch
+
+
+def test_part_bounds_cut_whole_groups_the_first_parts_larger():
+    from protocols import part_bounds
+
+    assert [part_bounds(7, i, 3) for i in range(3)] == [(0, 3), (3, 5), (5, 7)]
+    assert [part_bounds(4, i, 2) for i in range(2)] == [(0, 2), (2, 4)]
+    assert [part_bounds(2, i, 2) for i in range(2)] == [(0, 1), (1, 2)]
+    for groups, index, parts in ((2, 0, 3), (4, 2, 2), (4, -1, 2)):
+        with pytest.raises(ValueError, match=f"part {index} of {parts}"):
+            part_bounds(groups, index, parts)
+
+
+def test_a_batch_part_holds_whole_prompt_groups():
+    batch = RolloutBatch(**{**make_batch(num_prompts=5, k=2, version=0), "step": 3})
+    parts = [batch.part(i, 2) for i in range(2)]
+    assert [[r.prompt_id for r in p.rollouts] for p in parts] == [["p0", "p0", "p1", "p1", "p2", "p2"], ["p3", "p3", "p4", "p4"]]
+    assert all(p.step == 3 and p.samples_per_prompt == 2 for p in parts)
+    assert parts[0].rollouts + parts[1].rollouts == batch.rollouts
+
+
+def test_merged_judgements_index_the_whole_batch():
+    from protocols import merge_judgements
+
+    first = Judgement(
+        judge="rm",
+        rewards=(0.1, math.nan, 0.3, 0.4),
+        preferences=(PairPreference(first=0, second=1, probability=0.7), PairPreference(first=2, second=3, probability=0.2)),
+        seconds=0.5,
+        failed=1,
+        unjudged=(1,),
+        failure="rollout 1: returned NaN",
+    )
+    second = Judgement(
+        judge="rm",
+        rewards=(0.5, 0.6),
+        preferences=(PairPreference(first=1, second=0, probability=0.9),),
+        seconds=0.75,
+    )
+    merged = merge_judgements([first, second], [4, 2])
+    assert merged.rewards[:1] == (0.1,) and math.isnan(merged.rewards[1]) and merged.rewards[2:] == (0.3, 0.4, 0.5, 0.6)
+    assert [(p.first, p.second, p.probability) for p in merged.preferences] == [(0, 1, 0.7), (2, 3, 0.2), (5, 4, 0.9)]
+    assert (merged.seconds, merged.failed, merged.unjudged) == (0.75, 1, (1,))
+    assert merged.failure == "part 0 (rollouts from 0): rollout 1: returned NaN"
+    late = second.model_copy(update={"failed": 1, "unjudged": (0,), "failure": "rollout 0: x"})
+    assert merge_judgements([first, late], [4, 2]).unjudged == (1, 4)
+    with pytest.raises(ValueError, match="disagree"):
+        merge_judgements([first, Judgement(judge="rm", rewards=(0.5, 0.6))], [4, 2])
+    with pytest.raises(ValueError, match="2 part judgements for 1 parts"):
+        merge_judgements([first, second], [6])
