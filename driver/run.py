@@ -442,8 +442,8 @@ class Loop:
             if ref in ready:
                 out.append(ray.get(ref))
                 continue
-            spec, asked = self.cluster.judge_specs[name], item.asked.get((b, position), [])
-            hung = [r for r, call in asked if not ray.wait([call], timeout=0)[0]]
+            spec = self.cluster.judge_specs[name]
+            hung = [r for r, call in self.asked(item, b, position) if not ray.wait([call], timeout=0)[0]]
             what = (
                 f"judge {name!r} (kind {spec.kind}, replica {', '.join(map(str, hung)) or '?'}) did not judge step "
                 f"{item.step}'s batch {b} within {timeout:g}s (reliability.judge_timeout_s)"
@@ -756,7 +756,7 @@ class Loop:
         position, again = list(cluster.judges).index(name), []
         for item in items:
             for b in range(len(item.batches)):
-                if where.index in [r for r, _ in item.asked.get((b, position), [])]:
+                if where.index in [r for r, _ in self.asked(item, b, position)]:
                     self.dropped += [item.judgements[b][position], *self.calls(item, b, position)]
                     item.judgements[b][position] = self.judge_again(name, item, b, held)
                     again.append((item.step, b))
@@ -771,6 +771,7 @@ class Loop:
         (faults.jsonl) and its work re-done; these errors only repeat it."""
         if not self.dropped:
             return
+        self.dropped = list(dict.fromkeys(self.dropped))  # (a whole batch's verdict is its only call)
         ready, self.dropped = ray.wait(self.dropped, num_returns=len(self.dropped), timeout=0)
         for ref in ready:
             try:
@@ -788,6 +789,14 @@ class Loop:
                 self.load(replica, item.weights, held)
         ref, item.asked[b, position] = ask(replicas, item.batches[b], item.step, b, groups, cfg.rollout.samples_per_prompt)
         return ref
+
+    def asked(self, item: InFlight, b: int, position: int) -> list[tuple[int, object]]:
+        """[(replica, ref)] of the calls behind judge `position`'s verdict on batch `b` of `item`
+        (recorded by `ask`; else the replica whose turn it was took the whole batch)."""
+        if (b, position) in item.asked:
+            return item.asked[b, position]
+        replicas = list(self.cluster.judges.values())[position]
+        return [((item.step + b) % len(replicas), item.judgements[b][position])]
 
     def calls(self, item: InFlight, b: int, position: int | None = None) -> list:
         """The judge calls behind batch `b`'s verdict refs (of one judge, or of all): work lost with them."""

@@ -21,7 +21,7 @@ class Handle:
         self.name = name
 
     def __getattr__(self, method: str):
-        return SimpleNamespace(remote=lambda *args: (self.name, method, args))
+        return SimpleNamespace(remote=lambda *args, **kwargs: (self.name, method, args))
 
 
 def prompts(n: int) -> list[Prompt]:
@@ -40,16 +40,29 @@ def test_sample_gives_each_worker_its_contiguous_shard_and_its_own_seed():
         sample(cluster, 7, prompts(8), 4, seeds=[101, 202])
 
 
-def test_judge_replicas_take_the_batches_in_turn():
+def test_judge_replicas_share_a_batch_and_take_single_groups_in_turn(monkeypatch):
+    import actors.judge
+
+    monkeypatch.setattr(actors.judge, "merge_parts", SimpleNamespace(remote=lambda sizes, *parts: ("merged", sizes, parts)))
     judges = {"gt": [Handle("gt-0"), Handle("gt-1")], "rm": [Handle("rm-0")], "three": [Handle(f"t-{i}") for i in range(3)]}
-    refs = judge(judges, ["batch0", "batch1"], step=5)
-    # batch b of step s goes to replica (s + b) % replicas of each judge, in manifest order
+    # batches of one prompt group: batch b of step s goes to replica (s + b) % replicas, in manifest order
+    refs, asked = judge(judges, ["batch0", "batch1"], step=5, groups=[1, 1], k=4)
     assert [[(name, args) for name, _, args in per_batch] for per_batch in refs] == [
         [("gt-1", ("batch0",)), ("rm-0", ("batch0",)), ("t-2", ("batch0",))],
         [("gt-0", ("batch1",)), ("rm-0", ("batch1",)), ("t-0", ("batch1",))],
     ]
+    assert asked[0, 0] == [(1, refs[0][0])] and asked[1, 2] == [(0, refs[1][2])]
     # over steps, one worker's batch visits every replica of a judge
-    assert {judge(judges, ["b"], step=s)[0][2][0] for s in range(3)} == {"t-0", "t-1", "t-2"}
+    assert {judge(judges, ["b"], step=s, groups=[1], k=4)[0][0][2][0] for s in range(3)} == {"t-0", "t-1", "t-2"}
+    # more groups: every replica judges a part (whole groups, the first parts larger), joined in order
+    refs, asked = judge(judges, ["batch0"], step=5, groups=[5], k=4)
+    gt, rm, three = refs[0]
+    assert gt == ("merged", [12, 8], (("gt-0", "judge_batch", ("batch0",)), ("gt-1", "judge_batch", ("batch0",))))
+    assert rm == ("rm-0", "judge_batch", ("batch0",))  # one replica: the whole batch
+    assert three[:2] == ("merged", [8, 8, 4]) and [r for r, _ in asked[0, 2]] == [0, 1, 2]
+    # a batch of 2 groups uses 2 of the 3 replicas
+    ((_, _, three),) = judge(judges, ["b"], step=0, groups=[2], k=4)[0]
+    assert three[:2] == ("merged", [4, 4]) and [call[0] for call in three[2]] == ["t-0", "t-1"]
 
 
 def test_placement_one_bundle_per_worker_then_per_rank_and_named_actors():

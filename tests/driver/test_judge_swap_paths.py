@@ -188,7 +188,7 @@ def test_loop_drains_what_the_old_judges_owe_then_swaps_or_keeps_them(ray_cluste
         queue = collections.deque()
         for step in (5, 6):
             refs = [arrives_late.remote(batch, 1.0)]
-            queue.append(InFlight(step, refs, judge(cluster.judges, refs, step)))
+            queue.append(InFlight(step, refs, judge(cluster.judges, refs, step, groups=[1], k=len(batch.rollouts))[0]))
         swap = driver.run.swap_judges
 
         def drained_first(c, *args):

@@ -9,7 +9,7 @@ One run, several checks (each end-to-end run costs ~40 s of startup on a 2-core 
   step lines after the first evaluation show its win rate;
 - two rollout workers and a judge with two replicas: every step samples exactly the prompts a
   one-worker run samples (the prompt stream's next 32, in order), split over the workers; the
-  replicas (which take the batches in turn) give the rewards the task's ground truth gives in
+  replicas (which share each batch) give the rewards the task's ground truth gives in
   this process.
 
 lr 5e-4 (default 2e-4) so that 50 steps are enough with room to spare: measured at 50 steps, win
