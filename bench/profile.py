@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 WAITS = ["time/rollout_wait", "time/judge_wait", "time/learner_wait", "time/sync_wait"]
 LEARNER = ["learner/time/forward", "learner/time/backward", "learner/time/optimizer", "learner/time/no_grad_pass"]
+SYNC = ["sync/export_seconds", "sync/seconds"]  # the learner's gather + probe; the slowest receiver's load + probe check
 
 
 def profile(algo: str, staleness: int, steps: int, out: Path, extra: list[str]) -> dict[str, float]:
@@ -54,7 +55,8 @@ def profile(algo: str, staleness: int, steps: int, out: Path, extra: list[str]) 
     steps_ = [r for r in records if "time/step_seconds" in r][1:]
     if not steps_:
         raise RuntimeError(f"{algo}: no step after the first to average (use --steps >= 2)")
-    mean = {key: sum(r.get(key, 0.0) for r in steps_) / len(steps_) for key in ["time/step_seconds", *WAITS, *LEARNER]}
+    keys = ["time/step_seconds", *WAITS, *LEARNER, *SYNC]
+    mean = {key: sum(r.get(key, 0.0) for r in steps_) / len(steps_) for key in keys}
     mean["driver"] = mean["time/step_seconds"] - sum(mean[w] for w in WAITS)
     # what each stage costs by itself: sampling (the rollout wait when nothing overlaps it) vs learning
     mean["samples_per_s"] = sum(r.get("rollout/samples", 0.0) for r in steps_) / sum(r["time/step_seconds"] for r in steps_)
@@ -77,8 +79,8 @@ def main() -> None:
                 sys.stderr.write(f"{algo} max_staleness {staleness}: {m['time/step_seconds']:.3f} s/step\n")
     lines = [
         "| algo | max_staleness | step s | sampling wait | judging wait | learner wait (fwd / bwd / opt / no-grad) "
-        "| sync wait | driver | samples/s | step / max(stages) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| sync wait | sync export / load | export share | driver | samples/s | step / max(stages) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     on_policy = {algo: m for algo, staleness, m in rows if staleness == 0}
     for algo, staleness, m in rows:
@@ -93,7 +95,8 @@ def main() -> None:
         lines.append(
             f"| {algo} | {staleness} | {m['time/step_seconds']:.3f} | {m['time/rollout_wait']:.3f} | "
             f"{m['time/judge_wait']:.3f} | {m['time/learner_wait']:.3f} ({learner}) | {m['time/sync_wait']:.3f} | "
-            f"{m['driver']:.3f} | {m['samples_per_s']:.0f} | {ratio} |"
+            f"{m['sync/export_seconds']:.3f} / {m['sync/seconds']:.3f} | "
+            f"{m['sync/export_seconds'] / m['time/step_seconds']:.1%} | {m['driver']:.3f} | {m['samples_per_s']:.0f} | {ratio} |"
         )
     sys.stdout.write("\n".join(lines) + "\n")
 
