@@ -7,7 +7,8 @@
                read them: the update's own logprobs, detached, are then exactly the old ones)
     advantage: ESTIMATORS[SPEC.advantage] (learner/advantages.py); rows sampled by an older policy
                version (rollout.max_staleness > 0) have each token's advantage weighted by the
-               truncated importance ratio min(pi / pi_sampler, learner.offpolicy_clip)
+               truncated importance ratio min(pi / pi_sampler, learner.offpolicy_clip), pi from
+               the no-grad pass or, without one, from the update's own detached logprobs
     for epoch in epochs, minibatch in minibatches:   (rows shuffled per epoch, seeded by step)
         per micro-batch: SPEC.sequence_loss (and SPEC.critic_loss) -> backward(loss.sum() / rows)
         optimizer step of the policy (and critic) engines      (learner/models.py `accumulate`)
@@ -63,7 +64,7 @@ def sequence_step(
     estimator = ESTIMATORS[spec.advantage] if spec.advantage is not None else None
     staleness = torch.tensor([0 if version is None else version - rollouts[i].policy_version for i in mine])
     correct = estimator is not None and models.offpolicy_clip > 0 and bool((staleness > 0).any())
-    old_pass = epochs * minibatches > 1 or correct or (estimator is not None and estimator.reads_old_logprobs)
+    old_pass = epochs * minibatches > 1 or (estimator is not None and estimator.reads_old_logprobs)
     started = time.perf_counter()
     old, ref, values = _no_grad_pass(models, t, old_pass)
     metrics["learner/time/no_grad_pass"] = time.perf_counter() - started
@@ -72,14 +73,17 @@ def sequence_step(
         inputs = AdvantageInputs(local_scores, old, ref, values, t.response_mask, k, distributed.all_reduce_sum)
         advantages, returns, estimated = estimator(inputs, cfg)
         metrics.update(estimated)
-    if correct and advantages is not None and old is not None:
-        advantages = _offpolicy_weighted(
-            advantages, old, [rollouts[i] for i in mine], t, staleness, models.offpolicy_clip, metrics
-        )
+    offpolicy = None
+    if correct and advantages is not None:
+        stale = t.response_mask & (staleness > 0)[:, None]
+        offpolicy = _OffPolicy(sampler_logprobs([rollouts[i] for i in mine], t.response_mask), stale, models.offpolicy_clip)
+        if old is not None:  # weighted once, up front; else each update weights its rows (`_update`)
+            advantages = advantages * offpolicy.weights(old, slice(None))
     if ref is not None and old is not None:
         metrics["learner/kl_to_reference"] = float(masked_sum(kl_k1(old, ref), t.response_mask, dim=-1).mean())
     metrics["learner/response_tokens"] = float(t.response_mask.sum(-1).float().mean())
     tensors = _Tensors(t, old, ref, values, advantages, returns, local_scores)
+    tensors.offpolicy = None if old is not None else offpolicy
     sums: dict[str, float] = {}
     updates = 0
     for epoch in range(epochs):
@@ -87,32 +91,38 @@ def sequence_step(
         for rows in torch.tensor_split(order, minibatches):
             add_weighted(sums, _update(models, spec, cfg, tensors, rows))
             updates += 1
+    if offpolicy is not None:
+        metrics.update(offpolicy.metrics(old if old is not None else offpolicy.seen, staleness))
     # metrics are means over the updates; times are totals over them
     metrics.update({key: value if key.startswith("learner/time/") else value / updates for key, value in sums.items()})
     metrics["learner/optimizer_steps"] = float(updates)
     return metrics
 
 
-def _offpolicy_weighted(
-    advantages: Tensor, old: Tensor, rollouts: list, t: SequenceTensors, staleness: Tensor, clip: float, metrics: dict[str, float]
-) -> Tensor:
-    """The advantages of stale rows times the truncated importance weights (learner/advantages.py
-    `truncated_importance_weights`); fresh rows keep theirs. Logs learner/offpolicy/* over the stale tokens."""
-    stale = t.response_mask & (staleness > 0)[:, None]
-    sampler = sampler_logprobs(rollouts, t.response_mask)
-    weights = truncated_importance_weights(old, sampler, stale, clip)
-    ratio = torch.exp(torch.where(stale, old - sampler, 0.0))
-    tokens = max(int(stale.sum()), 1)
-    metrics.update(
-        {
+class _OffPolicy:
+    """Truncated importance weights of the stale rows' tokens (learner/advantages.py
+    `truncated_importance_weights`; fresh rows weigh 1) and the learner/offpolicy/* metrics."""
+
+    def __init__(self, sampler: Tensor, stale: Tensor, clip: float):
+        self.sampler, self.stale, self.clip = sampler, stale, clip  # [N, T-1] on the CPU
+        self.seen = torch.zeros(sampler.shape)  # log pi of each row, as the updates computed it
+
+    def weights(self, old: Tensor, rows: Tensor | slice) -> Tensor:
+        """[rows, width] weights for these rows' log pi `old` (on any device)."""
+        width = old.shape[1]
+        sampler, stale = self.sampler[rows, :width].to(old.device), self.stale[rows, :width].to(old.device)
+        return truncated_importance_weights(old, sampler, stale, self.clip)
+
+    def metrics(self, old: Tensor, staleness: Tensor) -> dict[str, float]:
+        ratio = torch.exp(torch.where(self.stale, old - self.sampler, 0.0))
+        tokens = max(int(self.stale.sum()), 1)
+        return {
             "learner/offpolicy/stale_share": float((staleness > 0).float().mean()),
             "learner/offpolicy/staleness_mean": float(staleness.float().mean()),
             "learner/offpolicy/staleness_max": float(staleness.max()),
-            "learner/offpolicy/ratio_mean": float(torch.where(stale, ratio, 0.0).sum()) / tokens,
-            "learner/offpolicy/clipped_share": float((stale & (ratio > clip)).sum()) / tokens,
+            "learner/offpolicy/ratio_mean": float(torch.where(self.stale, ratio, 0.0).sum()) / tokens,
+            "learner/offpolicy/clipped_share": float((self.stale & (ratio > self.clip)).sum()) / tokens,
         }
-    )
-    return advantages * weights
 
 
 class _Tensors:
@@ -121,6 +131,7 @@ class _Tensors:
     def __init__(self, t: SequenceTensors, *per_row: Tensor | None):
         self.t = t
         self.old, self.ref, self.values, self.advantages, self.returns, self.scores = per_row
+        self.offpolicy: _OffPolicy | None = None  # stale rows weighted inside the (single) update
 
     def cut(self, x: Tensor | None, rows: Tensor, width: int, device: torch.device) -> Tensor | None:
         return None if x is None else x[rows, :width].to(device)
@@ -174,11 +185,15 @@ def _update(models: Models, spec: AlgorithmSpec, cfg: Any, x: _Tensors, rows: Te
         logprobs = models.token_logprobs(models.policy, part)
         old = x.cut(x.old, chunk, w, device) if x.old is not None else logprobs.detach()  # no update yet: the same
         ref = x.cut(x.ref, chunk, w, device)
+        advantages = x.cut(x.advantages, chunk, w, device)
+        if x.offpolicy is not None and advantages is not None:
+            advantages = advantages * x.offpolicy.weights(old, chunk)
+            x.offpolicy.seen[chunk, :w] = old.float().cpu()
         inputs = SequenceInputs(
             logprobs=logprobs,
             old_logprobs=old,
             ref_logprobs=ref,
-            advantages=x.cut(x.advantages, chunk, w, device),
+            advantages=advantages,
             targets=x.scores[chunk].to(device),
             mask=part.response_mask,
         )

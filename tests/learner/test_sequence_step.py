@@ -220,3 +220,34 @@ def test_stale_samples_get_truncated_importance_weights(builtin_models, batch):
     assert stale["learner/offpolicy/clipped_share"] == 1.0 and stale["learner/offpolicy/ratio_mean"] > 1e3
     assert not any(k.startswith("learner/offpolicy/") for k in uncorrected)
     assert stale["learner/grad_norm"] == pytest.approx(2.0 * uncorrected["learner/grad_norm"], rel=1e-4)
+
+
+def test_stale_samples_with_a_single_update_are_weighted_without_the_old_logprob_pass(builtin_models, batch, monkeypatch):
+    """One batch ahead (version 1 trains on version-0 samples) with one update per step: the
+    importance weights take pi from the update's own detached logprobs, so no no-grad pass runs,
+    and the update, loss and learner/offpolicy/* equal those of a step that makes the pass."""
+    from dataclasses import replace
+
+    from learner import advantages, sequence_step
+
+    # sampler logprobs a little off the policy's, so the weights vary around 1 and some are clipped
+    rollouts = tuple(
+        r.model_copy(update={"logprobs": tuple(x - 0.6 * ((i + j) % 3) for j, x in enumerate(r.logprobs))})
+        for i, r in enumerate(batch.batch.rollouts)
+    )
+    stale = batch.model_copy(update={"batch": batch.batch.model_copy(update={"rollouts": rollouts})})
+    passes: list[bool] = []
+    original = sequence_step._no_grad_pass
+    monkeypatch.setattr(sequence_step, "_no_grad_pass", lambda m, t, old: passes.append(old) or original(m, t, old))
+    inline = make_learner(builtin_models.policy, "grpo", offpolicy_clip=1.5)
+    inline.train_step([batch], 0, {"gt": 1.0})  # -> version 1; the samples of version 0 are then stale
+    a = inline.train_step([stale], 1, {"gt": 1.0}).metrics
+    monkeypatch.setitem(advantages.ESTIMATORS, "group", replace(advantages.ESTIMATORS["group"], reads_old_logprobs=True))
+    forced = make_learner(builtin_models.policy, "grpo", offpolicy_clip=1.5)
+    forced.train_step([batch], 0, {"gt": 1.0})
+    b = forced.train_step([stale], 1, {"gt": 1.0}).metrics
+    assert passes == [False, False, True, True]
+    assert 0.0 < a["learner/offpolicy/clipped_share"] < 1.0 and a["learner/offpolicy/stale_share"] == 1.0
+    for key in ("learner/loss", "learner/grad_norm", "learner/offpolicy/ratio_mean", "learner/offpolicy/clipped_share"):
+        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    assert max_diff(inline.engine.module.state_dict(), forced.engine.module.state_dict()) < 1e-6
