@@ -67,6 +67,15 @@ class LearnerLost(Exception):
         self.where, self.step, self.error = where, step, error
 
 
+def dead_of(cluster: Cluster, error: BaseException) -> tuple[Located | None, BaseException]:
+    """Which of the run's actors `error` reports dead (else a learner rank found dead) and the error
+    that says so; (None, error) if none."""
+    where = locate(cluster, dead_actor_id(error))
+    if where is None and (found := dead_learner(cluster)) is not None:
+        return found
+    return where, error
+
+
 def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -108,9 +117,10 @@ def locate(cluster: Cluster, actor_id: str | None) -> Located | None:
     return None
 
 
-def dead_learner(cluster: Cluster, timeout_s: float = 10.0) -> Located | None:
-    """The learner rank that is dead, if one is: a rank's call can fail first with its collective's
-    error (gloo: connection reset) rather than with the death of the rank it was talking to."""
+def dead_learner(cluster: Cluster, timeout_s: float = 10.0) -> tuple[Located, BaseException] | None:
+    """The learner rank that is dead, if one is, and Ray's error saying so: a rank's call can fail
+    first with its collective's error (gloo: connection reset) rather than with the death of the
+    rank it was talking to."""
     pings = {learner.__ray_ready__.remote(): rank for rank, learner in enumerate(cluster.learners)}
     pending, deadline = list(pings), time.monotonic() + timeout_s
     while pending:  # (a busy rank answers late: alive)
@@ -119,8 +129,8 @@ def dead_learner(cluster: Cluster, timeout_s: float = 10.0) -> Located | None:
             break
         try:
             ray.get(ready[0])
-        except ray.exceptions.RayActorError:
-            return Located("learner", pings[ready[0]])
+        except ray.exceptions.RayActorError as death:
+            return Located("learner", pings[ready[0]]), death
     return None
 
 

@@ -58,7 +58,7 @@ from driver.cluster import (
     wait_for,
     weight_receivers,
 )
-from driver.faults import FaultLog, KillSchedule, LearnerLost, Located, dead_actor_id, dead_learner, first_line, locate
+from driver.faults import FaultLog, KillSchedule, LearnerLost, Located, dead_of, first_line
 from driver.judge_failures import JudgeFailures
 from driver.manifest_watch import ManifestChange, ManifestWatcher
 from driver.plan import RunPlan
@@ -690,20 +690,20 @@ class Loop:
         try:
             return call()
         except ray.exceptions.RayError as err:
-            where = locate(self.cluster, dead_actor_id(err)) or dead_learner(self.cluster)
+            where, death = dead_of(self.cluster, err)
             if where is not None and where.kind == "learner":
-                raise LearnerLost(where, step, err) from err
+                raise LearnerLost(where, step, death) from err
             raise
 
     def recover(self, err: ray.exceptions.RayError, step: int) -> None:
         """Replace the actor whose death `err` reports and re-issue its lost work; re-raise `err` if
         it is not the death of one of the run's actors."""
-        where = locate(self.cluster, dead_actor_id(err)) or dead_learner(self.cluster)
+        where, death = dead_of(self.cluster, err)
         if where is None:
             raise err
         if where.kind == "learner":
-            raise LearnerLost(where, step, err) from err
-        self.replace_recorded(where, step, err)
+            raise LearnerLost(where, step, death) from err
+        self.replace_recorded(where, step, death)
 
     def replace_recorded(self, where: Located, step: int, err: BaseException, prefix: str = "") -> None:
         """`replace` within the restart budget, recorded (faults.jsonl, faults/* metrics)."""

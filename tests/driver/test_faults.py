@@ -182,3 +182,37 @@ def test_a_judge_that_hangs_is_named_within_its_timeout_or_skipped_and_replaced(
     finally:
         for replica in cluster.judges["stuck"]:
             ray.kill(replica)
+
+
+@ray.remote(num_cpus=0)
+class Rank:
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+def test_a_collective_s_error_names_the_dead_rank_through_a_ping(ray_cluster):
+    """Rank 0's call can fail first with its collective's error (gloo: connection reset) rather than
+    with rank 1's death: the ranks are pinged and the dead one named, with Ray's error saying so."""
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    from driver.faults import dead_of
+
+    ranks = [Rank.remote(), Rank.remote()]
+    cluster = SimpleNamespace(rollouts=[], learners=ranks, judges={}, eval_judge=[], eval_spec=None)
+    collective = ray.exceptions.RayTaskError("train_step", "tb", RuntimeError("Connection reset by peer"))
+    try:
+        assert dead_of(cluster, collective) == (None, collective)  # both alive: not a death
+        os.kill(ray.get(ranks[1].pid.remote()), signal.SIGKILL)
+        assert dead(ranks[1])
+        where, death = dead_of(cluster, collective)
+        assert where == Located("learner", 1) and isinstance(death, ray.exceptions.RayActorError)
+        assert death.actor_id == ranks[1]._actor_id.hex()
+        direct = actor_error(ranks[0]._actor_id.hex())  # an error naming its actor needs no ping
+        assert dead_of(cluster, direct) == (Located("learner", 0), direct)
+    finally:
+        for rank in ranks:
+            ray.kill(rank)
