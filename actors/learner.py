@@ -13,7 +13,7 @@ import time
 import ray
 
 from actors.status import ActorStatus, actor_name
-from learner import distributed
+from learner import distributed, storage
 from protocols import JudgedBatch, Judgement, LearnerStepResult, RolloutBatch, RunConfig, WeightVersion
 
 
@@ -91,18 +91,30 @@ class LearnerActor:
     def kl_to_reference(self, *batches: RolloutBatch) -> float:
         return self.learner.kl_to_reference(batches)
 
-    def save_checkpoint(self, directory: str) -> None:
-        self.learner.save_checkpoint(directory)
+    def node_id(self) -> str:
+        """The Ray node this rank runs on (the driver tells ranks on other nodes to ship their files)."""
+        return ray.get_runtime_context().get_node_id()
 
-    def load_checkpoint(self, directory: str) -> int:
-        version = self.learner.load_checkpoint(directory)
+    def save_checkpoint(self, target: str | None) -> storage.Files | None:
+        """Write this rank's checkpoint files to `target` (learner/storage.py: a path, a URI, or None
+        to return them)."""
+        return storage.save_staged(target, self.learner.save_checkpoint)
+
+    def load_checkpoint(self, source: str, files: storage.Files | None = None) -> int:
+        """Load a checkpoint from `source` (a path this node sees, or a URI), or from the shipped `files`."""
+        version = storage.load_staged(source, files, self.learner.load_checkpoint)
         self.status.policy_version = version
         return version
 
     def opponent_versions(self) -> list[int]:
         return self.learner.opponent_versions()
 
-    def save(self, directory: str, tokenizer_path: str) -> None:
+    def save(self, target: str | None, tokenizer_path: str) -> storage.Files | None:
+        """The policy as an HF checkpoint with its tokenizer (rank 0's files; every rank joins the
+        gather under ZeRO-3), delivered as `save_checkpoint` delivers."""
+        return storage.save_staged(target, lambda directory: self._save_pretrained(directory, tokenizer_path))
+
+    def _save_pretrained(self, directory: str, tokenizer_path: str) -> None:
         from transformers import AutoTokenizer
 
         self.learner.save_pretrained(directory)

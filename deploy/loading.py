@@ -114,5 +114,10 @@ def build_run_config(config_file: str | None, overrides: dict[str, Any], sets: l
         raise ConfigError(describe_errors(err, data, config_file or "run config")) from err
 
 
+def config_yaml(model: BaseModel) -> str:
+    """A config as the YAML `load_run_config` reads back."""
+    return yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False)
+
+
 def dump_config(model: BaseModel, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))
+    Path(path).write_text(config_yaml(model))

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+from upath import UPath
 
 from protocols import FROZEN, EvalResult, Judgement, RolloutBatch
 
@@ -84,53 +85,80 @@ def reference_identity(model_path: str) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def checkpoint_root(output: Path) -> Path:
-    return output / "checkpoints"
+def checkpoint_root(run: str | os.PathLike) -> UPath:
+    """Where the run's checkpoints live: `run`/checkpoints, `run` being its storage URI or directory."""
+    return UPath(run) / "checkpoints"
 
 
-def begin(output: Path, step: int) -> Path:
-    """A fresh temporary directory for the checkpoint of `step`."""
-    tmp = checkpoint_root(output) / f".tmp-step-{step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
+def run_location(output: str | os.PathLike, storage: str | None) -> UPath:
+    """Where a run's checkpoints are: its storage (config `storage`) when set, else its directory."""
+    return UPath(storage) if storage else UPath(output)
 
 
-def commit(tmp: Path, state: DriverState, keep_last: int) -> Path:
-    """Write the driver state last, rename into place, delete older checkpoints and debris."""
-    (tmp / STATE_FILE).write_text(state.model_dump_json(indent=1))
-    final = tmp.parent / f"step-{state.next_step:06d}"
-    if final.exists():  # a resumed run re-reaching a step it had checkpointed before the crash
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    for old in complete_checkpoints(tmp.parent.parent)[:-keep_last]:
-        shutil.rmtree(old)
-    for debris in tmp.parent.glob(".tmp-step-*"):
-        shutil.rmtree(debris, ignore_errors=True)
+def is_local(path: UPath) -> bool:
+    """A path of this machine's filesystem (a plain path or file://): renames there are atomic."""
+    return path.protocol in ("", "file", "local")
+
+
+def remove_tree(path: UPath) -> None:
+    """Delete `path` and everything under it; nothing if it is not there."""
+    if is_local(path):
+        shutil.rmtree(path.path, ignore_errors=True)
+    elif path.exists():
+        path.fs.rm(path.path, recursive=True)
+
+
+def begin(run: str | os.PathLike, step: int) -> UPath:
+    """A fresh directory for the checkpoint of `step`: `.tmp-step-N` on a local filesystem (renamed
+    at commit); on object storage, where there is no atomic rename, `step-N` itself (complete once
+    driver.json, written last, is there)."""
+    root = checkpoint_root(run)
+    directory = root / (f".tmp-step-{step:06d}" if is_local(root) else f"step-{step:06d}")
+    remove_tree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def commit(tmp: UPath, state: DriverState, keep_last: int) -> UPath:
+    """Write the driver state last (renaming the directory into place on a local filesystem), delete
+    older checkpoints and debris."""
+    root, final = tmp.parent, tmp.parent / f"step-{state.next_step:06d}"
+    if is_local(tmp):
+        (tmp / STATE_FILE).write_text(state.model_dump_json(indent=1))
+        remove_tree(final)  # a resumed run re-reaching a step it had checkpointed before the crash
+        os.rename(tmp.path, final.path)
+        debris = [p for p in root.glob(".tmp-step-*")]
+    else:
+        (final / STATE_FILE).write_text(state.model_dump_json(indent=1))
+        debris = [p for p in step_directories(root.parent) if not (p / STATE_FILE).is_file()]
+    for old in complete_checkpoints(root.parent)[:-keep_last]:
+        remove_tree(old)
+    for path in debris:
+        remove_tree(path)
     logger.info("checkpoint %s written", final)
     return final
 
 
-def step_of(checkpoint: Path) -> int:
+def step_of(checkpoint: UPath) -> int:
     match = STEP_DIR.match(checkpoint.name)
     if match is None:
         raise ValueError(f"{checkpoint} is not a checkpoint directory (step-NNNNNN)")
     return int(match.group(1))
 
 
-def step_directories(output: Path) -> list[Path]:
+def step_directories(run: str | os.PathLike) -> list[UPath]:
     """Every `step-NNNNNN` directory, complete or not, oldest first."""
-    root = checkpoint_root(output)
+    root = checkpoint_root(run)
     found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir()] if root.is_dir() else []
     return sorted(found, key=step_of)
 
 
-def complete_checkpoints(output: Path) -> list[Path]:
+def complete_checkpoints(run: str | os.PathLike) -> list[UPath]:
     """Checkpoint directories holding a driver state, oldest first."""
-    return [p for p in step_directories(output) if (p / STATE_FILE).is_file()]
+    return [p for p in step_directories(run) if (p / STATE_FILE).is_file()]
 
 
-def load_state(checkpoint: Path) -> DriverState:
+def load_state(checkpoint: UPath) -> DriverState:
     return DriverState.model_validate_json((checkpoint / STATE_FILE).read_text())
 
 
@@ -143,11 +171,11 @@ class InFlightStep(BaseModel):
     judgements: tuple[tuple[Judgement, ...], ...]
 
 
-def save_in_flight(tmp: Path, steps: list[InFlightStep]) -> None:
+def save_in_flight(tmp: UPath, steps: list[InFlightStep]) -> None:
     (tmp / IN_FLIGHT_FILE).write_text(json.dumps([s.model_dump(mode="json") for s in steps]))
 
 
-def load_in_flight(checkpoint: Path, state: DriverState) -> list[InFlightStep]:
+def load_in_flight(checkpoint: UPath, state: DriverState) -> list[InFlightStep]:
     """The checkpoint's in-flight steps (none when the run was strictly on-policy); ValueError if they
     are not the ones driver.json names."""
     if not state.in_flight:
@@ -200,31 +228,33 @@ def free_bytes(path: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def writing(output: Path, step: int) -> Iterator[Path]:
+def writing(run: str | os.PathLike, step: int) -> Iterator[UPath]:
     """The temporary directory of `step`'s checkpoint; a full disk while the body writes it (and
     commits it) raises `DiskFull` after the temporary directory is removed. Other errors pass
     unchanged (the temporary directory is left for the next write to clear)."""
-    tmp = begin(output, step)
+    tmp = begin(run, step)
     try:
         yield tmp
     except Exception as err:
-        free = free_bytes(tmp)  # measured before the partial checkpoint is removed
+        free = free_bytes(Path(tmp.path)) if is_local(tmp) else None  # measured before the partial checkpoint is removed
         if not is_disk_full(err, free):
             raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        previous = complete_checkpoints(output)
+        remove_tree(tmp)
+        previous = complete_checkpoints(run)
         kept = (
-            (
-                f"the previous checkpoint {previous[-1]} is intact: free space, then resume with "
-                f"`python -m driver --resume {output}`"
-            )
+            (f"the previous checkpoint {previous[-1]} is intact: free space, then resume with `python -m driver --resume {run}`")
             if previous
             else "there is no earlier checkpoint to resume from"
         )
         raise DiskFull(
             f"disk full: no space left on the device writing checkpoint step-{step:06d} under "
-            f"{checkpoint_root(output).resolve()} ({_mib(free)} free there when the write failed); {kept}"
+            f"{shown(checkpoint_root(run))} ({_mib(free)} free there when the write failed); {kept}"
         ) from err
+
+
+def shown(path: UPath) -> str:
+    """`path` for a message: absolute when local, the URI otherwise."""
+    return str(Path(path.path).resolve()) if is_local(path) else str(path)
 
 
 def _mib(count: int | None) -> str:

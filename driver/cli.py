@@ -4,6 +4,7 @@
                      [--model PATH] [--steps N] [--address ADDR] [--output DIR] [--seed N] [--set KEY=VALUE ...]
                      [--resume-mode never|auto]
     python -m driver --resume OUTPUT_DIR [--steps N] [--address ADDR]
+    python -m driver --resume STORAGE_URI [--output DIR] [--steps N] [--address ADDR]   (config `storage`)
 
 Every input is checked before Ray or any actor starts: an unknown algorithm, a bad config or
 manifest, a judge function that does not import, or a missing model path ends the program with
@@ -62,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", help="run directory (default runs/<algo>-<time>)")
     parser.add_argument(
         "--resume",
-        metavar="OUTPUT_DIR",
-        help="continue a run from its last checkpoint, with its saved config (only --steps and --address may change)",
+        metavar="OUTPUT_DIR|STORAGE_URI",
+        help="continue a run from its last checkpoint, with its saved config (only --steps and --address may change); "
+        "a URI is a run's `storage` (e.g. from another machine): its records are fetched into --output "
+        "(default runs/<its last name>) and its checkpoints read where they are",
     )
     parser.add_argument(
         "--resume-mode",
@@ -86,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]:
     args = build_parser().parse_args(argv)
     if args.resume:
-        changed = [
-            flag for flag in ("algo", "config", "judges", "model", "seed", "output", "task", "prompts") if getattr(args, flag)
-        ]
+        from_storage = "://" in args.resume
+        flags = ("algo", "config", "judges", "model", "seed", "task", "prompts") + (() if from_storage else ("output",))
+        changed = [flag for flag in flags if getattr(args, flag)]
         if changed or args.set:
             raise ConfigError(
                 f"--resume uses the run's saved config; only --steps and --address may change (got "
@@ -96,6 +99,8 @@ def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]
             )
         if args.resume_mode != "never":
             raise ConfigError("--resume-mode is for a run started by its own flags; --resume always continues")
+        if from_storage:  # a run kept in storage, continued from another machine: its records come here first
+            args.resume = str(fetch_run(args.resume, args.output))
         saved = Path(args.resume) / "config.yaml"
         if not saved.is_file():  # (written by every launch, atomically; else the newest checkpoint's)
             found = checkpoints.complete_checkpoints(Path(args.resume))
@@ -118,6 +123,22 @@ def parse_config(argv: list[str] | None) -> tuple[argparse.Namespace, RunConfig]
         "output": args.output,
     }
     return args, build_run_config(args.config, overrides, args.set)
+
+
+def fetch_run(uri: str, output: str | None) -> Path:
+    """The records of the run kept at `uri` (config `storage`) in a new local run directory
+    (`output`, default runs/<the URI's last name>); its checkpoints stay in the storage."""
+    from driver.storage import fetch_records  # (imports Ray)
+
+    local = Path(output) if output else Path("runs") / uri.rstrip("/").rsplit("/", 1)[-1]
+    if local.exists() and any(local.iterdir()):
+        raise ConfigError(
+            f"--resume {uri}: the local run directory {local} is not empty; continue it with `--resume {local}`, "
+            "or choose another with --output"
+        )
+    count = fetch_records(uri, local)
+    logging.getLogger("driver").info("fetched %d files of the run at %s into %s", count, uri, local)
+    return local
 
 
 def locate(path: str) -> str:
@@ -202,9 +223,9 @@ def launch_decision(plan: RunPlan, mode: Mode, model_path: str) -> Decision:
     return decision
 
 
-def resume_hint(output: Path) -> str:
+def resume_hint(output: Path, storage: str | None = None) -> str:
     """How to continue a run that failed: from its newest checkpoint, or from the start."""
-    found = checkpoints.complete_checkpoints(Path(output))
+    found = checkpoints.complete_checkpoints(checkpoints.run_location(output, storage))
     if found:
         return f"its newest checkpoint is {found[-1]}: continue with `python -m driver --resume {output}`"
     return "it wrote no checkpoint: run the command again to start over"
@@ -227,7 +248,7 @@ def execute(plan: RunPlan, decision: Decision) -> None:
         raise SystemExit(EXIT_DISK_FULL) from None
     except (StageTimeout, RunFailed, JudgeFailureError) as err:
         logging.getLogger("driver").debug("the run failed", exc_info=True)
-        sys.stderr.write(f"driver: error: {err}; {resume_hint(plan.output)}\n")
+        sys.stderr.write(f"driver: error: {err}; {resume_hint(plan.output, plan.cfg.storage)}\n")
         raise SystemExit(EXIT_FAILED) from None
     except Aborted as err:
         sys.stderr.write(

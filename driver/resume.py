@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import ValidationError
+from upath import UPath
 
 from driver import checkpoints
 from driver.checkpoints import DriverState
@@ -55,7 +57,7 @@ class ResumeRefused(ValueError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    path: Path
+    path: UPath  # on the driver's disk or in the run's storage (config `storage`)
     state: DriverState
     config: RunConfig  # resolved (its algorithm's section in full), as the run wrote it
 
@@ -74,7 +76,8 @@ class Decision:
 # ---------------------------------------------------------------------- the decision
 def decide(output: Path, cfg: RunConfig, mode: Mode) -> Decision:
     """See the module docstring; raises ResumeRefused."""
-    holds_run = (output / METRICS_FILE).exists() or (output / SUMMARY_FILE).exists() or bool(checkpoints.step_directories(output))
+    where = checkpoints.run_location(output, cfg.storage)
+    holds_run = (output / METRICS_FILE).exists() or (output / SUMMARY_FILE).exists() or bool(checkpoints.step_directories(where))
     if mode == "never":
         if holds_run:
             raise ResumeRefused(
@@ -89,7 +92,7 @@ def decide(output: Path, cfg: RunConfig, mode: Mode) -> Decision:
 
     asked = "the config in " + str(output / CONFIG_FILE) if mode == "resume" else "this command's config"
     finished = finished_steps(output)
-    checkpoint = newest_usable(output)
+    checkpoint = newest_usable(where)
     steps = cfg.steps
     if checkpoint is None:
         if finished is not None:
@@ -202,7 +205,7 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str) -> list[str]
     return changes
 
 
-def read_config(path: Path) -> RunConfig:
+def read_config(path: Path | UPath) -> RunConfig:
     """A saved run config, resolved as the run resolved it (raises ValueError, one line)."""
     try:
         data = yaml.safe_load(path.read_text())
@@ -219,7 +222,7 @@ def _saved_config(output: Path) -> RunConfig | None:
 
 
 # ---------------------------------------------------------------------- checkpoints
-def read_checkpoint(path: Path) -> Checkpoint:
+def read_checkpoint(path: UPath) -> Checkpoint:
     """The checkpoint at `path`, or ValueError saying what is missing or unreadable."""
     state_file = path / checkpoints.STATE_FILE
     if not state_file.is_file():
@@ -249,10 +252,11 @@ def read_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(path=path, state=state, config=config)
 
 
-def newest_usable(output: Path) -> Checkpoint | None:
-    """The newest checkpoint that reads back; an unusable newer one is skipped with a warning naming
-    both. None when there is no checkpoint directory; ResumeRefused when none of them is usable."""
-    found = checkpoints.step_directories(output)
+def newest_usable(run: str | os.PathLike) -> Checkpoint | None:
+    """The newest checkpoint under `run` (the run directory or its storage) that reads back; an
+    unusable newer one is skipped with a warning naming both. None when there is no checkpoint
+    directory; ResumeRefused when none of them is usable."""
+    found = checkpoints.step_directories(run)
     problems: list[str] = []
     for path in reversed(found):
         try:
@@ -266,5 +270,5 @@ def newest_usable(output: Path) -> Checkpoint | None:
             )
         return checkpoint
     if problems:
-        raise ResumeRefused(f"no usable checkpoint in {checkpoints.checkpoint_root(output)}: {'; '.join(problems)}")
+        raise ResumeRefused(f"no usable checkpoint in {checkpoints.checkpoint_root(run)}: {'; '.join(problems)}")
     return None

@@ -32,10 +32,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ray
+from upath import UPath
 
 from actors import telemetry
-from deploy.loading import dump_config
+from deploy.loading import config_yaml, dump_config
 from driver import checkpoints
+from driver import storage as run_storage
 from driver.builtin import resolve_model_path
 from driver.checkpoints import DriverState, EvalSamples
 from driver.cluster import (
@@ -193,7 +195,7 @@ class Loop:
         self.stop = stop or StopSignals()  # (not installed: never requested)
         self.faults = faults or FaultLog(plan.output, plan.cfg.reliability.max_restarts)
         self.kills = kills or KillSchedule(())
-        self.last_checkpoint: Path | None = None
+        self.last_checkpoint: UPath | None = None
         self.heldout = list(plan.task.heldout[: self.cfg.eval.num_prompts])
         spec = get_algorithm(self.cfg.algo)
         self.uses_pool = spec.needs_opponents
@@ -222,7 +224,7 @@ class Loop:
         self.final: EvalResult | None = None
 
     # ------------------------------------------------------------------ the loop
-    def run(self, state: DriverState | None, checkpoint: Path | None, rewound: bool = False) -> Summary:
+    def run(self, state: DriverState | None, checkpoint: UPath | None, rewound: bool = False) -> Summary:
         """Steps state.next_step.. (all, without a state); `rewound`: the loop starts again after a
         learner was lost, so the records past its starting point are redone like a resume's."""
         cfg = self.cfg
@@ -632,37 +634,60 @@ class Loop:
                 "last_eval": last_eval.model_dump() if last_eval else None,
             }
         )
-        with checkpoints.writing(self.plan.output, done) as tmp:
-            self.learner_call(
+        with checkpoints.writing(self.run_location, done) as tmp:
+            targets = run_storage.save_targets(self.learner_nodes(done), tmp, shared=self.cfg.storage is not None)
+            returned = self.learner_call(
                 done,
                 lambda: wait_for(
-                    [learner.save_checkpoint.remote(str(tmp.resolve())) for learner in self.cluster.learners],
+                    [learner.save_checkpoint.remote(target) for learner, target in zip(self.cluster.learners, targets)],
                     self.cfg.reliability.checkpoint_timeout_s,
                     f"checkpoint step-{done:06d}",
                     "checkpoint_timeout_s",
                     self.learner_names(),
                 ),
             )
+            run_storage.write_returned(returned, tmp)
             if ahead:
                 checkpoints.save_in_flight(tmp, ahead)
-            dump_config(self.cfg, tmp / "config.yaml")
+            (tmp / "config.yaml").write_text(config_yaml(self.cfg))
+            if self.cfg.storage is not None:  # the records up to here, before the checkpoint counts
+                run_storage.mirror(self.plan.output, self.cfg.storage)
             self.last_checkpoint = checkpoints.commit(tmp, state, self.cfg.checkpoint.keep_last)
         return state
+
+    @property
+    def run_location(self) -> str | Path:
+        """Where checkpoints go: the storage (config `storage`) or the run directory."""
+        return self.cfg.storage or self.plan.output
+
+    def learner_nodes(self, step: int) -> list[str]:
+        """The Ray node of each learner rank (they may have been replaced on other nodes)."""
+        return self.learner_call(
+            step,
+            lambda: wait_for(
+                [learner.node_id.remote() for learner in self.cluster.learners],
+                self.cfg.reliability.learn_timeout_s,
+                "the learner ranks' nodes",
+                "learn_timeout_s",
+                self.learner_names(),
+            ),
+        )
 
     def settled(self, item: InFlight) -> checkpoints.InFlightStep:
         """A launched step's batches and verdicts, waited for (to be saved with a checkpoint)."""
         batches, judgements, *_ = self.gather(item)
         return checkpoints.InFlightStep(step=item.step, batches=tuple(batches), judgements=tuple(map(tuple, judgements)))
 
-    def restore(self, state: DriverState, checkpoint: Path | None) -> list[checkpoints.InFlightStep]:
+    def restore(self, state: DriverState, checkpoint: UPath | None) -> list[checkpoints.InFlightStep]:
         """The learner ranks load `checkpoint` and the rollout workers and self judges get its weights;
         returns its in-flight steps (trained on next, as the uninterrupted run did)."""
         assert checkpoint is not None
         rc = self.cfg.reliability
+        sources = run_storage.load_arguments(self.learner_nodes(state.next_step), checkpoint, shared=self.cfg.storage is not None)
         versions = self.learner_call(
             state.next_step,
             lambda: wait_for(
-                [learner.load_checkpoint.remote(str(checkpoint.resolve())) for learner in self.cluster.learners],
+                [learner.load_checkpoint.remote(*source) for learner, source in zip(self.cluster.learners, sources)],
                 rc.checkpoint_timeout_s,
                 f"loading {checkpoint}",
                 "checkpoint_timeout_s",
@@ -835,16 +860,18 @@ class Loop:
         out = self.plan.output
         staging = out / ".final-tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        self.learner_call(
+        targets = run_storage.save_targets(self.learner_nodes(self.cfg.steps), UPath(staging.resolve()), shared=False)
+        returned = self.learner_call(
             self.cfg.steps,
             lambda: wait_for(
-                [learner.save.remote(str(staging.resolve()), self.model_path) for learner in self.cluster.learners],
+                [learner.save.remote(target, self.model_path) for learner, target in zip(self.cluster.learners, targets)],
                 self.cfg.reliability.checkpoint_timeout_s,
                 "saving the final policy",
                 "checkpoint_timeout_s",
                 self.learner_names(),
             ),
         )
+        run_storage.write_returned(returned, UPath(staging))
         replace_directory(staging, out / "final")
         summary = {
             "steps": self.cfg.steps,
@@ -859,6 +886,9 @@ class Loop:
             logger.info("learning curves: %s; summary: %s", out / "plots", write_summary(out))
             if not plots:
                 logger.warning("no plots were written (metrics.jsonl had nothing to plot)")
+        if self.cfg.storage is not None:
+            sent = run_storage.mirror(out, self.cfg.storage)
+            logger.info("run directory copied to %s (%.1f MiB)", self.cfg.storage, sent / (1 << 20))
 
 
 def replace_directory(new: Path, target: Path) -> None:

@@ -270,6 +270,14 @@ class RunConfig(BaseModel):
         default=None, description="Judge manifest (YAML); default: the task's ground truth (or the algorithm's own manifest)."
     )
     output: str | None = Field(default=None, description="Run directory (default runs/<algo>-<time>).")
+    storage: str | None = Field(
+        default=None,
+        description="Where checkpoints, records and the final policy are kept for a run that spans machines: a "
+        "directory every node sees or an fsspec URI (file:///shared/runs/x; s3://bucket/runs/x with s3fs). Learner "
+        "ranks write checkpoints there themselves; the run directory is copied there at every checkpoint and at the "
+        "end; `--resume` reads it back. Default: none (everything in the run directory; ranks on other nodes send "
+        "their files to the driver).",
+    )
     address: str | None = Field(default=None, description="Ray cluster to join (default: RAY_ADDRESS or a new local one).")
     log_every: int = Field(default=1, ge=1, description="Steps between progress log lines.")
     task: TaskConfig = TaskConfig()
