@@ -59,6 +59,22 @@ def test_commit_is_atomic_prunes_to_keep_last_and_clears_debris(tmp_path):
     assert loaded == state(100)
 
 
+def test_on_object_storage_a_checkpoint_is_written_in_place_and_complete_once_driver_json_is(tmp_path):
+    run = f"memory://{tmp_path.name}/run"  # no atomic rename there: driver.json, written last, marks it complete
+    write(run, 4)
+    half = checkpoints.begin(run, 8)
+    (half / "learner.bin").write_text("partial")  # a crash mid-write
+    assert str(half) == f"{run}/checkpoints/step-000008"
+    assert [p.name for p in checkpoints.complete_checkpoints(run)] == ["step-000004"]
+    write(run, 12)
+    write(run, 16)
+    assert names(run) == ["step-000012", "step-000016"]  # step 4 pruned (keep_last 2), the partial step 8 cleared
+    assert (checkpoints.checkpoint_root(run) / "step-000016" / "learner.bin").read_text() == "weights"
+    assert checkpoints.load_state(checkpoints.complete_checkpoints(run)[-1]) == state(16)
+    write(run, 16, payload="again")  # re-reaching a step replaces it
+    assert (checkpoints.checkpoint_root(run) / "step-000016" / "learner.bin").read_text() == "again"
+
+
 def test_commit_replaces_a_checkpoint_of_the_same_step(tmp_path):
     out = tmp_path / "run"
     write(out, 4, payload="before the crash")

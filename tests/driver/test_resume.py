@@ -14,8 +14,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from upath import UPath
 
-from deploy.loading import dump_config
+from deploy.loading import config_yaml, dump_config
 from driver import checkpoints, cli
 from driver.checkpoints import DiskFull, DriverState, EvalSamples
 from driver.cluster import StageTimeout
@@ -54,7 +55,7 @@ def make_checkpoint(out, step: int, cfg: RunConfig, last_eval: EvalResult | None
         (tmp / "learner" / "mp_rank_00_model_states.pt").write_text(f"weights of step {step}")
         (tmp / "learner" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_text("optimizer")
         (tmp / "opponents.pt").write_text("ring")  # MNPO (the default) keeps an opponent ring
-        dump_config(cfg, tmp / "config.yaml")
+        (tmp / "config.yaml").write_text(config_yaml(cfg))
         checkpoints.commit(tmp, state, keep_last=3)
 
 
@@ -544,3 +545,29 @@ def test_stop_signals_first_asks_to_stop_second_aborts():
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_run_whose_checkpoints_are_in_storage_is_continued_from_there(tmp_path, caplog):
+    store = f"memory://{tmp_path.name}/store"  # object storage: no atomic rename, driver.json marks complete
+    out = tmp_path / "run"
+    cfg = config(out, storage=store, steps=6)
+    out.mkdir()
+    dump_config(cfg, out / "config.yaml")
+    (out / "metrics.jsonl").write_text(json.dumps({"step": 0}) + "\n")
+    for step in (2, 4):
+        make_checkpoint(store, step, cfg)
+    assert not (out / "checkpoints").exists()  # nothing of the checkpoints is on the driver's disk
+
+    decision = decide(out, config(out, storage=store, steps=10), "auto")
+    assert decision.action == "continue" and decision.checkpoint is not None
+    assert str(decision.checkpoint.path) == f"{store}/checkpoints/step-000004" and decision.checkpoint.step == 4
+
+    (UPath(store) / "checkpoints" / "step-000004" / "driver.json").unlink()  # a write cut short
+    with caplog.at_level(logging.WARNING, logger="driver"):
+        decision = decide(out, config(out, storage=store, steps=10), "auto")
+    assert decision.checkpoint is not None and decision.checkpoint.step == 2
+    assert "step-000004: no driver.json" in caplog.text
+
+    empty = config(out, storage=f"memory://{tmp_path.name}/elsewhere", steps=10)  # the run's storage is where it looks
+    with pytest.raises(ResumeRefused, match="no complete checkpoint"):
+        decide(out, empty, "auto")
