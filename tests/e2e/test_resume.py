@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -213,29 +214,23 @@ def files(out: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-@pytest.mark.slow
-def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command_continues(builtin_models, tmp_path):
-    """SIGTERM to the driver (not its process group) mid-step: the step finishes, a checkpoint is
-    written at the boundary (off the every-4 schedule) holding the step sampled one ahead
-    (max_staleness 1), exit 75 with one line and no traceback;
-    the same command with --resume-mode auto continues it to what the uninterrupted run did, and a
-    third launch finds it finished and changes nothing."""
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+@pytest.fixture(scope="module")
+def short_whole(builtin_models, tmp_path_factory) -> Path:
+    """The short run, uninterrupted: what a stopped and continued one must repeat."""
+    whole = tmp_path_factory.mktemp("short") / "whole"
     done = subprocess.run(short_command(whole), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return whole
 
-    log = tmp_path / "stopped.log"
+
+def stop_after_a_step(command: list[str], out: Path, log: Path) -> int:
+    """Start `command`, SIGTERM its driver once a step is recorded; the steps done at the boundary."""
     proc = subprocess.Popen(
-        short_command(stopped, "--resume-mode", "auto"),
-        cwd=REPO,
-        env=environment(),
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
+        command, cwd=REPO, env=environment(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=log.open("w")
     )
     try:
         deadline = time.monotonic() + 600
-        while not (stopped / "samples.jsonl").is_file() or not (stopped / "samples.jsonl").read_text().strip():
+        while not (out / "samples.jsonl").is_file() or not (out / "samples.jsonl").read_text().strip():
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no step within 600 s"
             time.sleep(0.05)
@@ -246,8 +241,34 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command
             os.killpg(proc.pid, signal.SIGKILL)
     text = log.read_text()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
-    at = len((stopped / "samples.jsonl").read_text().splitlines())  # steps done at the boundary
+    at = len((out / "samples.jsonl").read_text().splitlines())
     assert 1 <= at < 4
+    return at
+
+
+def same_as(whole: Path, other: Path) -> None:
+    """`other` recorded, sampled, trained and evaluated what the uninterrupted `whole` did."""
+    assert (other / "samples.jsonl").read_text() == (whole / "samples.jsonl").read_text()
+    for ra, rb in zip(training_records(whole), training_records(other), strict=True):
+        for key in ("step", "rollout/reward_mean", "learner/loss", "learner/kl_to_reference", "learner/policy_version"):
+            assert ra[key] == rb[key], (ra["step"], key, ra[key], rb[key])
+    wa, wb = load_file(whole / "final" / "model.safetensors"), load_file(other / "final" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa = json.loads((whole / "summary.json").read_text())["final_eval"]
+    assert sa == json.loads((other / "summary.json").read_text())["final_eval"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command_continues(short_whole, tmp_path):
+    """SIGTERM to the driver (not its process group) mid-step: the step finishes, a checkpoint is
+    written at the boundary (off the every-4 schedule) holding the step sampled one ahead
+    (max_staleness 1), exit 75 with one line and no traceback;
+    the same command with --resume-mode auto continues it to what the uninterrupted run did, and a
+    third launch finds it finished and changes nothing."""
+    whole, stopped = short_whole, tmp_path / "stopped"
+    log = tmp_path / "stopped.log"
+    at = stop_after_a_step(short_command(stopped, "--resume-mode", "auto"), stopped, log)
+    text = log.read_text()
     assert f"driver: stopped by SIGTERM after step {at} of 4; checkpoint " in text.strip().splitlines()[-1]
     assert [p.name for p in checkpoints.complete_checkpoints(stopped)] == [f"step-{at:06d}"]
     (stop_checkpoint,) = checkpoints.complete_checkpoints(stopped)
@@ -260,14 +281,7 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"from {stopped / 'checkpoints' / f'step-{at:06d}'} (step {at} of 4)" in resumed.stderr
 
-    assert (stopped / "samples.jsonl").read_text() == (whole / "samples.jsonl").read_text()
-    for ra, rb in zip(training_records(whole), training_records(stopped), strict=True):
-        for key in ("step", "rollout/reward_mean", "learner/loss", "learner/kl_to_reference", "learner/policy_version"):
-            assert ra[key] == rb[key], (ra["step"], key, ra[key], rb[key])
-    wa, wb = load_file(whole / "final" / "model.safetensors"), load_file(stopped / "final" / "model.safetensors")
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    sa = json.loads((whole / "summary.json").read_text())["final_eval"]
-    assert sa == json.loads((stopped / "summary.json").read_text())["final_eval"]
+    same_as(whole, stopped)
     assert [p.name for p in checkpoints.complete_checkpoints(stopped)] == [f"step-{at:06d}", "step-000004"]
 
     before = files(stopped)
@@ -277,3 +291,34 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already finished its 4 steps (summary.json): nothing to do" in again.stderr
     assert files(stopped) == before
+
+
+@pytest.mark.slow
+def test_a_run_kept_in_storage_continues_on_another_machine_from_its_uri(short_whole, tmp_path):
+    """With `storage` a URI, the learner writes its checkpoints there and the driver copies the run
+    directory there; the run directory lost with its machine, `--resume URI --output NEW` fetches
+    the records and continues from the checkpoint in storage to what the uninterrupted run did."""
+    store, first = tmp_path / "store", tmp_path / "first"
+    uri = f"file://{store}"
+    at = stop_after_a_step(short_command(first, "--set", f"storage={uri}"), first, tmp_path / "first.log")
+    assert not (first / "checkpoints").exists()  # checkpoints are in the storage only
+    assert [p.name for p in checkpoints.complete_checkpoints(uri)] == [f"step-{at:06d}"]
+    assert (store / "metrics.jsonl").read_text() == (first / "metrics.jsonl").read_text()  # copied with the checkpoint
+    shutil.rmtree(first)  # the driver's machine is gone
+
+    elsewhere = tmp_path / "elsewhere"
+    resumed = subprocess.run(
+        [sys.executable, "-m", "driver", "--resume", uri, "--output", str(elsewhere)],
+        cwd=REPO,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"from {uri}/checkpoints/step-{at:06d} (step {at} of 4)" in resumed.stderr
+    same_as(short_whole, elsewhere)
+    assert [p.name for p in checkpoints.complete_checkpoints(uri)] == [f"step-{at:06d}", "step-000004"]
+    assert (store / "summary.json").read_text() == (elsewhere / "summary.json").read_text()  # the end copied too
+    assert (store / "final" / "model.safetensors").read_bytes() == (elsewhere / "final" / "model.safetensors").read_bytes()
+    assert not (elsewhere / "checkpoints").exists()
