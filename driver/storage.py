@@ -57,6 +57,8 @@ def write_returned(returned: Sequence[files_io.Files | None], directory: UPath) 
         if files:
             files_io.unpack(files, Path(directory.path))
             count += len(files)
+    if count:
+        logger.info("learner ranks on other nodes sent %d files for %s", count, directory)
     return count
 
 

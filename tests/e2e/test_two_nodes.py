@@ -4,6 +4,10 @@ by custom resources (deploy/configs/two_nodes.yaml); the run goes through `ray j
 weights and final evaluation as the same command on a one-node cluster the driver starts itself
 (which holds every custom resource the run names: deploy/placement.py local_resources).
 
+The two-node run stops after STEPS - 2 steps and a second job extends it from its last
+checkpoint: the learner, on the node without the driver, sends its checkpoint and final-policy
+files to the driver, and is sent the checkpoint's files back to continue (driver/storage.py).
+
 Every timing metric differs between the runs; everything else must be equal, bit for bit: the
 same seed draws the same prompts, the sampler re-seeds before each batch, and the learner's
 arithmetic does not depend on where it runs (one rank, one thread each side).
@@ -29,12 +33,10 @@ from safetensors.torch import load_file
 from tests.e2e.ray_head import RAY, list_state, start_head, start_node, stop_head, stop_node
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 3
+STEPS = 4
 FLAGS = [
     "--config",
     "deploy/configs/two_nodes.yaml",
-    "--steps",
-    str(STEPS),
     "--set",
     "rollout.prompts_per_step=8",
     "--set",
@@ -42,7 +44,7 @@ FLAGS = [
     "--set",
     "eval.num_prompts=8",
     "--set",
-    "checkpoint.every=0",
+    "checkpoint.every=2",
     "--set",
     "tracking.plots=false",
     "--set",
@@ -59,11 +61,24 @@ def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def job(command: list[str], head) -> str:
+    """`ray job submit` to the head; its output (the job's log, tailed), asserted successful."""
+    for _ in range(60):  # the dashboard answers before its job agent is registered
+        submit = subprocess.run(command, cwd=REPO, env=head.env, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in submit.stdout + submit.stderr:
+            break
+        time.sleep(2)
+    text = submit.stdout + submit.stderr
+    assert submit.returncode == 0, text[-5000:]
+    assert re.search(r"Job 'raysubmit_\w+' succeeded", text)
+    return text
+
+
 def one_node_run(out: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "driver", *FLAGS, "--output", str(out)],
+        [sys.executable, "-m", "driver", *FLAGS, "--steps", str(STEPS), "--output", str(out)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -85,31 +100,14 @@ def test_two_nodes_pinned_by_custom_resources_give_the_one_node_results(builtin_
         node_proc = start_node(head, tmp_path / "node.log", num_cpus=2, resources={"learner_node": 100}, temp_dir=node_dir)
         assert reference.wait(timeout=600) == 0, (tmp_path / "one.log").read_text()[-3000:]
 
-        command = [
-            RAY,
-            "job",
-            "submit",
-            "--address",
-            head.dashboard,
-            "--runtime-env",
-            "deploy/runtime_env.yaml",
-            "--",
-            "python",
-            "-m",
-            "driver",
-            *FLAGS,
-            "--output",
-            str(two),
-        ]
-        for _ in range(60):  # the dashboard answers before its job agent is registered
-            submit = subprocess.run(command, cwd=REPO, env=head.env, capture_output=True, text=True, timeout=600)
-            if "No available agent to submit job" not in submit.stdout + submit.stderr:
-                break
-            time.sleep(2)
-        text = submit.stdout + submit.stderr
-        assert submit.returncode == 0, text[-5000:]
-        assert re.search(r"Job 'raysubmit_\w+' succeeded", text)
-        assert f"step {STEPS}/{STEPS} | reward" in text  # the job's log, tailed by `ray job submit`
+        submit = [RAY, "job", "submit", "--address", head.dashboard, "--runtime-env", "deploy/runtime_env.yaml", "--"]
+        first = job(submit + ["python", "-m", "driver", *FLAGS, "--steps", str(STEPS - 2), "--output", str(two)], head)
+        assert f"step {STEPS - 2}/{STEPS - 2} | reward" in first  # the job's log, tailed by `ray job submit`
+        assert "learner ranks on other nodes sent" in first and "files for" in first  # checkpoints and final/
+        extended = job(submit + ["python", "-m", "driver", "--resume", str(two), "--steps", str(STEPS)], head)
+        assert f"from {two / 'checkpoints' / f'step-{STEPS - 2:06d}'} (step {STEPS - 2} of {STEPS})" in extended
+        assert "to learner ranks on other nodes through the object store" in extended
+        assert f"step {STEPS}/{STEPS} | reward" in extended
 
         # Where each actor ran: Ray's state API (dead actors included) and the nodes' resources.
         nodes = {n["node_id"]: n for n in list_state(head, "nodes") if n["state"] == "ALIVE"}
@@ -144,7 +142,9 @@ def test_two_nodes_pinned_by_custom_resources_give_the_one_node_results(builtin_
 
     # The same run: every step's metrics but the timings, the logged samples, the final weights and evaluation.
     a, b = records(one), records(two)
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [*range(STEPS), STEPS - 1]  # steps, then the final eval
+    assert [r["step"] for r in a] == [*range(STEPS), STEPS - 1]  # steps, then the final eval
+    assert [r["step"] for r in b] == [*range(STEPS - 2), STEPS - 3, STEPS - 2, STEPS - 1, STEPS - 1]  # + the first end's eval
+    b = b[: STEPS - 2] + b[STEPS - 1 :]
     compared = set()
     for ra, rb in zip(a, b, strict=True):
         assert ra.keys() == rb.keys()
