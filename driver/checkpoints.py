@@ -1,6 +1,6 @@
 """Driver-side checkpoint state and the atomic checkpoint directory layout.
 
-    OUTPUT/checkpoints/step-000050/
+    RUN/checkpoints/step-000050/      RUN: the run directory (OUTPUT), or the config's `storage`
         learner/ ...        DeepSpeed: policy, optimizer, LR scheduler, torch RNG (every rank)
         critic/ ...         DeepSpeed: PPO's value model and its optimizer
         opponents.pt        MNPO's frozen snapshots and their versions
@@ -8,8 +8,11 @@
         driver.json         DriverState below (step counter, data-stream position, eval baselines)
         config.yaml         the resolved run config
 
-A checkpoint is written into `.tmp-step-000050` and renamed when complete, so a crash mid-write
-leaves the previous checkpoint intact (and the debris is removed on the next write). The newest
+On a filesystem a checkpoint is written into `.tmp-step-000050` and renamed when complete, so a
+crash mid-write leaves the previous checkpoint intact (and the debris is removed on the next
+write). On object storage (an fsspec URI such as s3://, which has no rename) it is written into
+`step-000050` directly and is complete once driver.json, written last, is there. Paths are
+`upath.UPath`s: pathlib over fsspec, a plain `Path` for local directories. The newest
 `keep_last` checkpoints are kept. `writing` wraps the whole write: a full disk (ENOSPC, a quota,
 or a torch writer failing with the filesystem full) becomes one `DiskFull` error naming the
 directory, the free space and the previous checkpoint, with the temporary directory removed.
