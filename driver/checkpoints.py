@@ -152,6 +152,8 @@ def step_of(checkpoint: UPath) -> int:
 def step_directories(run: str | os.PathLike) -> list[UPath]:
     """Every `step-NNNNNN` directory, complete or not, oldest first."""
     root = checkpoint_root(run)
+    if not is_local(root):  # other processes (the learner ranks) write there: no stale listing
+        root.fs.invalidate_cache()
     found = [p for p in root.iterdir() if STEP_DIR.match(p.name) and p.is_dir()] if root.is_dir() else []
     return sorted(found, key=step_of)
 

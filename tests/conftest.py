@@ -7,6 +7,7 @@ anything imports vllm.
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -33,6 +34,49 @@ def smollm2():
     from driver.builtin import ensure_smollm2
 
     return ensure_smollm2()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """An S3-compatible server (moto, in a thread) on a free local port. fsspec's `s3` (s3fs) is
+    pointed at it: in this process through fsspec's config, in child processes (drivers, Ray
+    workers) through FSSPEC_S3_ENDPOINT_URL and test credentials in the environment."""
+    import fsspec.config
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3_ENDPOINT_URL": endpoint,
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = endpoint
+    try:
+        yield endpoint
+    finally:
+        fsspec.config.conf["s3"].pop("endpoint_url", None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, request) -> str:
+    """A new, empty bucket on the test S3 server, named after the test: its `s3://` URI."""
+    import fsspec
+
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:55] + "-b"
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir(name)
+    return f"s3://{name}"
 
 
 def _start_session_ray():

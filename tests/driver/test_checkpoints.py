@@ -59,8 +59,10 @@ def test_commit_is_atomic_prunes_to_keep_last_and_clears_debris(tmp_path):
     assert loaded == state(100)
 
 
-def test_on_object_storage_a_checkpoint_is_written_in_place_and_complete_once_driver_json_is(tmp_path):
-    run = f"memory://{tmp_path.name}/run"  # no atomic rename there: driver.json, written last, marks it complete
+@pytest.mark.parametrize("store", ["memory", "s3"])
+def test_on_object_storage_a_checkpoint_is_written_in_place_and_complete_once_driver_json_is(tmp_path, request, store):
+    # no atomic rename there: driver.json, written last, marks it complete; s3: a real S3 server (moto)
+    run = f"memory://{tmp_path.name}/run" if store == "memory" else request.getfixturevalue("s3_bucket") + "/run"
     write(run, 4)
     half = checkpoints.begin(run, 8)
     (half / "learner.bin").write_text("partial")  # a crash mid-write

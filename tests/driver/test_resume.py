@@ -547,8 +547,10 @@ def test_stop_signals_first_asks_to_stop_second_aborts():
     assert signal.getsignal(signal.SIGTERM) == before
 
 
-def test_a_run_whose_checkpoints_are_in_storage_is_continued_from_there(tmp_path, caplog):
-    store = f"memory://{tmp_path.name}/store"  # object storage: no atomic rename, driver.json marks complete
+@pytest.mark.parametrize("kind", ["memory", "s3"])
+def test_a_run_whose_checkpoints_are_in_storage_is_continued_from_there(tmp_path, caplog, request, kind):
+    # object storage: no atomic rename, driver.json marks complete; s3: a real S3 server (moto)
+    store = f"memory://{tmp_path.name}/store" if kind == "memory" else request.getfixturevalue("s3_bucket") + "/store"
     out = tmp_path / "run"
     cfg = config(out, storage=store, steps=6)
     out.mkdir()
@@ -568,6 +570,6 @@ def test_a_run_whose_checkpoints_are_in_storage_is_continued_from_there(tmp_path
     assert decision.checkpoint is not None and decision.checkpoint.step == 2
     assert "step-000004: no driver.json" in caplog.text
 
-    empty = config(out, storage=f"memory://{tmp_path.name}/elsewhere", steps=10)  # the run's storage is where it looks
+    empty = config(out, storage=f"{store}-elsewhere", steps=10)  # the run's storage is where it looks
     with pytest.raises(ResumeRefused, match="no complete checkpoint"):
         decide(out, empty, "auto")

@@ -21,6 +21,7 @@ import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
+from upath import UPath
 
 from driver import checkpoints
 
@@ -294,12 +295,14 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command
 
 
 @pytest.mark.slow
-def test_a_run_kept_in_storage_continues_on_another_machine_from_its_uri(short_whole, tmp_path):
-    """With `storage` a URI, the learner writes its checkpoints there and the driver copies the run
-    directory there; the run directory lost with its machine, `--resume URI --output NEW` fetches
-    the records and continues from the checkpoint in storage to what the uninterrupted run did."""
-    store, first = tmp_path / "store", tmp_path / "first"
-    uri = f"file://{store}"
+def test_a_run_kept_in_storage_continues_on_another_machine_from_its_uri(short_whole, tmp_path, s3_bucket):
+    """With `storage` an s3:// URI (a real S3 server: moto), the learner uploads its checkpoints
+    there and the driver copies the run directory there; the run directory lost with its machine,
+    `--resume URI --output NEW` fetches the records and continues from the checkpoint in storage to
+    what the uninterrupted run did. (A shared filesystem, file://, takes the rename path of every
+    other run's checkpoints: tests/driver/test_checkpoints.py.)"""
+    uri = s3_bucket + "/runs/x"
+    store, first = UPath(uri), tmp_path / "first"
     at = stop_after_a_step(short_command(first, "--set", f"storage={uri}"), first, tmp_path / "first.log")
     assert not (first / "checkpoints").exists()  # checkpoints are in the storage only
     assert [p.name for p in checkpoints.complete_checkpoints(uri)] == [f"step-{at:06d}"]

@@ -53,9 +53,13 @@ def test_save_with_no_target_returns_the_files_and_leaves_no_directory(tmp_path,
     assert list(tmp_path.iterdir()) == []  # the staging directory is removed
 
 
-@pytest.mark.parametrize("scheme", ["file", "memory"])
-def test_save_to_a_uri_uploads_and_load_downloads(tmp_path, scheme):
-    uri = f"file://{tmp_path}/store/step-000002" if scheme == "file" else "memory://store/step-000002"
+@pytest.mark.parametrize("scheme", ["file", "memory", "s3"])
+def test_save_to_a_uri_uploads_and_load_downloads(tmp_path, request, scheme):
+    uri = {
+        "file": lambda: f"file://{tmp_path}/store/step-000002",
+        "memory": lambda: "memory://store/step-000002",
+        "s3": lambda: request.getfixturevalue("s3_bucket") + "/store/step-000002",  # a real S3 server (moto)
+    }[scheme]()
     assert storage.save_staged(uri, write_tree) is None
     fs, root = fsspec.core.url_to_fs(uri)
     assert fs.cat_file(f"{root}/learner/mp_rank_00_model_states.pt") == b"weights"
