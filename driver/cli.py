@@ -36,6 +36,7 @@ from driver.plan import RunPlan, check_context, default_judges, resolve_plan
 from driver.resume import Decision, Mode, check_reference, decide
 from driver.signals import EXIT_STOPPED, Aborted
 from driver.tracking import WandbSettings, require_wandb
+from learner.storage import check_writable
 from protocols import RunConfig
 
 EXIT_DISK_FULL = 74  # EX_IOERR
@@ -130,6 +131,7 @@ def fetch_run(uri: str, output: str | None) -> Path:
     (`output`, default runs/<the URI's last name>); its checkpoints stay in the storage."""
     from driver.storage import fetch_records  # (imports Ray)
 
+    check_writable(uri)  # a resumed run writes there too; an unreachable one fails here in one line
     local = Path(output) if output else Path("runs") / uri.rstrip("/").rsplit("/", 1)[-1]
     if local.exists() and any(local.iterdir()):
         raise ConfigError(
@@ -190,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         # Builds or converts a built-in model on first use; a prompt that cannot fit fails here, in one line.
         model_path = resolve_model_path(cfg.model.path)
         check_context(cfg, plan.task, model_path)
+        if cfg.storage is not None:
+            check_writable(cfg.storage)
         lock = RunLock(plan.output)  # held until the driver exits: one driver per run directory
         decision = launch_decision(plan, mode, model_path)
     except (ConfigError, FileNotFoundError, ValueError, LockHeld) as err:

@@ -20,6 +20,7 @@ temporary directory; shipped files are unpacked into one. The driver decides whi
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -35,6 +36,27 @@ Files = dict[str, bytes]  # relative POSIX path -> content
 def is_uri(location: str) -> bool:
     """True for `scheme://...` (file:// included), False for a plain path."""
     return "://" in location
+
+
+def check_writable(location: str) -> None:
+    """ValueError in one line when `location` (a path or URI) has no fsspec backend here or a file
+    cannot be written and removed there (so a bad storage fails before training, not at the
+    first checkpoint)."""
+    try:
+        fs, root = fsspec.core.url_to_fs(location)
+    except (ImportError, ValueError) as err:
+        raise ValueError(f"storage {location!r}: {str(err).splitlines()[0]}") from None
+    probe = f"{root.rstrip('/')}/.storage-probe-{os.getpid()}"
+    try:
+        fs.makedirs(root, exist_ok=True)
+        fs.pipe_file(probe, b"ok")
+        fs.rm_file(probe)
+    except Exception as err:  # any backend's error: reported in one line, never swallowed
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(
+            f"storage {location!r} cannot be written ({type(err).__name__}: {first}); check the path or URI and "
+            "its credentials (docs/deploy.md, Run storage)"
+        ) from None
 
 
 def pack(directory: Path) -> Files:

@@ -87,3 +87,16 @@ def test_list_algos_prints_every_algorithm():
     assert [line.split()[0] for line in lines] == list(ALGORITHMS)
     assert {"ppo", "osp", "mnpo", "dpo", "ipo", "sppo", "inpo", "rdpo", "grpo", "rloo"} <= set(ALGORITHMS)
     assert all(len(line.split(None, 1)[1]) > 20 for line in lines)  # each has a description
+
+
+@pytest.mark.parametrize(
+    ("storage", "fragments"),
+    [
+        ("nosuchscheme://bucket/run", ["storage 'nosuchscheme://bucket/run'", "nosuchscheme"]),
+        ("file:///proc/no-such-storage", ["storage 'file:///proc/no-such-storage' cannot be written", "credentials"]),
+    ],
+)
+def test_a_storage_that_cannot_be_written_fails_before_anything_starts(tmp_path, storage, fragments):
+    out = tmp_path / "run"
+    assert_one_line_error(run_driver("--output", str(out), "--set", f"storage={storage}"), *fragments)
+    assert not out.exists()  # nothing written

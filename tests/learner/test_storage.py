@@ -77,3 +77,17 @@ def test_load_from_shipped_files_and_in_place(tmp_path):
 def test_downloading_an_empty_uri_says_so():
     with pytest.raises(FileNotFoundError, match="no files under memory://nothing-here"):
         storage.download("memory://nothing-here", Path("/tmp/unused"))
+
+
+def test_a_writable_storage_passes_the_check_and_keeps_nothing_of_it(tmp_path):
+    storage.check_writable(f"file://{tmp_path}/store")
+    storage.check_writable(str(tmp_path / "plain"))
+    assert list((tmp_path / "store").iterdir()) == [] and list((tmp_path / "plain").iterdir()) == []
+
+
+def test_an_unwritable_storage_is_one_line_naming_it(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ValueError, match=r"storage '.*file/sub' cannot be written \((FileExistsError|NotADirectoryError)"):
+        storage.check_writable(str(tmp_path / "file" / "sub"))
+    with pytest.raises(ValueError, match="storage 'nosuch://x': .*nosuch"):
+        storage.check_writable("nosuch://x")
