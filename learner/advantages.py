@@ -48,14 +48,14 @@ def _last_positions(mask: Tensor) -> Tensor:
 
 
 def kl_penalised_rewards(
-    scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor, kl_coef: float, clip: float | None
+    scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor | None, mask: Tensor, kl_coef: float, clip: float | None
 ) -> Tensor:
     """Per-token rewards r_t = -kl_coef * (logp - logp_ref)_t, plus the clipped score on the last token.
 
     Args:
         scores: [N] sequence reward from the judges (higher is better).
         logprobs: [N, T] policy logprobs of the sampled tokens (the rollout policy, no grad).
-        ref_logprobs: [N, T] same tokens under pi_ref.
+        ref_logprobs: [N, T] same tokens under pi_ref; None only with kl_coef == 0 (no penalty).
         mask: [N, T] bool response mask.
         kl_coef: weight >= 0 of the per-token k1 KL penalty.
         clip: scores are clamped to [-clip, clip] first; None = no clipping.
@@ -65,15 +65,33 @@ def kl_penalised_rewards(
         is dropped).
     """
     mask = mask.bool()
-    _check_tokens(mask, logprobs=logprobs, ref_logprobs=ref_logprobs)
+    ref_logprobs = optional_reference(ref_logprobs, kl_coef, "kl_penalised_rewards")
+    _check_tokens(mask, logprobs=logprobs)
     if scores.shape != (mask.shape[0],):
         raise ValueError(f"scores has shape {tuple(scores.shape)}, expected ({mask.shape[0]},)")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be > 0 or None, got {clip}")
-    kl = kl_k1(torch.where(mask, logprobs, 0.0), torch.where(mask, ref_logprobs, 0.0))
-    rewards = torch.where(mask, -kl_coef * kl, 0.0)
+    rewards = torch.zeros(mask.shape, dtype=logprobs.dtype, device=logprobs.device)
+    if ref_logprobs is not None:
+        _check_tokens(mask, ref_logprobs=ref_logprobs)
+        kl = kl_k1(torch.where(mask, logprobs, 0.0), torch.where(mask, ref_logprobs, 0.0))
+        rewards = torch.where(mask, -kl_coef * kl, 0.0)
     final = scores.clamp(-clip, clip) if clip is not None else scores
     return rewards + torch.where(_last_positions(mask), final.to(rewards.dtype)[:, None], 0.0)
+
+
+def optional_reference(ref_logprobs: Tensor | None, kl_coef: float, where: str) -> Tensor | None:
+    """`ref_logprobs`, which may be None only when `kl_coef` == 0.
+
+    With a zero KL weight the learner builds no reference model and runs no reference pass
+    (learner/algorithms/base.py `AlgorithmSpec.reads_reference`), so the KL term is dropped; with a
+    positive one a missing reference is a wiring error: ValueError naming the field.
+    """
+    if kl_coef < 0:
+        raise ValueError(f"{where}: kl_coef must be >= 0, got {kl_coef}")
+    if ref_logprobs is None and kl_coef > 0:
+        raise ValueError(f"{where}: kl_coef={kl_coef} > 0 needs ref_logprobs (reference logprobs), got None")
+    return ref_logprobs
 
 
 def check_contiguous(mask: Tensor) -> None:
@@ -235,7 +253,8 @@ class AdvantageInputs:
         scores: [N] combined judged reward of each sequence.
         old_logprobs: [N, T] logprobs under the policy that sampled (no grad); None when the
             estimator does not read them (`Estimator.reads_old_logprobs`).
-        ref_logprobs: [N, T] under pi_ref, or None when the algorithm declares no reference.
+        ref_logprobs: [N, T] under pi_ref, or None when the algorithm does not read it under its
+            config (no reference, or a zero `kl_coef`: `AlgorithmSpec.reads_reference`).
         values: [N, T] critic values, or None without a critic.
         mask: [N, T] bool response mask.
         group_size: K.
@@ -276,8 +295,8 @@ def _required(x: Tensor | None, what: str, estimator: str) -> Tensor:
 def gae_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
     """PPO: k1-penalised per-token rewards, GAE on the critic's values, whitened over every rank's tokens.
 
-    cfg: kl_coef, reward_clip, gamma, gae_lambda, whiten_advantages."""
-    ref = _required(inputs.ref_logprobs, "reference logprobs", "gae")
+    cfg: kl_coef, reward_clip, gamma, gae_lambda, whiten_advantages; ref_logprobs may be None at kl_coef 0."""
+    ref = optional_reference(inputs.ref_logprobs, cfg.kl_coef, "the 'gae' advantage estimator")
     values = _required(inputs.values, "critic values", "gae")
     old = _required(inputs.old_logprobs, "old logprobs", "gae")
     rewards = kl_penalised_rewards(inputs.scores, old, ref, inputs.mask, cfg.kl_coef, cfg.reward_clip)
@@ -302,11 +321,15 @@ def group_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
 
 
 def leave_one_out_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
-    """RLOO: reward minus kl_coef * (sequence sum of k1), against the mean of the group's others. cfg: kl_coef."""
-    ref = _required(inputs.ref_logprobs, "reference logprobs", "leave_one_out")
+    """RLOO: reward minus kl_coef * (sequence sum of k1), against the mean of the group's others.
+
+    cfg: kl_coef; ref_logprobs may be None at kl_coef 0 (the reward is then the judged score)."""
+    ref = optional_reference(inputs.ref_logprobs, cfg.kl_coef, "the 'leave_one_out' advantage estimator")
     old = _required(inputs.old_logprobs, "old logprobs", "leave_one_out")
-    sequence_kl = masked_sum(kl_k1(old, ref), inputs.mask, dim=-1)
-    rewards = (inputs.scores - cfg.kl_coef * sequence_kl).reshape(-1, inputs.group_size)
+    rewards = inputs.scores
+    if ref is not None:
+        rewards = rewards - cfg.kl_coef * masked_sum(kl_k1(old, ref), inputs.mask, dim=-1)
+    rewards = rewards.reshape(-1, inputs.group_size)
     return _per_sequence(leave_one_out(rewards).reshape(-1), inputs.mask)
 
 

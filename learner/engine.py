@@ -9,6 +9,9 @@ opponent snapshots' schedule, checkpoints and the weights that leave for the rol
 
 With `learner.lora.rank > 0` the engine trains LoRA adapters and the reference is the frozen base
 under them (learner/lora.py); weights leave the learner merged, under the base model's names.
+Without LoRA the reference is a frozen copy of the starting weights, built only when the algorithm
+reads it under its config (`AlgorithmSpec.reads_reference`: not SPPO, not a zero KL weight);
+`kl_to_reference` (the evaluation's KL) then loads it for the call.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +59,7 @@ def deepspeed_config(cfg: LearnerConfig, dtype: str, world_size: int) -> dict:
 
 
 class PolicyLearner:
-    """One learner rank holding the policy engine, the reference and the opponent ring."""
+    """One learner rank holding the policy engine, the reference (when read) and the opponent ring."""
 
     def __init__(
         self,
@@ -75,27 +78,28 @@ class PolicyLearner:
         self.spec = get_algorithm(run.algo)
         self.algo_cfg: Any = algorithm_config(run)  # the algorithm's own config model (learner/algorithms/)
         self.version = 0
+        self.model_path, self.torch_dtype = model_path, DTYPES[run.model.dtype]
         torch.manual_seed(run.seed)
         distributed.init_distributed(rank, world_size, master_addr, master_port or distributed.free_port())
         self.device = distributed.device()
-        torch_dtype = DTYPES[run.model.dtype]
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.torch_dtype)
         self.pad_token_id = _pad_token_id(model)
         base_model = model  # the HF class, before any LoRA wrapping
         self.lora = cfg.lora.rank > 0
-        if self.lora:  # the reference is the frozen base under the adapters: no copy (learner/lora.py)
-            snapshot_template = copy.deepcopy(model) if self.spec.needs_opponents else None
-            model = lora.wrap(model, cfg.lora)
-            self.reference: torch.nn.Module = lora.FrozenBase(model)
-        else:
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
-            snapshot_template = self.reference
-        self.opponents = None
-        if self.spec.needs_opponents:
+        reads_reference = self.spec.reads_reference(self.algo_cfg)  # the one decision (learner/algorithms/base.py)
+        self.reference: torch.nn.Module | None = None
+        if self.spec.needs_opponents:  # the ring starts full of the starting policy (pair family)
             self.snapshot_every: int = self.algo_cfg.snapshot_every
-            self.opponents = OpponentRing(
-                snapshot_template.to(self.device), self.spec.fixed_opponents or self.algo_cfg.num_opponents
+            self.opponents: OpponentRing | None = OpponentRing(  # the ring freezes copies of it
+                model.to(self.device), self.spec.fixed_opponents or self.algo_cfg.num_opponents
             )
+        else:
+            self.opponents = None
+        if self.lora:  # the reference is the frozen base under the adapters: no copy (learner/lora.py)
+            model = lora.wrap(model, cfg.lora)
+            self.reference = lora.FrozenBase(model)
+        elif reads_reference:
+            self.reference = _frozen(copy.deepcopy(model), self.device)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=cfg.lr,
@@ -117,10 +121,10 @@ class PolicyLearner:
         if self.spec.needs_values:
             from learner.critic import Critic
 
-            self.critic = Critic(model_path, cfg, self.algo_cfg.critic_lr, ds_config, torch_dtype, self.device)
+            self.critic = Critic(model_path, cfg, self.algo_cfg.critic_lr, ds_config, self.torch_dtype, self.device)
         self.models = Models(
             policy=self.engine,
-            reference=self.reference if self.spec.needs_reference else None,
+            reference=self.reference if reads_reference else None,
             opponents=self.opponents,
             critic=self.critic,
             device=self.device,
@@ -176,17 +180,35 @@ class PolicyLearner:
 
     @torch.no_grad()
     def kl_to_reference(self, batches: Sequence[RolloutBatch]) -> float:
-        """Mean over rollouts of sum_t (logp_pi - logp_ref) on their response tokens (k1)."""
+        """Mean over rollouts of sum_t (logp_pi - logp_ref) on their response tokens (k1).
+
+        Works for every algorithm: a learner that trains without a reference (SPPO, a zero KL
+        weight) loads the starting weights for this call and drops them after (`_reference_for_call`),
+        so the evaluation's KL stays comparable across algorithms at the price of one load per call."""
         rollouts = [r for b in batches for r in b.rollouts]
         total = 0.0
         micro = max(1, self.cfg.micro_batch_size)
         self.engine.eval()
-        with self._gathered():
+        with self._gathered(), self._reference_for_call() as reference:
             for lo in range(0, len(rollouts), micro):
                 t = collate_sequences(rollouts[lo : lo + micro], self.pad_token_id).to(self.device)
-                kl = kl_k1(self.models.token_logprobs(self.engine.module, t), self.models.token_logprobs(self.reference, t))
+                kl = kl_k1(self.models.token_logprobs(self.engine.module, t), self.models.token_logprobs(reference, t))
                 total += float(masked_sum(kl, t.response_mask, dim=-1).sum())
         return total / max(len(rollouts), 1)
+
+    @contextlib.contextmanager
+    def _reference_for_call(self) -> Iterator[torch.nn.Module]:
+        """The reference: the learner's own, or the starting weights loaded from `model_path` for
+        the duration of the block (a training step then never holds them)."""
+        if self.reference is not None:
+            yield self.reference
+            return
+        logger.info("learner rank %d: loading the reference from %s for the KL (not kept)", self.rank, self.model_path)
+        reference = _frozen(AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.torch_dtype), self.device)
+        try:
+            yield reference
+        finally:
+            del reference
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, directory: str) -> None:
@@ -258,6 +280,11 @@ class PolicyLearner:
                 tied = getattr(module, "all_tied_weights_keys", None) or {}
                 state = {k: v for k, v in state.items() if k not in tied}
             module.save_pretrained(directory, state_dict=state)  # with LoRA: merged, under the base names
+
+
+def _frozen(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`model` in eval mode on `device`, without gradients: a reference (pi_ref) for no-grad passes."""
+    return model.eval().requires_grad_(False).to(device)
 
 
 def _pad_token_id(model: PreTrainedModel) -> int:

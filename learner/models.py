@@ -32,7 +32,8 @@ class Models:
 
     Attributes:
         policy: the DeepSpeed engine being trained (`policy.module` is the bare model).
-        reference: frozen pi_ref (with LoRA: the base under the adapters), or None if not declared.
+        reference: frozen pi_ref (with LoRA: the base under the adapters), or None when the algorithm
+            does not read it under its config (`AlgorithmSpec.reads_reference`: SPPO, a zero KL weight).
         opponents: MNPO's ring of frozen snapshots, or None.
         critic: PPO's value model on its own engine, or None.
         micro_batch_size: sequences per forward pass.

@@ -4,7 +4,9 @@
     shard    = this rank's prompt groups (whole groups: group baselines need every sample)
     no grad  : old logprobs, reference logprobs and critic values (only those declared; the old
                logprobs are skipped when the step makes one update and the estimator does not
-               read them: the update's own logprobs, detached, are then exactly the old ones)
+               read them: the update's own logprobs, detached, are then exactly the old ones; the
+               reference ones when the config's KL weight is 0: `Models.reference` is then None,
+               per `AlgorithmSpec.reads_reference`, and `learner/kl_to_reference` is not reported)
     advantage: ESTIMATORS[SPEC.advantage] (learner/advantages.py); rows sampled by an older policy
                version (rollout.max_staleness > 0) have each token's advantage weighted by the
                truncated importance ratio min(pi / pi_sampler, learner.offpolicy_clip), pi from
@@ -153,7 +155,10 @@ def _scored_rollouts(judged, judge_weights, temperatures, target):
 
 @torch.no_grad()
 def _no_grad_pass(models: Models, t: SequenceTensors, old_pass: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """[N, T-1] old logprobs (if `old_pass`), reference logprobs and critic values of every row, micro-batched."""
+    """[N, T-1] old logprobs (if `old_pass`), reference logprobs (if `models.reference`) and critic
+    values (if `models.critic`) of every row, micro-batched; no device copy at all when none is wanted."""
+    if not old_pass and models.reference is None and models.critic is None:
+        return None, None, None
     n, width = t.input_ids.shape[0], t.response_mask.shape[1]
     old = torch.zeros(n, width) if old_pass else None
     ref = torch.zeros(n, width) if models.reference is not None else None

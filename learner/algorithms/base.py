@@ -87,7 +87,8 @@ class SequenceInputs:
         logprobs: [N, T] policy logprobs of the sampled tokens (requires grad).
         old_logprobs: [N, T] logprobs under the policy before this step's updates (no grad);
             None unless `needs_old_logprobs`.
-        ref_logprobs: [N, T] under pi_ref (no grad); None unless `needs_reference`.
+        ref_logprobs: [N, T] under pi_ref (no grad); None unless `AlgorithmSpec.reads_reference(cfg)`
+            (not with a zero KL weight).
         advantages: [N, T] (no grad; constant over a sequence for group/leave-one-out); None when
             `advantage == "none"`.
         targets: [N] the per-sequence scalar the learner derived (`target`): combined reward, or
@@ -130,7 +131,9 @@ class AlgorithmSpec(Generic[C]):
         family: "pair" or "sequence" (module docstring above).
         config: the pydantic model of its hyperparameters (frozen, no unknown fields).
         config_section: the run-config section that holds them (e.g. "dpo"; IPO and rDPO read "dpo" too).
-        needs_reference: a frozen pi_ref forward pass.
+        needs_reference: the loss or its estimator can read pi_ref (a frozen reference forward pass).
+        kl_weight: cfg -> the weight of the KL to pi_ref (sequence family); at 0 pi_ref is not read.
+            None: read whenever declared. Only `reads_reference` interprets it.
         needs_opponents: an opponent ring of frozen past-policy snapshots (pair family).
         needs_old_logprobs: logprobs of the policy before the step's updates (PPO ratio, SPPO pi_t).
         pair_loss: (PairInputs, cfg) -> (per-pair loss [B], metrics); pair family only.
@@ -152,6 +155,7 @@ class AlgorithmSpec(Generic[C]):
     config: type[C]
     config_section: str
     needs_reference: bool
+    kl_weight: Callable[[C], float] | None = None
     needs_opponents: bool = False
     needs_old_logprobs: bool = False
     pair_loss: Callable[[PairInputs, C], tuple[Tensor, dict[str, float]]] | None = None
@@ -175,6 +179,28 @@ class AlgorithmSpec(Generic[C]):
             )
         if self.family == "pair" and "pairing" not in self.config.model_fields:
             raise ValueError(f"algorithm {self.name!r}: a pair-family config needs a `pairing` field")
+        if self.kl_weight is not None and (self.family != "sequence" or not self.needs_reference):
+            raise ValueError(
+                f"algorithm {self.name!r}: kl_weight is for a sequence-family spec that declares needs_reference "
+                "(a pair loss reads pi_ref whatever its beta)"
+            )
+
+    def reads_reference(self, cfg: C) -> bool:
+        """Whether a step under `cfg` reads pi_ref: the one place the learner decides to build the
+        reference model and run its no-grad pass (learner/engine.py), so that a run that would
+        multiply the reference by 0 pays neither its memory nor its forward pass.
+
+        - not `needs_reference` (SPPO): never;
+        - the sequence family (PPO, GRPO, RLOO): only when `kl_weight(cfg) > 0`; at 0 the KL term
+          vanishes from the loss (GRPO) or the reward (PPO, RLOO), the estimators and losses take
+          ref_logprobs=None, and `learner/kl_to_reference` is not reported;
+        - the pair family (DPO, IPO, rDPO, OSP, MNPO, INPO): always; pi_ref sits inside the loss
+          (its log-ratios, scaled by beta > 0, which the configs enforce), so there is no weight to
+          turn it off.
+        """
+        if not self.needs_reference:
+            return False
+        return self.kl_weight is None or self.kl_weight(cfg) > 0
 
     @property
     def needs_values(self) -> bool:

@@ -10,8 +10,9 @@ KL estimator); outcome supervision, Section 4.1.2 (advantages.group_normalised):
 Deliberate choices:
 1. The clipped term is `ppo.clipped_policy_loss` and the KL is `ops.kl_k3` (no duplicated math).
 2. Reduction: token mean within each sequence (the paper's 1/|o_i|), then the mean over sequences.
-3. With kl_coef = 0 the reference is not read (ref_logprobs may be None); the spec still declares
-   needs_reference for the default kl_coef > 0 and the learner's KL metric.
+3. With kl_coef = 0 the reference is not read: the learner builds no reference model and runs no
+   reference pass (`SPEC.kl_weight`, decided by `AlgorithmSpec.reads_reference`), so ref_logprobs
+   is None and `learner/kl_to_reference` is not reported.
 4. Positions outside the mask may hold garbage: zeroed before the KL (and inside the clip loss).
 """
 
@@ -21,6 +22,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
 
+from learner.advantages import optional_reference
 from learner.algorithms.base import AlgorithmSpec, SequenceInputs, needed
 from learner.algorithms.ppo import check_token_shapes, clipped_policy_loss, policy_metrics
 from learner.ops import kl_k3, masked_mean
@@ -64,11 +66,8 @@ def grpo_token_loss(
     """
     mask = mask.bool()
     per_token, ratio = clipped_policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps)
-    if kl_coef < 0:
-        raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+    ref_logprobs = optional_reference(ref_logprobs, kl_coef, "grpo_token_loss")
     if ref_logprobs is None:
-        if kl_coef > 0:
-            raise ValueError(f"kl_coef={kl_coef} > 0 needs ref_logprobs, got None")
         return per_token, ratio, torch.zeros_like(ratio)
     check_token_shapes(mask, ref_logprobs=ref_logprobs)
     kl = kl_k3(torch.where(mask, logprobs, 0.0), torch.where(mask, ref_logprobs.detach(), 0.0))
@@ -98,6 +97,7 @@ SPEC = AlgorithmSpec(
     config=GRPOConfig,
     config_section="grpo",
     needs_reference=True,
+    kl_weight=lambda cfg: cfg.kl_coef,  # 0: no reference model, no reference pass (AlgorithmSpec.reads_reference)
     needs_old_logprobs=True,
     sequence_loss=sequence_loss,
     advantage="group",

@@ -16,7 +16,8 @@ Deliberate choices:
 1. Reduction: per-token losses are averaged over each sequence's response tokens
    (ops.masked_mean, dim=-1), then over sequences (as GRPO's 1/|o_i|); TRL and
    OpenRLHF average all tokens of a batch instead, which weights long responses more.
-2. The KL penalty lives in the reward (advantages.kl_penalised_rewards), not in this loss.
+2. The KL penalty lives in the reward (advantages.kl_penalised_rewards), not in this loss; with
+   kl_coef = 0 there is none and no reference model or pass (`AlgorithmSpec.reads_reference`).
 3. Positions outside the mask may hold garbage (NaN): inputs are zeroed there before any
    arithmetic, so neither the loss nor its gradient sees them.
 4. old_logprobs, advantages and old values are constants: detached here.
@@ -177,6 +178,7 @@ SPEC = AlgorithmSpec(
     config=PPOConfig,
     config_section="ppo",
     needs_reference=True,
+    kl_weight=lambda cfg: cfg.kl_coef,  # 0: no reference model, no reference pass (AlgorithmSpec.reads_reference)
     needs_old_logprobs=True,
     critic_loss=critic_loss,
     sequence_loss=sequence_loss,

@@ -14,6 +14,8 @@ Deliberate deviations:
    minibatch the ratio is 1 and the gradient is REINFORCE's.
 2. Reduction: token mean within each sequence, then over sequences (the paper sums token
    logprobs; this rescales each sequence's gradient by 1/|y|).
+3. With kl_coef = 0 the reward is the judged one: no reference model, no reference pass
+   (`AlgorithmSpec.reads_reference`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ SPEC = AlgorithmSpec(
     config=RLOOConfig,
     config_section="rloo",
     needs_reference=True,
+    kl_weight=lambda cfg: cfg.kl_coef,  # 0: no reference model, no reference pass (AlgorithmSpec.reads_reference)
     needs_old_logprobs=True,
     sequence_loss=sequence_loss,
     advantage="leave_one_out",

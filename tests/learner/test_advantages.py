@@ -224,3 +224,63 @@ def test_truncated_importance_weights_hand_computed():
     assert torch.allclose(w, expected)
     with pytest.raises(ValueError, match="clip must be > 0"):
         truncated_importance_weights(logprobs, sampler, mask, clip=0.0)
+
+
+# ---------------------------------------------------------------- a zero KL weight reads no reference
+def _estimator_inputs(ref, seed=0, k=4, groups=3, t=7):
+    from learner.advantages import AdvantageInputs
+
+    g = torch.Generator().manual_seed(seed)
+    n = k * groups
+    mask = ragged_mask(n, t, seed)
+    mask[0, 2:5] = True  # ragged_mask leaves row 0 empty
+    old = torch.randn(n, t, generator=g)
+    return AdvantageInputs(torch.randn(n, generator=g), old, ref, torch.randn(n, t, generator=g), mask, k, lambda xs: xs)
+
+
+@pytest.mark.parametrize("name", ["gae", "leave_one_out"])
+def test_estimators_at_kl_zero_give_the_same_advantages_without_a_reference(name):
+    """At kl_coef 0 the learner runs no reference pass: ref_logprobs=None must give exactly what
+    any reference gives (the KL term is multiplied by 0), and any reference must not matter."""
+    from dataclasses import replace
+
+    from learner.advantages import ESTIMATORS
+    from learner.algorithms.ppo import PPOConfig
+    from learner.algorithms.rloo import RLOOConfig
+
+    cfg = PPOConfig(kl_coef=0.0) if name == "gae" else RLOOConfig(kl_coef=0.0)
+    without = _estimator_inputs(None)
+    adv, returns, metrics = ESTIMATORS[name](without, cfg)
+    for seed in (1, 2):
+        ref = torch.randn(without.mask.shape, generator=torch.Generator().manual_seed(seed)) * 3
+        adv_ref, returns_ref, metrics_ref = ESTIMATORS[name](replace(without, ref_logprobs=ref), cfg)
+        torch.testing.assert_close(adv, adv_ref, rtol=0, atol=0)
+        torch.testing.assert_close(returns, returns_ref, rtol=0, atol=0)
+        assert metrics == metrics_ref
+    assert adv.abs().sum() > 0  # not trivially zero
+    # and a positive weight with a reference does change them (the comparison can fail)
+    positive = PPOConfig(kl_coef=0.5) if name == "gae" else RLOOConfig(kl_coef=0.5)
+    shifted, _, _ = ESTIMATORS[name](replace(without, ref_logprobs=ref), positive)
+    assert (shifted - adv).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["gae", "leave_one_out"])
+def test_estimators_with_a_positive_kl_and_no_reference_name_the_field(name):
+    from learner.advantages import ESTIMATORS
+    from learner.algorithms.ppo import PPOConfig
+    from learner.algorithms.rloo import RLOOConfig
+
+    cfg = PPOConfig(kl_coef=0.05) if name == "gae" else RLOOConfig(kl_coef=0.05)
+    with pytest.raises(ValueError, match=rf"the '{name}' advantage estimator: kl_coef=0.05 > 0 needs ref_logprobs"):
+        ESTIMATORS[name](_estimator_inputs(None), cfg)
+
+
+def test_kl_penalised_rewards_without_a_reference():
+    """None is the judged score on the last token only, as a zero weight on any reference; > 0 refuses it."""
+    mask = torch.tensor([[False, True, True], [True, True, False]])
+    scores, logprobs = torch.tensor([3.0, -20.0]), torch.randn(2, 3)
+    expected = torch.tensor([[0.0, 0.0, 3.0], [0.0, -10.0, 0.0]])
+    torch.testing.assert_close(kl_penalised_rewards(scores, logprobs, None, mask, 0.0, 10.0), expected)
+    torch.testing.assert_close(kl_penalised_rewards(scores, logprobs, torch.randn(2, 3), mask, 0.0, 10.0), expected)
+    with pytest.raises(ValueError, match=r"kl_penalised_rewards: kl_coef=0.1 > 0 needs ref_logprobs"):
+        kl_penalised_rewards(scores, logprobs, None, mask, 0.1, 10.0)

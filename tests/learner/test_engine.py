@@ -165,3 +165,20 @@ def test_every_algorithm_s_first_loss_is_its_hand_value(builtin_models, batch, a
     assert result.metrics["learner/loss"] == pytest.approx(FIRST_LOSS[algo], rel=1e-5, abs=1e-6)
     assert result.metrics[f"learner/{algo}/loss"] == pytest.approx(result.metrics["learner/loss"], rel=1e-5, abs=1e-7)
     assert result.metrics["learner/grad_norm"] > 0.0 and result.policy_version == 1
+
+
+@pytest.mark.parametrize(("algo", "sections"), [("grpo", {"grpo": {"kl_coef": 0.0}}), ("sppo", {})])
+def test_kl_to_reference_without_a_trained_reference_loads_it_for_the_call(builtin_models, batch, algo, sections):
+    """A learner that trains without a reference (zero KL weight; SPPO) builds none, yet the
+    evaluation's KL (`kl_to_reference`, what eval/kl_to_reference reports) is that of a learner that
+    holds one: the starting weights are loaded for the call and not kept."""
+    lean = make_learner(builtin_models.policy, algo, sections)
+    assert lean.reference is None and lean.models.reference is None
+    assert lean.kl_to_reference([batch.batch]) == 0.0  # nothing trained yet: the policy is the reference
+    lean.train_step([batch], 0, {"gt": 1.0})
+    held = make_learner(builtin_models.policy, "grpo")  # default kl_coef > 0: holds the reference
+    assert held.reference is not None
+    held.engine.module.load_state_dict(lean.state_dict())
+    kl = lean.kl_to_reference([batch.batch])
+    assert abs(kl) > 1e-4 and kl == pytest.approx(held.kl_to_reference([batch.batch]), rel=1e-5)
+    assert lean.reference is None and lean.models.reference is None  # not kept for the next step

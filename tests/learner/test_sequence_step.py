@@ -251,3 +251,68 @@ def test_stale_samples_with_a_single_update_are_weighted_without_the_old_logprob
     for key in ("learner/loss", "learner/grad_norm", "learner/offpolicy/ratio_mean", "learner/offpolicy/clipped_share"):
         assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
     assert max_diff(inline.engine.module.state_dict(), forced.engine.module.state_dict()) < 1e-6
+
+
+ZERO_KL = {
+    "grpo": {"grpo": GRPOConfig(kl_coef=0.0)},
+    "rloo": {"rloo": RLOOConfig(kl_coef=0.0)},
+    "ppo": {"ppo": PPOConfig(kl_coef=0.0, epochs=1, minibatches=2)},
+}
+
+
+def with_reference(learner, path):
+    """The learner's Models given the reference it would have built at kl_coef > 0 (starting weights)."""
+    from transformers import AutoModelForCausalLM
+
+    learner.models.reference = AutoModelForCausalLM.from_pretrained(path).eval().requires_grad_(False)
+    return learner
+
+
+@pytest.mark.parametrize("algo", sorted(ZERO_KL))
+def test_a_zero_kl_weight_builds_no_reference_and_updates_the_same(builtin_models, batch, algo, monkeypatch):
+    """kl_coef 0 multiplies the reference by 0: the learner builds no reference model, runs no
+    reference pass and reports no learner/kl_to_reference, and its update equals that of the same
+    learner with a reference present (same seed), parameters and critic alike."""
+    from learner import sequence_step
+
+    refs: list[bool] = []
+    original = sequence_step._no_grad_pass
+
+    def spy(m, t, old):
+        out = original(m, t, old)
+        refs.append(out[1] is not None)
+        return out
+
+    monkeypatch.setattr(sequence_step, "_no_grad_pass", spy)
+    lean = make_learner(builtin_models.policy, algo, ZERO_KL[algo])
+    assert lean.reference is None and lean.models.reference is None
+    full = with_reference(make_learner(builtin_models.policy, algo, ZERO_KL[algo]), builtin_models.policy)
+    for step in range(2):  # the second step starts from a moved policy: the reference's KL is then > 0
+        a = lean.train_step([batch], step, {"gt": 1.0}).metrics
+        b = full.train_step([batch], step, {"gt": 1.0}).metrics
+        assert "learner/kl_to_reference" not in a and "learner/kl_to_reference" in b
+        assert a["learner/loss"] == pytest.approx(b["learner/loss"], rel=1e-5, abs=1e-7)
+    assert refs == [False, True, False, True]
+    assert abs(b["learner/kl_to_reference"]) > 1e-4  # the reference was read (k1 can be < 0), and did not matter
+    torch.testing.assert_close(lean.engine.module.state_dict(), full.engine.module.state_dict())
+    if algo == "ppo":
+        torch.testing.assert_close(lean.critic.engine.module.state_dict(), full.critic.engine.module.state_dict())
+    start = {k: v.to(torch.float32) for k, v in with_reference(lean, builtin_models.policy).models.reference.state_dict().items()}
+    assert max_diff(lean.state_dict(), start) > 1e-4  # and the policy moved
+
+
+@pytest.mark.parametrize(
+    ("algo", "section", "where"),
+    [
+        ("grpo", {"grpo": GRPOConfig(kl_coef=0.04)}, "grpo_token_loss"),
+        ("rloo", {"rloo": RLOOConfig(kl_coef=0.05)}, "the 'leave_one_out' advantage estimator"),
+        ("ppo", {"ppo": PPOConfig(kl_coef=0.05)}, "the 'gae' advantage estimator"),
+    ],
+)
+def test_a_positive_kl_weight_without_reference_logprobs_names_the_field(builtin_models, batch, algo, section, where):
+    learner = make_learner(builtin_models.policy, algo, section)
+    assert learner.models.reference is not None
+    learner.models.reference = None  # a wiring error: the pass the loss needs did not run
+    coef = next(iter(section.values())).kl_coef
+    with pytest.raises(ValueError, match=rf"{where}: kl_coef={coef} > 0 needs ref_logprobs"):
+        learner.train_step([batch], 0, {"gt": 1.0})

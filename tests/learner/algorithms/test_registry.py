@@ -151,3 +151,44 @@ def test_resolved_writes_the_section_out_in_full_and_round_trips():
 def test_a_stray_scalar_is_not_a_section():
     with pytest.raises(ValueError, match=r"unknown field 'stepz' \(got 3\)"):
         RunConfig.model_validate({"stepz": 3})
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_reads_reference_is_one_decision_per_spec_and_config(name):
+    """The reference model and its pass exist only when the loss reads them: never for SPPO, always
+    for the pair family (pi_ref is inside its loss), for PPO / GRPO / RLOO only at kl_coef > 0."""
+    spec = ALGORITHMS[name]
+    default = algorithm_config(RunConfig(algo=name))
+    if not spec.needs_reference:
+        assert name == "sppo" and not spec.reads_reference(default)
+    elif spec.family == "pair":
+        assert spec.kl_weight is None and spec.reads_reference(default)
+    else:
+        assert spec.reads_reference(default) and default.kl_coef > 0
+        assert not spec.reads_reference(spec.config(kl_coef=0.0))
+        assert spec.reads_reference(spec.config(kl_coef=1e-6))
+
+
+def test_kl_weight_is_refused_where_it_cannot_turn_the_reference_off():
+    with pytest.raises(ValueError, match="kl_weight is for a sequence-family spec that declares needs_reference"):
+        AlgorithmSpec(
+            name="x",
+            description="x",
+            family="pair",
+            config=dpo.DPOConfig,
+            config_section="dpo",
+            needs_reference=True,
+            pair_loss=dpo.pair_loss,
+            kl_weight=lambda cfg: cfg.beta,
+        )
+    with pytest.raises(ValueError, match="kl_weight is for a sequence-family spec that declares needs_reference"):
+        AlgorithmSpec(
+            name="x",
+            description="x",
+            family="sequence",
+            config=sppo.SPPOConfig,
+            config_section="sppo",
+            needs_reference=False,
+            sequence_loss=sppo.sequence_loss,
+            kl_weight=lambda cfg: 1.0,
+        )
