@@ -11,7 +11,7 @@ import torch
 
 from actors.status import ActorStatus, model_label
 from actors.telemetry import RolloutTelemetry
-from protocols import PromptBatch, RolloutBatch, RolloutConfig, SyncReport, WeightVersion
+from protocols import BatchSummary, PromptBatch, RolloutBatch, RolloutConfig, SyncReport, WeightVersion, summarize
 
 
 @ray.remote
@@ -33,6 +33,13 @@ class RolloutActor:
         self.status.served(batch.step, tokens, time.perf_counter() - start)
         self.status.policy_version = result.policy_version
         return result
+
+    @ray.method(num_returns=2)
+    def sample(self, batch: PromptBatch, seed: int, temperature: float | None = None) -> tuple[RolloutBatch, BatchSummary]:
+        """`generate`, and the batch's summary: the driver reads only the summary; the batch goes to
+        the judges and the learner by reference."""
+        result = self.generate(batch, seed, temperature)
+        return result, summarize(result)
 
     def load_weights(self, weights: dict[str, torch.Tensor], version: WeightVersion) -> SyncReport:
         report = self.sampler.load_weights(weights.items(), version)

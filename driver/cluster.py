@@ -235,11 +235,27 @@ def sample(
 ) -> list:
     """Launch generation on every rollout worker; returns ObjectRef[RolloutBatch] per worker."""
     refs = [
-        worker.generate.remote(PromptBatch(step=step, prompts=tuple(part), samples_per_prompt=k), seed, temperature)
-        for worker, part, seed in zip(cluster.rollouts, shard(prompts, len(cluster.rollouts)), seeds, strict=True)
+        worker.generate.remote(batch, seed, temperature)
+        for worker, batch, seed in zip(cluster.rollouts, prompt_batches(cluster, step, prompts, k), seeds, strict=True)
     ]
     cluster.last_sampled = refs[0]
     return refs
+
+
+def sample_summarized(cluster: Cluster, step: int, prompts: list[Prompt], k: int, seeds: list[int]) -> tuple[list, list]:
+    """`sample` for training: (ObjectRef[RolloutBatch], ObjectRef[BatchSummary]) lists, one per worker;
+    the driver reads only the summaries."""
+    pairs = [
+        worker.sample.remote(batch, seed, None)
+        for worker, batch, seed in zip(cluster.rollouts, prompt_batches(cluster, step, prompts, k), seeds, strict=True)
+    ]
+    cluster.last_sampled = pairs[0][0]
+    return [batch for batch, _ in pairs], [summary for _, summary in pairs]
+
+
+def prompt_batches(cluster: Cluster, step: int, prompts: list[Prompt], k: int) -> list[PromptBatch]:
+    """Each rollout worker's PromptBatch: its contiguous shard of `prompts`."""
+    return [PromptBatch(step=step, prompts=tuple(part), samples_per_prompt=k) for part in shard(prompts, len(cluster.rollouts))]
 
 
 def judge(replica_sets: dict[str, list], batches: list, step: int, groups: list[int], k: int) -> tuple[list[list], dict]:

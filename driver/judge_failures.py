@@ -21,12 +21,19 @@ The totals start from zero when a run is resumed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from protocols import Judgement, JudgeSpec, PairPreference, RolloutBatch
+import ray
+
+from protocols import BatchSummary, Judgement, JudgeSpec, PairPreference, RolloutBatch, summarize
 
 logger = logging.getLogger("driver")
+
+
+def ray_get(refs: Sequence[Any]) -> list[RolloutBatch]:
+    """The batches behind `refs` (done already: their summaries were read)."""
+    return ray.get(list(refs))
 
 
 class JudgeFailureError(RuntimeError):
@@ -43,16 +50,17 @@ class JudgeFailures:
     def apply(
         self,
         step: int,
-        batches: list[RolloutBatch],
+        summaries: list[BatchSummary],
         judgements: list[list[Judgement]],
         refs: Sequence[Any],
         specs: Mapping[str, JudgeSpec],
-    ) -> tuple[list[RolloutBatch], list[list[Judgement]], list[Any]]:
-        """(batches, judgements, what the learner gets) of one step, without the unjudged groups.
+        fetch: Callable[[Sequence[Any]], list[RolloutBatch]] = ray_get,
+    ) -> tuple[list[BatchSummary], list[list[Judgement]], list[Any]]:
+        """(summaries, judgements, what the learner gets) of one step, without the unjudged groups.
 
-        `refs`: the batches' ObjectRefs, passed on to the learner as they are when nothing is dropped
-        (else the learner gets the smaller batches themselves). `specs`: the current judges' specs
-        (those of judges retired by a swap are remembered).
+        `refs`: the batches' ObjectRefs, passed on to the learner as they are when nothing is dropped;
+        else the batches are fetched (`fetch`, only then) and the learner gets the smaller ones
+        themselves. `specs`: the current judges' specs (those of judges retired by a swap are remembered).
         """
         self.specs.update(specs)
         for name in specs:
@@ -69,7 +77,8 @@ class JudgeFailures:
         for name, reason in last_reason.items():
             self._check_cap(step, name, reason)
         if not last_reason:
-            return batches, judgements, list(refs)
+            return summaries, judgements, list(refs)
+        batches = fetch(refs)
 
         kept_batches, kept_judgements, dropped_groups, total_groups = [], [], 0, 0
         for batch, per_batch in zip(batches, judgements, strict=True):
@@ -105,7 +114,7 @@ class JudgeFailures:
             raise JudgeFailureError(
                 f"step {step}: every prompt group lacks a verdict from some judge, so there is nothing to train on; {shares}"
             )
-        return kept_batches, kept_judgements, kept_batches
+        return [summarize(b) for b in kept_batches], kept_judgements, kept_batches
 
     def _check_cap(self, step: int, name: str, reason: str) -> None:
         spec = self.specs.get(name)

@@ -50,6 +50,7 @@ from driver.cluster import (
     judge,
     replace_named,
     sample,
+    sample_summarized,
     send_weights,
     shard,
     start_actors,
@@ -71,7 +72,18 @@ from driver.tracking import MetricsWriter, WandbSettings, truncate_after
 from driver.watchdog import Watchdog
 from learner.algorithms import algorithm_config, get_algorithm
 from learner.opponents import snapshot_due
-from protocols import EvalResult, Judgement, JudgeSpec, Prompt, PromptBatch, RolloutBatch, SyncReport, WeightVersion
+from protocols import (
+    BatchSummary,
+    EvalResult,
+    Judgement,
+    JudgeSpec,
+    Prompt,
+    PromptBatch,
+    RolloutBatch,
+    SyncReport,
+    WeightVersion,
+    summarize,
+)
 from protocols.judges import POINTWISE_KINDS
 from rollout.evaluation import win_rate_from_rewards
 from rollout.prompts import PromptStream
@@ -96,6 +108,7 @@ class InFlight:
     step: int
     batches: list  # ObjectRef[RolloutBatch], one per rollout worker
     judgements: list  # per batch: list of ObjectRef[Judgement], one per judge
+    summaries: list  # ObjectRef[BatchSummary] per batch: what the driver reads of it
     prompts: list[Prompt] = field(default_factory=list)  # empty: restored from a checkpoint (nothing to re-issue)
     seeds: list[int] = field(default_factory=list)  # per rollout worker
     weights: tuple | None = None  # (ObjectRef[WeightVersion], ObjectRef[weights]) served when it was launched
@@ -237,7 +250,12 @@ class Loop:
         self.evals.update({e.version: e for e in (state.start, *state.pool)})
         stream = PromptStream(self.plan.task.train, seed=cfg.seed, position=state.prompt_position)
         self.queue = collections.deque(
-            InFlight(s.step, [ray.put(b) for b in s.batches], [[ray.put(j) for j in per] for per in s.judgements])
+            InFlight(
+                s.step,
+                [ray.put(b) for b in s.batches],
+                [[ray.put(j) for j in per] for per in s.judgements],
+                [ray.put(summarize(b)) for b in s.batches],
+            )
             for s in restored
         )
         launched = state.next_step + len(self.queue)
@@ -294,10 +312,10 @@ class Loop:
         prompts = stream.next(cfg.rollout.prompts_per_step)
         seeds = [derive_seed(cfg.seed, "train", step, i) for i in range(len(self.cluster.rollouts))]
         k = cfg.rollout.samples_per_prompt
-        refs = sample(self.cluster, step, prompts, k, seeds)
+        refs, summaries = sample_summarized(self.cluster, step, prompts, k, seeds)
         groups = [len(part) for part in shard(prompts, len(self.cluster.rollouts))]
         judgements, asked = judge(self.cluster.judges, refs, step, groups, k)
-        return InFlight(step, refs, judgements, prompts, seeds, self.served, asked=asked)
+        return InFlight(step, refs, judgements, summaries, prompts, seeds, self.served, asked=asked)
 
     def start_state(self) -> DriverState:
         """Step 0: the starting policy's held-out samples (the win-rate baseline) and the sync probe."""
@@ -332,10 +350,10 @@ class Loop:
         step's weight sync is checked and its record written; this step's waits for the next one."""
         rc = self.cfg.reliability
         step_start = time.perf_counter()
-        batches, judgements, judge_start, judge_seconds = self.recovering(item.step, lambda: self.gather(item))
+        summaries, judgements, judge_start, judge_seconds = self.recovering(item.step, lambda: self.gather(item))
         item.gathered = True
-        batches, judgements, trained = self.judge_failures.apply(
-            item.step, batches, judgements, item.batches, self.cluster.judge_specs
+        summaries, judgements, trained = self.judge_failures.apply(
+            item.step, summaries, judgements, item.batches, self.cluster.judge_specs
         )
         learn_start = time.perf_counter()
         calls = [
@@ -367,7 +385,7 @@ class Loop:
         record = {
             "step": item.step,
             "time": round(time.perf_counter() - self.started, 3),
-            **rollout_stats(batches, judgements, self.plan.judge_weights),
+            **rollout_stats(summaries, judgements, self.plan.judge_weights),
             "rollout/queue_depth": float(queue_depth),
             "judge/seconds": judge_seconds,
             **results[0].metrics,
@@ -381,7 +399,7 @@ class Loop:
         }
         record["rollout/tokens_per_s"] = record["rollout/response_tokens"] / record["time/step_seconds"]
         self.learner_version = results[0].policy_version
-        self.unsettled = Unsettled(item.step, record, sample_log_entry(item.step, batches, judgements), exported, sent)
+        self.unsettled = Unsettled(item.step, record, sample_log_entry(item.step, summaries, judgements), exported, sent)
         self.drain_dropped()
 
     def settle(self) -> float:
@@ -418,21 +436,22 @@ class Loop:
             eta = (self.ends[-1] - self.ends[0]) / max(len(self.ends) - 1, 1) * (cfg.steps - done)
             logger.info(step_line(record, cfg.steps, eta, self.final.vs_start.win_rate if self.final else None))
 
-    def gather(self, item: InFlight) -> tuple[list[RolloutBatch], list[list[Judgement]], float, float]:
-        """The step's batches and every judge's verdicts on them, each wait bounded."""
+    def gather(self, item: InFlight) -> tuple[list[BatchSummary], list[list[Judgement]], float, float]:
+        """The summaries of the step's batches (the batches themselves stay in the object store) and
+        every judge's verdicts on them, each wait bounded."""
         rc = self.cfg.reliability
-        batches: list[RolloutBatch] = wait_for(
-            item.batches,
+        summaries: list[BatchSummary] = wait_for(
+            item.summaries,
             rc.sample_timeout_s,
             f"step {item.step}'s samples",
             "sample_timeout_s",
-            [f"rollout-{i}" for i in range(len(item.batches))],
+            [f"rollout-{i}" for i in range(len(item.summaries))],
         )
         judge_start = time.perf_counter()  # what was left of sampling when the step began, then judging
-        judgements = [self.verdicts(item, b, batch) for b, batch in enumerate(batches)]
-        return batches, judgements, judge_start, time.perf_counter() - judge_start
+        judgements = [self.verdicts(item, b, summary.rollouts) for b, summary in enumerate(summaries)]
+        return summaries, judgements, judge_start, time.perf_counter() - judge_start
 
-    def verdicts(self, item: InFlight, b: int, batch: RolloutBatch) -> list[Judgement]:
+    def verdicts(self, item: InFlight, b: int, rollouts: int) -> list[Judgement]:
         """Every judge's Judgement of batch `b` of `item`, within reliability.judge_timeout_s. A judge
         that overruns fails the run under on_failure 'fail'; under 'skip' the batch counts as unjudged
         by it and its hung replica is replaced (and whatever else it owed re-issued)."""
@@ -453,7 +472,7 @@ class Loop:
             if spec.on_failure != "skip":
                 raise StageTimeout(f"{what}; its manifest entry has on_failure: fail (use skip to go on without it)")
             logger.warning("%s: its verdicts count as missing (on_failure: skip); replacing the replica", what)
-            out.append(unjudged(name, spec, batch, f"timed out after {timeout:g}s"))
+            out.append(unjudged(name, spec, rollouts, f"timed out after {timeout:g}s"))
             for replica in hung:
                 self.replace_recorded(
                     Located("judge", replica, name),
@@ -675,7 +694,8 @@ class Loop:
 
     def settled(self, item: InFlight) -> checkpoints.InFlightStep:
         """A launched step's batches and verdicts, waited for (to be saved with a checkpoint)."""
-        batches, judgements, *_ = self.gather(item)
+        _, judgements, *_ = self.gather(item)
+        batches = ray.get(item.batches)  # (done: their summaries are in)
         return checkpoints.InFlightStep(step=item.step, batches=tuple(batches), judgements=tuple(map(tuple, judgements)))
 
     def restore(self, state: DriverState, checkpoint: UPath | None) -> list[checkpoints.InFlightStep]:
@@ -755,8 +775,8 @@ class Loop:
                 self.load(new, item.weights, held)
                 part = shard(item.prompts, len(cluster.rollouts))[i]
                 batch = PromptBatch(step=item.step, prompts=tuple(part), samples_per_prompt=cfg.rollout.samples_per_prompt)
-                self.dropped += [item.batches[i], *item.judgements[i], *self.calls(item, i)]
-                item.batches[i] = new.generate.remote(batch, item.seeds[i], None)
+                self.dropped += [item.batches[i], item.summaries[i], *item.judgements[i], *self.calls(item, i)]
+                item.batches[i], item.summaries[i] = new.sample.remote(batch, item.seeds[i], None)
                 # every judge's verdicts on the lost batch went with it
                 item.judgements[i] = [self.judge_again(name, item, i, held) for name in cluster.judges]
             self.load(new, self.served, held)
@@ -915,27 +935,28 @@ def write_config(cfg, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def sample_log_entry(step: int, batches: list[RolloutBatch], judgements: list[list[Judgement]], examples: int = 3) -> dict:
-    """samples.jsonl line: the step's prompt ids and a few responses with each judge's reward."""
-    first = batches[0]
+def sample_log_entry(step: int, summaries: list[BatchSummary], judgements: list[list[Judgement]]) -> dict:
+    """samples.jsonl line: the step's prompt ids and a few responses (the first batch's summary
+    examples) with each judge's reward."""
+    first = summaries[0]
     return {
         "step": step,
         "policy_version": first.policy_version,
-        "prompt_ids": [group[0].prompt_id for b in batches for group in b.groups()],
+        "prompt_ids": [prompt_id for summary in summaries for prompt_id in summary.prompt_ids],
         "examples": [
             {
-                "prompt": r.prompt_text,
-                "response": r.response_text,
+                "prompt": example.prompt,
+                "response": example.response,
                 "rewards": {j.judge: j.rewards[i] for j in judgements[0] if j.rewards is not None},
             }
-            for i, r in enumerate(first.rollouts[:examples])
+            for i, example in enumerate(first.examples)
         ],
     }
 
 
-def unjudged(name: str, spec: JudgeSpec, batch: RolloutBatch, reason: str) -> Judgement:
-    """Judge `name`'s Judgement of `batch` when it gave none at all (it timed out under on_failure: skip)."""
-    n = len(batch.rollouts)
+def unjudged(name: str, spec: JudgeSpec, n: int, reason: str) -> Judgement:
+    """Judge `name`'s Judgement of a batch of `n` rollouts when it gave none at all (it timed out
+    under on_failure: skip)."""
     everything = {"failed": n, "unjudged": tuple(range(n)), "failure": reason}
     if spec.kind in POINTWISE_KINDS:
         return Judgement(judge=name, rewards=(math.nan,) * n, **everything)

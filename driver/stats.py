@@ -4,32 +4,32 @@ from __future__ import annotations
 
 import statistics
 
-from protocols import Judgement, RolloutBatch
+from protocols import BatchSummary, Judgement
 
 
 def rollout_stats(
-    batches: list[RolloutBatch], judgements: list[list[Judgement]], judge_weights: dict[str, float]
+    summaries: list[BatchSummary], judgements: list[list[Judgement]], judge_weights: dict[str, float]
 ) -> dict[str, float]:
-    """`rollout/*` and `judge/<name>/mean` metrics of one step."""
-    rollouts = [r for b in batches for r in b.rollouts]
-    lengths = [len(r.response_token_ids) for r in rollouts]
+    """`rollout/*` and `judge/<name>/mean` metrics of one step, from its batches' summaries."""
+    count = sum(s.rollouts for s in summaries)
+    tokens = sum(s.response_tokens for s in summaries)
     out = {
-        "rollout/samples": float(len(rollouts)),
-        "rollout/response_tokens": float(sum(lengths)),
-        "rollout/response_tokens_mean": sum(lengths) / len(lengths),
-        "rollout/truncated_frac": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
-        "rollout/policy_version": float(batches[0].policy_version),
+        "rollout/samples": float(count),
+        "rollout/response_tokens": float(tokens),
+        "rollout/response_tokens_mean": tokens / count,
+        "rollout/truncated_frac": sum(s.truncated for s in summaries) / count,
+        "rollout/policy_version": float(summaries[0].policy_version),
     }
-    combined = [0.0] * len(rollouts)
+    combined = [0.0] * count
     total = 0.0
     for name, weight in judge_weights.items():
         rewards = [x for per_batch in judgements for j in per_batch if j.judge == name for x in (j.rewards or ())]
-        if len(rewards) != len(rollouts):
+        if len(rewards) != count:
             continue  # pairwise-only judge: no scalar to summarise
         out[f"judge/{name}/mean"] = sum(rewards) / len(rewards)
         seconds = sum(j.seconds or 0.0 for per_batch in judgements for j in per_batch if j.judge == name)
         if seconds > 0:  # replicas work in parallel; this is the judge's own busy time per rollout
-            out[f"judge/{name}/rollouts_per_s"] = len(rollouts) / seconds
+            out[f"judge/{name}/rollouts_per_s"] = count / seconds
         combined = [c + weight * x for c, x in zip(combined, rewards)]
         total += weight
     if total:

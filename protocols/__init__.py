@@ -2,6 +2,7 @@
 
 from protocols.batches import (
     FROZEN,
+    BatchSummary,
     JudgedBatch,
     Judgement,
     PairPreference,
@@ -9,8 +10,10 @@ from protocols.batches import (
     PromptBatch,
     Rollout,
     RolloutBatch,
+    SampleExample,
     merge_judgements,
     part_bounds,
+    summarize,
 )
 from protocols.config import (
     BUILTIN_MODEL,
@@ -60,6 +63,9 @@ __all__ = [
     "RewardModelJudgeSpec",
     "Rollout",
     "RolloutBatch",
+    "BatchSummary",
+    "SampleExample",
+    "summarize",
     "RolloutConfig",
     "RuleJudgeSpec",
     "RunConfig",

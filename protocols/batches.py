@@ -101,6 +101,42 @@ class RolloutBatch(BaseModel):
         return self.model_copy(update={"rollouts": self.rollouts[start * k : stop * k]})
 
 
+class SampleExample(BaseModel):
+    """One rollout's text, for samples.jsonl."""
+
+    model_config = FROZEN
+    prompt: str
+    response: str
+
+
+class BatchSummary(BaseModel):
+    """What the driver reads of a RolloutBatch: the statistics it logs and a few examples. The batch
+    itself goes from the rollout worker to the judges and the learner by reference, never through
+    the driver (`RolloutActor.sample` returns both)."""
+
+    model_config = FROZEN
+    policy_version: int = Field(ge=0)
+    samples_per_prompt: int = Field(ge=1)
+    rollouts: int = Field(ge=1, description="Number of rollouts in the batch.")
+    response_tokens: int = Field(ge=0, description="Response tokens over all rollouts.")
+    truncated: int = Field(ge=0, description="Rollouts that stopped at the length limit.")
+    prompt_ids: tuple[str, ...] = Field(description="Each prompt group's prompt id, in order.")
+    examples: tuple[SampleExample, ...] = Field(description="The first few rollouts' text.")
+
+
+def summarize(batch: RolloutBatch, examples: int = 3) -> BatchSummary:
+    """The BatchSummary of `batch` with its first `examples` rollouts' text."""
+    return BatchSummary(
+        policy_version=batch.policy_version,
+        samples_per_prompt=batch.samples_per_prompt,
+        rollouts=len(batch.rollouts),
+        response_tokens=sum(len(r.response_token_ids) for r in batch.rollouts),
+        truncated=sum(r.finish_reason == "length" for r in batch.rollouts),
+        prompt_ids=tuple(group[0].prompt_id for group in batch.groups()),
+        examples=tuple(SampleExample(prompt=r.prompt_text, response=r.response_text) for r in batch.rollouts[:examples]),
+    )
+
+
 def part_bounds(groups: int, index: int, parts: int) -> tuple[int, int]:
     """[start, stop) of part `index` of `groups` prompt groups cut into `parts` (none empty)."""
     if not 0 <= index < parts <= groups:

@@ -15,7 +15,7 @@ import ray
 from pydantic import ValidationError
 
 from driver.faults import FAULTS_FILE, FaultLog, KillSchedule, LearnerLost, Located, RunFailed, dead_actor_id, locate
-from protocols import RuleJudgeSpec, RunConfig
+from protocols import RuleJudgeSpec, RunConfig, summarize
 from tests.actors.test_judge_actor import find_prompt, make_batch
 from tests.driver.test_judge_swap_paths import cluster_of, dead
 
@@ -163,16 +163,16 @@ def test_a_judge_that_hangs_is_named_within_its_timeout_or_skipped_and_replaced(
     loop.last_checkpoint = None
     old = cluster.judges["stuck"][0]
     ref = ray.put(batch)
-    item = InFlight(7, [ref], [[old.judge_batch.remote(ref)]], prompts=[], seeds=[0])
+    item = InFlight(7, [ref], [[old.judge_batch.remote(ref)]], [ray.put(summarize(batch))], prompts=[], seeds=[0])
     began = time.monotonic()
     try:
         if on_failure == "fail":
             with pytest.raises(StageTimeout, match=r"judge 'stuck' \(kind rule, replica 0\) did not judge step 7's batch 0 "
                                r"within 3s \(reliability.judge_timeout_s\).*on_failure: fail"):  # fmt: skip
-                loop.verdicts(item, 0, batch)
+                loop.verdicts(item, 0, len(batch.rollouts))
             assert cluster.judges["stuck"][0] is old
         else:
-            (judgement,) = loop.verdicts(item, 0, batch)
+            (judgement,) = loop.verdicts(item, 0, len(batch.rollouts))
             assert judgement.failed == len(batch.rollouts) and judgement.unjudged == tuple(range(len(batch.rollouts)))
             assert all(math.isnan(r) for r in judgement.rewards) and "timed out after 3s" in judgement.failure
             assert cluster.judges["stuck"][0] is not old and dead(old)  # the hung replica was replaced

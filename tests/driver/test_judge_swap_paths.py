@@ -17,7 +17,7 @@ import ray
 
 import driver.cluster
 from driver.cluster import Cluster, judge, start_judges, swap_judges
-from protocols import JudgeManifest, RolloutConfig, RuleJudgeSpec, RunConfig
+from protocols import JudgeManifest, RolloutConfig, RuleJudgeSpec, RunConfig, summarize
 from rollout.tasks import wordlist
 from tests.actors.test_judge_actor import find_prompt, make_batch
 
@@ -188,7 +188,8 @@ def test_loop_drains_what_the_old_judges_owe_then_swaps_or_keeps_them(ray_cluste
         queue = collections.deque()
         for step in (5, 6):
             refs = [arrives_late.remote(batch, 1.0)]
-            queue.append(InFlight(step, refs, judge(cluster.judges, refs, step, groups=[1], k=len(batch.rollouts))[0]))
+            verdicts = judge(cluster.judges, refs, step, groups=[1], k=len(batch.rollouts))[0]
+            queue.append(InFlight(step, refs, verdicts, [ray.put(summarize(batch))]))
         swap = driver.run.swap_judges
 
         def drained_first(c, *args):

@@ -9,7 +9,7 @@ import pytest
 
 from driver.cluster import shard
 from driver.stats import rollout_stats, step_line
-from protocols import Judgement, PairPreference, Prompt, Rollout, RolloutBatch
+from protocols import Judgement, PairPreference, Prompt, Rollout, RolloutBatch, summarize
 
 
 def rollout(prompt_id: str, n_tokens: int, finish: str, version: int = 3) -> Rollout:
@@ -59,7 +59,7 @@ def judgements() -> list[list[Judgement]]:
 
 
 def test_rollout_stats_hand_computed(batches, judgements):
-    stats = rollout_stats(batches, judgements, {"a": 3.0, "b": 1.0, "pairs": 2.0})
+    stats = rollout_stats([summarize(b) for b in batches], judgements, {"a": 3.0, "b": 1.0, "pairs": 2.0})
     # response lengths 3, 5, 2, 4 | 6, 0 -> 20 tokens over 6 rollouts
     assert stats["rollout/samples"] == 6.0
     assert stats["rollout/response_tokens"] == 20.0
@@ -87,14 +87,14 @@ def test_rollout_stats_hand_computed(batches, judgements):
 
 
 def test_rollout_stats_with_one_judge_is_that_judges_reward(batches, judgements):
-    stats = rollout_stats(batches, judgements, {"b": 0.2})  # the weight's scale does not matter
+    stats = rollout_stats([summarize(b) for b in batches], judgements, {"b": 0.2})  # the weight's scale does not matter
     assert stats["rollout/reward_mean"] == pytest.approx(2.5 / 6)
     assert stats["judge/b/mean"] == stats["rollout/reward_mean"]
     assert "judge/a/mean" not in stats  # judges without a weight are not summarised
 
 
 def test_rollout_stats_without_scalar_judges_has_no_reward(batches, judgements):
-    stats = rollout_stats(batches, judgements, {"pairs": 1.0})
+    stats = rollout_stats([summarize(b) for b in batches], judgements, {"pairs": 1.0})
     assert "rollout/reward_mean" not in stats and "rollout/reward_std" not in stats
     assert stats["rollout/samples"] == 6.0
 

@@ -5,7 +5,18 @@ import math
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from protocols.batches import JudgedBatch, Judgement, PairPreference, Prompt, PromptBatch, Rollout, RolloutBatch
+from protocols.batches import (
+    BatchSummary,
+    JudgedBatch,
+    Judgement,
+    PairPreference,
+    Prompt,
+    PromptBatch,
+    Rollout,
+    RolloutBatch,
+    SampleExample,
+    summarize,
+)
 from tests.protocols.protocol_checks import assert_frozen_round_trip_forbids_extras, only_error
 
 
@@ -221,3 +232,39 @@ def test_merged_judgements_index_the_whole_batch():
         merge_judgements([first, Judgement(judge="rm", rewards=(0.5, 0.6))], [4, 2])
     with pytest.raises(ValueError, match="2 part judgements for 1 parts"):
         merge_judgements([first, second], [6])
+
+
+def test_a_summary_holds_what_the_driver_logs_and_nothing_of_the_tokens():
+    def rollout(prompt_id: str, tokens: int, finish: str) -> Rollout:
+        return Rollout(
+            prompt_id=prompt_id,
+            prompt_text=f"q {prompt_id}",
+            prompt_token_ids=(1, 2),
+            response_text=f"a{tokens}",
+            response_token_ids=tuple(range(3, 3 + tokens)),
+            logprobs=(-0.1,) * tokens,
+            policy_version=4,
+            finish_reason=finish,
+        )
+
+    batch = RolloutBatch(
+        step=2,
+        policy_version=4,
+        samples_per_prompt=2,
+        rollouts=(rollout("p", 3, "stop"), rollout("p", 5, "length"), rollout("q", 0, "stop"), rollout("q", 2, "length")),
+    )
+    summary = summarize(batch, examples=3)
+    assert summary == BatchSummary(
+        policy_version=4,
+        samples_per_prompt=2,
+        rollouts=4,
+        response_tokens=10,
+        truncated=2,
+        prompt_ids=("p", "q"),
+        examples=(
+            SampleExample(prompt="q p", response="a3"),
+            SampleExample(prompt="q p", response="a5"),
+            SampleExample(prompt="q q", response="a0"),
+        ),
+    )
+    assert len(summary.model_dump_json()) < len(batch.model_dump_json())
