@@ -78,7 +78,8 @@ def main() -> None:
             batch = synthetic_batch(prompts, k, response, prompt)
             whole, summary = timed_get(batch, args.repeats), timed_get(summarize(batch), args.repeats)
             tokens = prompts * k * response
-            print(f"| {prompts} x {k} x {response} | {tokens} | {whole * 1e3:.2f} | {summary * 1e3:.3f} | {whole / summary:.0f}x |")
+            size = f"{prompts} x {k} x {response}"
+            print(f"| {size} | {tokens} | {whole * 1e3:.2f} | {summary * 1e3:.3f} | {whole / summary:.0f}x |")
     finally:
         ray.shutdown()
 

@@ -1,7 +1,7 @@
 """Generation alone: the project's vLLM sampler against HF `model.generate` on the same model and prompts.
 
     python bench/generation.py                                   # SmolLM2-135M-Instruct, instruct task
-    python bench/generation.py --model builtin:policy --task wordlist --prompts 32 --samples 4 --max-tokens 24
+    python bench/generation.py --model builtin:policy --task wordlist --prompts 32 --samples 4 --max-tokens 24 --max-model-len 256
 
 The stage TRL's trainers run in process (HF `generate`) against the one the project's rollout
 worker runs (`rollout.sampler.VLLMSampler`, vLLM's CPU build), each in its own process with the
@@ -54,39 +54,14 @@ def run_vllm(args) -> dict:
 
 
 def run_hf(args) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from rollout.chat import prompt_token_ids, uses_chat_template
+    from bench.hf_sampling import HFSampler
 
     path, prompts = prompts_and_model(args)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    chat = uses_chat_template(tokenizer, "auto")
-    ids = [prompt_token_ids(tokenizer, p.text, chat) for p in prompts]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(map(len, ids))
-    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])  # left padding, as generate wants
-    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
-    eos = tokenizer.eos_token_id
+    sampler = HFSampler(path, [p.text for p in prompts])
 
     def one_round(seed: int) -> tuple[int, int]:
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                do_sample=True,
-                temperature=1.0,
-                top_p=1.0,
-                top_k=0,
-                max_new_tokens=args.max_tokens,
-                num_return_sequences=args.samples,
-                pad_token_id=pad,
-            )
-        new = out[:, width:].tolist()
-        # generated tokens up to and including the first EOS (what vLLM returns)
-        return sum(row.index(eos) + 1 if eos in row else len(row) for row in new), len(new)
+        rows = sampler(seed, args.samples, args.max_tokens)
+        return sum(map(len, rows)), len(rows)  # generated tokens up to and including the first EOS
 
     one_round(args.seed)  # warm-up
     start, tokens, completions = time.perf_counter(), 0, 0

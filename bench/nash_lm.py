@@ -241,34 +241,10 @@ def driver_eval(run: Path) -> dict:
 
 def sample(path: Path, prompts: list[str], n: int, max_tokens: int, seed: int) -> list[list[str]]:
     """n responses per prompt from the HF checkpoint at `path` (temperature 1, no top-k/top-p)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from bench.hf_sampling import HFSampler
 
-    from rollout.chat import prompt_token_ids, uses_chat_template
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    chat = uses_chat_template(tokenizer, "auto")
-    ids = [prompt_token_ids(tokenizer, p, chat) for p in prompts]
-    width = max(map(len, ids))
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in ids])  # left padding
-    mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in ids])
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=input_ids,
-            attention_mask=mask,
-            do_sample=True,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=max_tokens,
-            num_return_sequences=n,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=pad,
-        )
-    texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    sampler = HFSampler(path, prompts)
+    texts = sampler.decode(sampler(seed, n, max_tokens))
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 

@@ -359,11 +359,10 @@ def run_trl(
 def evaluate(policies: dict[str, str], start: Path, task, args, cfg: RunConfig) -> dict:
     """Every final policy and the starting one, sampled and scored alike; win rates against the start."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from bench.hf_sampling import HFSampler
     from driver.plan import ground_truth_judge
-    from rollout.chat import prompt_token_ids, uses_chat_template
     from rollout.evaluation import win_rate_from_rewards
     from rollout.judges import resolve_function
     from rollout.seeds import derive_seed
@@ -378,35 +377,13 @@ def evaluate(policies: dict[str, str], start: Path, task, args, cfg: RunConfig) 
     k = args.eval_samples
 
     def sample(name: str, path: str) -> dict:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-        chat = uses_chat_template(tokenizer, cfg.model.chat_template)
-        ids = [prompt_token_ids(tokenizer, p.text, chat) for p in heldout]
-        width, pad = max(map(len, ids)), tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids])
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids])
+        sampler = HFSampler(path, [p.text for p in heldout], cfg.model.chat_template)
         # an independent random stream per policy (as the project's own evaluation): shared streams would make
         # a barely changed policy repeat the start's samples, ties that pull the win rate to 0.5 and shrink its CI
-        torch.manual_seed(derive_seed(args.seed, "vs_trl-eval", name))
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                do_sample=True,
-                temperature=cfg.eval.temperature,
-                top_p=cfg.rollout.top_p,
-                top_k=0,
-                max_new_tokens=MAX_NEW_TOKENS,
-                num_return_sequences=k,
-                pad_token_id=pad,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        rewards, lengths = [], []
-        for row, seq in enumerate(out[:, width:].tolist()):  # prompt-major: k rows per prompt
-            cut = seq.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in seq else len(seq)
-            text = tokenizer.decode(seq[:cut], skip_special_tokens=True)
-            rewards.append(float(reward_fn(heldout[row // k].text, text, **judge.args)))
-            lengths.append(cut)
+        rows = sampler(derive_seed(args.seed, "vs_trl-eval", name), k, MAX_NEW_TOKENS, cfg.eval.temperature, cfg.rollout.top_p)
+        texts = sampler.decode(rows)  # prompt-major: k rows per prompt
+        rewards = [float(reward_fn(heldout[row // k].text, text, **judge.args)) for row, text in enumerate(texts)]
+        lengths = [len(seq) for seq in rows]
         return {"rewards": rewards, "lengths": lengths}
 
     say(f"evaluator: {len(heldout)} held-out prompts x {k} samples per policy, HF generate, the task's ground truth")
