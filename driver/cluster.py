@@ -277,14 +277,21 @@ def ask(replicas: list, batch: Any, step: int, b: int, groups: int, k: int) -> t
     group) is asked for the whole batch, replica (step + b) % replicas taking batches in turn."""
     from actors.judge import merge_parts
 
-    n = min(len(replicas), groups)
-    if n <= 1:
-        r = (step + b) % len(replicas)
+    chosen = asked_replicas(len(replicas), step, b, groups)
+    if len(chosen) == 1:
+        (r,) = chosen
         ref = replicas[r].judge_batch.remote(batch)
         return ref, [(r, ref)]
-    parts = [(r, replicas[r].judge_batch.remote(batch, part=(r, n))) for r in range(n)]
+    n = len(chosen)
+    parts = [(r, replicas[r].judge_batch.remote(batch, part=(r, n))) for r in chosen]
     sizes = [(hi - lo) * k for lo, hi in (part_bounds(groups, r, n) for r in range(n))]
     return merge_parts.remote(sizes, *(ref for _, ref in parts)), parts
+
+
+def asked_replicas(replicas: int, step: int, b: int, groups: int) -> list[int]:
+    """Which of a judge's `replicas` `ask` gives batch `b` of `step` (`groups` prompt groups)."""
+    n = min(replicas, groups)
+    return [(step + b) % replicas] if n <= 1 else list(range(n))
 
 
 def export_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> tuple:

@@ -44,6 +44,7 @@ from driver.cluster import (
     Cluster,
     StageTimeout,
     ask,
+    asked_replicas,
     check_resources,
     connect,
     export_weights,
@@ -829,9 +830,9 @@ class Loop:
         weights the item was launched with first (`held` tracks what each replica holds)."""
         cfg, replicas, position = self.cfg, self.cluster.judges[name], list(self.cluster.judges).index(name)
         groups = len(shard(item.prompts, len(self.cluster.rollouts))[b])
-        if self.cluster.judge_specs[name].kind == "self":
-            for replica in replicas:  # (at most `groups` of them are asked)
-                self.load(replica, item.weights, held)
+        if self.cluster.judge_specs[name].kind == "self":  # only the replicas that will be asked
+            for r in asked_replicas(len(replicas), item.step, b, groups):
+                self.load(replicas[r], item.weights, held)
         ref, item.asked[b, position] = ask(replicas, item.batches[b], item.step, b, groups, cfg.rollout.samples_per_prompt)
         return ref
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from deploy import placement
-from driver.cluster import Cluster, check_resources, judge, sample
+from driver.cluster import Cluster, asked_replicas, check_resources, judge, sample
 from protocols import JudgeManifest, LearnerConfig, Prompt, RolloutConfig, RuleJudgeSpec, RunConfig
 
 
@@ -63,6 +63,9 @@ def test_judge_replicas_share_a_batch_and_take_single_groups_in_turn(monkeypatch
     # a batch of 2 groups uses 2 of the 3 replicas
     ((_, _, three),) = judge(judges, ["b"], step=0, groups=[2], k=4)[0]
     assert three[:2] == ("merged", [4, 4]) and [call[0] for call in three[2]] == ["t-0", "t-1"]
+    # what `ask` uses, said once (a self judge's replicas get weights only if they will be asked)
+    assert asked_replicas(3, step=0, b=0, groups=2) == [0, 1] and asked_replicas(3, step=5, b=1, groups=1) == [0]
+    assert asked_replicas(2, step=5, b=0, groups=5) == [0, 1] and asked_replicas(1, step=9, b=3, groups=7) == [0]
 
 
 def test_placement_one_bundle_per_worker_then_per_rank_and_named_actors():
