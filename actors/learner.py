@@ -23,6 +23,7 @@ class LearnerActor:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         self.rank, self.world_size = rank, world_size
         self.learner = None
+        self.weight_group = None  # rank 0 under learner.weight_sync broadcast (join_weight_group)
         self.status = ActorStatus(actor_name(f"learner-{rank}"), f"learner rank {rank}/{world_size}", rate_unit="pairs/s")
 
     def pid(self) -> int:
@@ -86,6 +87,31 @@ class LearnerActor:
             probe=probe,
             export_seconds=time.perf_counter() - start,
         )
+        return version, state
+
+    def join_weight_group(self, host: str, port: int, world_size: int, backend: str, timeout_s: float) -> None:
+        """Rank 0: found the weight-broadcast group (common/weight_broadcast.py) at host:port, as its
+        sender; returns once every member joined. A new group replaces the old one."""
+        from common.weight_broadcast import WeightGroup
+
+        self.weight_group = None  # (the old one's sockets close)
+        self.weight_group = WeightGroup(host, port, 0, world_size, backend, timeout_s)
+
+    @ray.method(num_returns=2)
+    def broadcast_weights(self, step: int, probe_sequences: list[list[int]], bucket_bytes: int) -> tuple:
+        """`export`, and the weights broadcast to the group's members as they go. A broadcast that
+        fails (a member died or stalled past the group's timeout) is logged, not raised: the
+        returned weights serve the driver's object-store fallback."""
+        from common.weight_broadcast import send
+
+        version, state = self.export(step, probe_sequences)
+        if self.rank != 0:
+            return version, state
+        try:
+            sent = send(self.weight_group, state, version.model_dump_json().encode(), bucket_bytes)
+            logging.getLogger("learner").debug("broadcast %.1f MiB of version %d", sent / (1 << 20), version.version)
+        except RuntimeError as err:
+            logging.getLogger("learner").warning("the weight broadcast of version %d failed: %s", version.version, err)
         return version, state
 
     def kl_to_reference(self, *batches: RolloutBatch) -> float:

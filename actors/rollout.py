@@ -24,6 +24,7 @@ class RolloutActor:
         self.status = ActorStatus(name, f"rollout worker, vLLM {model_label(model_path)} ({dtype})", rate_unit="tok/s")
         self.sampler = VLLMSampler(model_path, cfg, dtype=dtype, seed=seed, name=name, chat_template=chat_template)
         self.telemetry = RolloutTelemetry(name)
+        self.weight_group = None  # under learner.weight_sync broadcast (join_weight_group)
 
     def generate(self, batch: PromptBatch, seed: int, temperature: float | None = None) -> RolloutBatch:
         start = time.perf_counter()
@@ -46,6 +47,30 @@ class RolloutActor:
         self.telemetry.synced(report.seconds)
         self.status.policy_version = report.version
         self.status.details["sync"] = f"synced v{report.version} in {report.seconds:.2f}s"
+        return report
+
+    def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str, timeout_s: float) -> None:
+        """Join learner rank 0's weight-broadcast group as member `rank` (common/weight_broadcast.py)."""
+        from common.weight_broadcast import WeightGroup
+
+        self.weight_group = None  # (the old one's sockets close)
+        self.weight_group = WeightGroup(host, port, rank, world_size, backend, timeout_s)
+
+    def receive_weights(self) -> SyncReport | None:
+        """Take part in rank 0's broadcast and load what arrives, checked as `load_weights` checks;
+        None (logged) when the broadcast failed: the driver then sends the weights by the object store."""
+        from common.weight_broadcast import receive
+
+        try:
+            payload, weights = receive(self.weight_group)
+        except RuntimeError as err:
+            logging.getLogger("rollout").warning("%s: the weight broadcast failed: %s", self.status.name, err)
+            return None
+        version = WeightVersion.model_validate_json(payload)
+        report = self.sampler.load_weights(weights, version)
+        self.telemetry.synced(report.seconds)
+        self.status.policy_version = report.version
+        self.status.details["sync"] = f"synced v{report.version} in {report.seconds:.2f}s (broadcast)"
         return report
 
     def pid(self) -> int:

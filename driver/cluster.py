@@ -314,6 +314,37 @@ def publish_weights(cluster: Cluster, step: int, probe: list[list[int]]) -> list
     return send_weights(cluster, export_weights(cluster, step, probe))
 
 
+def form_weight_group(cluster: Cluster, cfg: RunConfig, timeout_s: float) -> None:
+    """learner.weight_sync broadcast: learner rank 0 and every rollout worker join a new broadcast
+    group (replacing any old one: after an actor was replaced, every member joins again). NCCL
+    when the learner and the rollout workers have GPUs, else gloo; the group's own timeout is
+    reliability.sync_timeout_s."""
+    host, port = wait_for(cluster.learners[0].rendezvous.remote(0), timeout_s, "the weight group's address", "start_timeout_s")
+    backend = "nccl" if cfg.learner.num_gpus > 0 and cfg.rollout.num_gpus > 0 else "gloo"
+    world, group_timeout = 1 + len(cluster.rollouts), cfg.reliability.sync_timeout_s
+    joins = [cluster.learners[0].join_weight_group.remote(host, port, world, backend, group_timeout)]
+    joins += [
+        worker.join_weight_group.remote(host, port, rank, world, backend, group_timeout)
+        for rank, worker in enumerate(cluster.rollouts, start=1)
+    ]
+    names = ["learner-0", *(f"rollout-{i}" for i in range(len(cluster.rollouts)))]
+    wait_for(joins, timeout_s, f"forming the weight broadcast group ({backend}, {world} members)", "start_timeout_s", names)
+    logger.info("weight broadcast group formed: learner-0 and %d rollout workers over %s", len(cluster.rollouts), backend)
+
+
+def broadcast_weights(cluster: Cluster, step: int, probe: list[list[int]], bucket_bytes: int) -> tuple[tuple, list]:
+    """learner.weight_sync broadcast: ((ObjectRef[WeightVersion], ObjectRef[weights]), ObjectRef[SyncReport
+    | None] per weight receiver). Rank 0 broadcasts to the rollout workers (each report None if the
+    broadcast failed); self judges load from the object store, as `send_weights` does."""
+    calls = [learner.broadcast_weights.remote(step, probe, bucket_bytes) for learner in cluster.learners]
+    ray.get([v for v, _ in calls[1:]])  # other ranks only join the gather
+    version_ref, weights_ref = calls[0]
+    receivers = weight_receivers(cluster)
+    reports = [r.receive_weights.remote() for r in cluster.rollouts]
+    reports += [j.load_weights.remote(weights_ref, version_ref) for j in receivers[len(cluster.rollouts) :]]
+    return (version_ref, weights_ref), reports
+
+
 def weight_receivers(cluster: Cluster) -> list:
     """Who follows the policy's weights: every rollout worker (in order), then every replica of
     every training judge of kind 'self'."""

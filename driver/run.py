@@ -45,9 +45,11 @@ from driver.cluster import (
     StageTimeout,
     ask,
     asked_replicas,
+    broadcast_weights,
     check_resources,
     connect,
     export_weights,
+    form_weight_group,
     judge,
     replace_named,
     sample,
@@ -149,6 +151,8 @@ def run(plan: RunPlan, resume: Checkpoint | None = None) -> Summary:
         try:
             check_resources(plan)
             cluster = start_actors(plan, model_path)
+            if cfg.learner.weight_sync == "broadcast":
+                form_weight_group(cluster, cfg, cfg.reliability.start_timeout_s)
             logger.info("actors ready in %.1fs; run directory %s", time.perf_counter() - started, plan.output.resolve())
             faults = FaultLog(plan.output, cfg.reliability.max_restarts)
             kills = KillSchedule(cfg.reliability.kill_schedule)
@@ -181,6 +185,8 @@ def restore_learners(loop: Loop, lost: LearnerLost) -> None:
     )
     wait_for(setups, cfg.reliability.start_timeout_s, "restarting the learner", "start_timeout_s")
     cluster.learners = learners
+    if cfg.learner.weight_sync == "broadcast":  # a new rank 0: every member joins its group
+        form_weight_group(cluster, cfg, cfg.reliability.start_timeout_s)
     if checkpoint is None and loop.probe:  # (no probe yet: nothing was synced, the receivers hold the start)
         exported = export_weights(cluster, 0, loop.probe)
         wait_for(send_weights(cluster, exported), cfg.reliability.sync_timeout_s, "the starting weights", "sync_timeout_s")
@@ -374,9 +380,13 @@ class Loop:
                 calls, rc.learn_timeout_s, f"the learner's step {item.step}", "learn_timeout_s", self.learner_names()
             ),
         )
-        exported = self.learner_call(item.step, lambda: export_weights(self.cluster, item.step, probe))
+        if self.cfg.learner.weight_sync == "broadcast":
+            bucket = self.cfg.learner.weight_bucket_mb << 20
+            exported, sent = self.learner_call(item.step, lambda: broadcast_weights(self.cluster, item.step, probe, bucket))
+        else:
+            exported = self.learner_call(item.step, lambda: export_weights(self.cluster, item.step, probe))
+            sent = send_weights(self.cluster, exported)
         self.served = exported
-        sent = send_weights(self.cluster, exported)
         waits = {
             "time/rollout_wait": judge_start - step_start,
             "time/judge_wait": learn_start - judge_start,
@@ -508,6 +518,10 @@ class Loop:
                 self.dropped += refs
                 refs = None
                 raise
+            if any(r is None for r in reports):  # a failed broadcast (its receivers said so): by the object store
+                logger.warning("step %d: the weight broadcast failed; sending the weights through the object store", step)
+                refs = send_weights(self.cluster, exported)
+                reports = wait_for(refs, timeout, f"the weight sync after step {step}", "sync_timeout_s", receivers)
             return reports[: len(refs)]
 
         return self.recovering(step, check)
@@ -771,6 +785,8 @@ class Loop:
             new = replace_named(lambda: start_rollout(cfg, self.model_path, i, cluster.pg), cluster.rollouts[i])
             wait_for(new.policy_version.remote(), rc.start_timeout_s, f"restarting {where.name}", "start_timeout_s")
             cluster.rollouts[i] = new
+            if cfg.learner.weight_sync == "broadcast":  # the group lost a member: every member joins a new one
+                form_weight_group(cluster, cfg, rc.start_timeout_s)
             held[new._actor_id.hex()] = None  # a new engine holds the starting weights
             for item in items:
                 self.load(new, item.weights, held)

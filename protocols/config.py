@@ -130,6 +130,14 @@ class LearnerConfig(BaseModel):
         description="Sequence family, samples of an older policy (rollout.max_staleness > 0): each token's advantage is "
         "weighted by min(pi / pi_sampler, offpolicy_clip), truncated importance sampling; 0 = no correction.",
     )
+    weight_sync: Literal["object_store", "broadcast"] = Field(
+        default="object_store",
+        description="How each step's weights reach the rollout workers: object_store (rank 0 puts them once, every "
+        "worker reads them; the learner goes on at once) or broadcast (a collective from rank 0 in buckets: NCCL when "
+        "the learner and the rollout workers have GPUs, else gloo; the learner waits for every worker to take part). "
+        "Self judges and recovery always use the object store.",
+    )
+    weight_bucket_mb: int = Field(default=64, ge=1, description="weight_sync broadcast: MiB per bucket.")
 
     @model_validator(mode="after")
     def _betas(self) -> LearnerConfig:

@@ -58,51 +58,57 @@ def compared(record: dict) -> dict:
 
 @pytest.mark.slow
 def test_killed_rollout_judge_and_learner_recover_to_the_uninterrupted_run(builtin_models, tmp_path):
-    whole, faulted = tmp_path / "whole", tmp_path / "faulted"
-    logs = []
-    for out, extra in ((whole, ()), (faulted, (KILLS,))):
+    """Also with the weights broadcast (learner.weight_sync broadcast, gloo here): the group is
+    formed again after each rollout worker or learner replacement, and the run is the same."""
+    whole, faulted, broadcast = tmp_path / "whole", tmp_path / "faulted", tmp_path / "broadcast"
+    logs = {}
+    for out, extra in ((whole, ()), (faulted, (KILLS,)), (broadcast, (KILLS, "learner.weight_sync=broadcast"))):
         done = subprocess.run(command(out, *extra), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-4000:]
-        logs.append(done.stderr)
-    log = logs[1]
+        logs[out] = done.stderr
 
     # the uninterrupted run: two learner ranks, sampling one batch ahead of learning. Batches 0 and
     # 1 were both sampled by version 0 (batch 1 while the learner trained on batch 0); from then on
     # every batch trails the learner by exactly one version.
-    assert "learner rank 1/2" in logs[0]
+    assert "learner rank 1/2" in logs[whole]
     a = records(whole)
     assert [r["learner/policy_version"] for r in a] == [float(v) for v in range(1, STEPS + 1)]
     assert [r["rollout/policy_version"] for r in a] == [0.0] + [float(v) for v in range(STEPS - 1)]
     assert [r["learner/staleness"] for r in a] == [0.0] + [1.0] * (STEPS - 1)
     assert all(r["sync/max_probe_gap"] < 1e-3 for r in a)
-
-    events = [json.loads(line) for line in (faulted / "faults.jsonl").read_text().splitlines()]
-    assert [(e["actor"], e["kind"]) for e in events] == [
-        ("rollout-0", "rollout"),
-        ("judge-ground-truth-0", "judge"),
-        ("learner-1", "learner"),
-    ]
-    # killed at the top of step 2: step 3's batch is always lost with it; step 2's only if its
-    # sampling had not finished (a batch already gathered is never re-sampled)
-    assert events[0]["step"] == 2 and re.search(r"re-sampled its batches of steps \[(2, )?3\]", events[0]["action"])
-    assert "re-judged" in events[1]["action"]
-    assert events[2]["step"] == 5 and "checkpoints/step-000003" in events[2]["action"]
-    assert all(e["error"].startswith("ActorDiedError") for e in events)
-    assert "Traceback" not in log and "Unhandled error" not in log, log[-4000:]
     assert not (whole / "faults.jsonl").exists()
+    # start, after rollout-0's replacement, after the learner's
+    assert logs[broadcast].count("weight broadcast group formed: learner-0 and 1 rollout workers over gloo") == 3
+    assert "weight broadcast group" not in logs[faulted]
 
-    b = records(faulted)
-    assert [r["step"] for r in b] == [r["step"] for r in a]  # steps 3-4 redone after the restore: recorded once
-    assert [compared(r) for r in a] == [compared(r) for r in b]
-    last = [r for r in b if "faults/restarts" in r][-1]
-    assert (last["faults/restarts"], last["faults/rollout"], last["faults/judge"], last["faults/learner"]) == (3, 1, 1, 1)
-    assert last["faults/recovery_seconds"] > 0
-    assert (whole / "samples.jsonl").read_text() == (faulted / "samples.jsonl").read_text()
-    wa, wb = load_file(whole / "final" / "model.safetensors"), load_file(faulted / "final" / "model.safetensors")
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    sa = json.loads((whole / "summary.json").read_text())["final_eval"]
-    sb = json.loads((faulted / "summary.json").read_text())["final_eval"]
-    assert sa == sb
+    for out in (faulted, broadcast):
+        log = logs[out]
+        events = [json.loads(line) for line in (out / "faults.jsonl").read_text().splitlines()]
+        assert [(e["actor"], e["kind"]) for e in events] == [
+            ("rollout-0", "rollout"),
+            ("judge-ground-truth-0", "judge"),
+            ("learner-1", "learner"),
+        ]
+        # killed at the top of step 2: step 3's batch is always lost with it; step 2's only if its
+        # sampling had not finished (a batch already gathered is never re-sampled)
+        assert events[0]["step"] == 2 and re.search(r"re-sampled its batches of steps \[(2, )?3\]", events[0]["action"])
+        assert "re-judged" in events[1]["action"]
+        assert events[2]["step"] == 5 and "checkpoints/step-000003" in events[2]["action"]
+        assert all(e["error"].startswith("ActorDiedError") for e in events)
+        assert "Traceback" not in log and "Unhandled error" not in log, log[-4000:]
+
+        b = records(out)
+        assert [r["step"] for r in b] == [r["step"] for r in a]  # steps 3-4 redone after the restore: recorded once
+        assert [compared(r) for r in a] == [compared(r) for r in b]
+        last = [r for r in b if "faults/restarts" in r][-1]
+        assert (last["faults/restarts"], last["faults/rollout"], last["faults/judge"], last["faults/learner"]) == (3, 1, 1, 1)
+        assert last["faults/recovery_seconds"] > 0
+        assert (whole / "samples.jsonl").read_text() == (out / "samples.jsonl").read_text()
+        wa, wb = load_file(whole / "final" / "model.safetensors"), load_file(out / "final" / "model.safetensors")
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        sa = json.loads((whole / "summary.json").read_text())["final_eval"]
+        sb = json.loads((out / "summary.json").read_text())["final_eval"]
+        assert sa == sb
 
 
 @pytest.mark.slow
