@@ -1,7 +1,8 @@
 """One member of a weight-broadcast group, in its own process (tests/common/test_weight_broadcast.py).
 
-    python -m tests.common.broadcast_member ROLE PORT RANK WORLD OUT
+    python -m tests.common.broadcast_member ROLE PORT RANK WORLD OUT [BACKEND]
 ROLE: send (rank 0: the test state), receive (saves what arrived to OUT), quit (joins, then exits).
+BACKEND: gloo (default) or nccl (member RANK on CUDA device RANK).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def sample_state() -> dict[str, torch.Tensor]:
 
 def main() -> None:
     role, port, rank, world, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-    group = WeightGroup("127.0.0.1", port, rank, world, "gloo", timeout_s=20.0)
+    backend = sys.argv[6] if len(sys.argv) > 6 else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    group = WeightGroup("127.0.0.1", port, rank, world, backend, timeout_s=20.0)
     if role == "send":
         started = time.monotonic()
         try:
@@ -40,7 +44,10 @@ def main() -> None:
             torch.save({"error": str(err).splitlines()[0], "seconds": time.monotonic() - started}, out)
     elif role == "receive":
         payload, weights = receive(group)
-        torch.save({"payload": payload, "names": [n for n, _ in weights], "weights": dict(weights)}, out)
+        cpu = {name: tensor.cpu() for name, tensor in weights}
+        torch.save(
+            {"payload": payload, "names": [n for n, _ in weights], "weights": cpu, "device": str(weights[0][1].device)}, out
+        )
     else:  # joined, and gone
         sys.exit(0)
 

@@ -25,12 +25,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def members(roles: list[str], tmp_path: Path) -> list[tuple[subprocess.Popen, Path]]:
+def members(roles: list[str], tmp_path: Path, backend: str = "gloo") -> list[tuple[subprocess.Popen, Path]]:
     port, env = free_port(), {**os.environ, "PYTHONPATH": str(REPO)}
     started = []
     for rank, role in enumerate(roles):
         out = tmp_path / f"rank{rank}.pt"
         command = [sys.executable, "-m", "tests.common.broadcast_member", role, str(port), str(rank), str(len(roles)), str(out)]
+        command.append(backend)
         started.append((subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True), out))
     return started
 
@@ -50,8 +51,21 @@ def test_buckets_keep_the_order_split_by_dtype_and_size():
         plan_buckets(sample_state(), 0)
 
 
-def test_two_receivers_get_every_tensor_exactly_in_order_with_the_payload(tmp_path):
-    procs = members(["send", "receive", "receive"], tmp_path)
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "gloo",
+        pytest.param(
+            "nccl",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(torch.cuda.device_count() < 3, reason="NCCL needs a GPU per member: 3 CUDA devices"),
+            ],
+        ),
+    ],
+)
+def test_two_receivers_get_every_tensor_exactly_in_order_with_the_payload(tmp_path, backend):
+    procs = members(["send", "receive", "receive"], tmp_path, backend)
     for proc, _ in procs:
         assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
     state = sample_state()
@@ -59,6 +73,7 @@ def test_two_receivers_get_every_tensor_exactly_in_order_with_the_payload(tmp_pa
     for _, out in procs[1:]:
         got = torch.load(out)
         assert got["payload"] == PAYLOAD and got["names"] == list(state)
+        assert got["device"] == ("cpu" if backend == "gloo" else f"cuda:{procs.index((_, out))}")
         for name, tensor in state.items():
             assert got["weights"][name].dtype == tensor.dtype and torch.equal(got["weights"][name], tensor), name
 
