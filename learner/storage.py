@@ -76,31 +76,25 @@ def unpack(files: Files, directory: Path) -> None:
 
 
 def upload(directory: Path, uri: str) -> int:
-    """Copy every file under `directory` to the same relative path under `uri`; returns the bytes sent."""
+    """Copy every file under `directory` to the same relative path under `uri` (the backend's own
+    recursive put: s3fs uploads files concurrently); returns the bytes sent."""
     fs, root = fsspec.core.url_to_fs(uri)
-    sent = 0
-    for file in sorted(directory.rglob("*")):
-        if file.is_file():
-            remote = f"{root.rstrip('/')}/{file.relative_to(directory).as_posix()}"
-            fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)
-            fs.put_file(str(file), remote)
-            sent += file.stat().st_size
-    return sent
+    files = [f for f in directory.rglob("*") if f.is_file()]
+    if files:
+        fs.put(str(directory) + "/", root.rstrip("/"), recursive=True)
+    return sum(f.stat().st_size for f in files)
 
 
 def download(uri: str, directory: Path) -> int:
-    """Copy every file under `uri` to the same relative path under `directory`; returns the bytes read.
-    FileNotFoundError when `uri` holds no file."""
+    """Copy every file under `uri` to the same relative path under `directory`; returns the bytes
+    read. FileNotFoundError when `uri` holds no file."""
     fs, root = fsspec.core.url_to_fs(uri)
     root = root.rstrip("/")
-    remote_files = [p for p in fs.find(root) if p != root]
-    if not remote_files:
+    if not [p for p in fs.find(root) if p != root]:
         raise FileNotFoundError(f"no files under {uri}")
-    for remote in remote_files:
-        local = directory / remote[len(root) + 1 :]
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(remote, str(local))
-    return sum(int(fs.size(p)) for p in remote_files)
+    directory.mkdir(parents=True, exist_ok=True)
+    fs.get(root + "/", str(directory) + "/", recursive=True)
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
 
 
 def save_staged(target: str | None, write: Callable[[str], None]) -> Files | None:
