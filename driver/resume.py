@@ -77,8 +77,14 @@ class Decision:
 def decide(output: Path, cfg: RunConfig, mode: Mode) -> Decision:
     """See the module docstring; raises ResumeRefused."""
     where = checkpoints.run_location(output, cfg.storage)
-    holds_run = (output / METRICS_FILE).exists() or (output / SUMMARY_FILE).exists() or bool(checkpoints.step_directories(where))
+    local_run = (output / METRICS_FILE).exists() or (output / SUMMARY_FILE).exists()
+    holds_run = local_run or bool(checkpoints.step_directories(where))
     if mode == "never":
+        if holds_run and not local_run:  # the checkpoints are in the storage
+            raise ResumeRefused(
+                f"storage {cfg.storage!r} already holds a run's checkpoints; choose another storage, or continue "
+                f"that run (`--resume {cfg.storage}`)"
+            )
         if holds_run:
             raise ResumeRefused(
                 f"output directory {str(output)!r} already holds a run; choose another --output, or continue it "

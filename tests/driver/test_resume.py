@@ -570,6 +570,9 @@ def test_a_run_whose_checkpoints_are_in_storage_is_continued_from_there(tmp_path
     assert decision.checkpoint is not None and decision.checkpoint.step == 2
     assert "step-000004: no driver.json" in caplog.text
 
+    fresh = config(tmp_path / "new-run", storage=store, steps=10)  # a new run pointed at the same storage
+    with pytest.raises(ResumeRefused, match=f"storage '{store}' already holds a run's checkpoints; choose another storage"):
+        decide(tmp_path / "new-run", fresh, "never")
     empty = config(out, storage=f"{store}-elsewhere", steps=10)  # the run's storage is where it looks
     with pytest.raises(ResumeRefused, match="no complete checkpoint"):
         decide(out, empty, "auto")
