@@ -38,9 +38,10 @@ def this_node() -> str:
 
 
 def location_text(path: UPath) -> str:
-    """What a rank is told: a plain path on a filesystem (file:// too: shared storage is mounted at the
-    same path on every node), else the URI."""
-    return path.path if is_local(path) else str(path)
+    """What a rank is told: an absolute path on a filesystem (resolved here: a rank's working
+    directory is not the driver's; file:// too: shared storage is mounted at the same path on
+    every node), else the URI."""
+    return str(Path(path.path).resolve()) if is_local(path) else str(path)
 
 
 def save_targets(nodes: Sequence[str], directory: UPath, shared: bool) -> list[str | None]:

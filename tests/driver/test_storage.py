@@ -24,6 +24,8 @@ def test_ranks_on_other_nodes_return_their_files_unless_storage_is_shared(on_nod
     assert run_storage.save_targets(["node-a", "node-b"], local, shared=True) == [str(local), str(local)]
     shared_fs = UPath(f"file://{tmp_path}/store/checkpoints/step-000002")  # a shared filesystem: a plain path
     assert run_storage.save_targets(["node-b"], shared_fs, shared=True) == [f"{tmp_path}/store/checkpoints/step-000002"]
+    relative = UPath("runs/x/checkpoints/.tmp-step-000002")  # (the default run directory is relative)
+    assert run_storage.save_targets(["node-a"], relative, shared=False) == [str(Path.cwd() / relative.path)]
     bucket = UPath("memory://bucket/run/checkpoints/step-000002")
     assert run_storage.save_targets(["node-b"], bucket, shared=True) == ["memory://bucket/run/checkpoints/step-000002"]
 
