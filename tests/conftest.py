@@ -38,16 +38,45 @@ def smollm2():
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    """An S3-compatible server (moto, in a thread) on a free local port. fsspec's `s3` (s3fs) is
-    pointed at it: in this process through fsspec's config, in child processes (drivers, Ray
-    workers) through FSSPEC_S3_ENDPOINT_URL and test credentials in the environment."""
-    import fsspec.config
-    from moto.server import ThreadedMotoServer
+    """An S3-compatible server (moto's, in its own process: its Flask app must stay out of this
+    one, where vLLM engines start in-process and trip over Flask's context proxies) on a free local
+    port. fsspec's `s3` (s3fs) is pointed at it: here through fsspec's config, in child processes
+    (drivers, Ray workers) through FSSPEC_S3_ENDPOINT_URL and test credentials in the environment."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    import fsspec.config
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from moto.server import main; main(sys.argv[1:])",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=2).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"moto's S3 server did not start on {endpoint} within 60 s") from None
+            time.sleep(0.2)
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -66,7 +95,8 @@ def s3_endpoint():
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture
