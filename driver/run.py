@@ -512,16 +512,17 @@ class Loop:
             receivers = [f"rollout-{i}" for i in range(len(self.cluster.rollouts))]
             pending, self.pending_loads = self.pending_loads, []
             timeout = self.cfg.reliability.sync_timeout_s
+            what = f"the weight sync after step {step}"
             try:
-                reports = wait_for([*refs, *pending], timeout, f"the weight sync after step {step}", "sync_timeout_s", receivers)
-            except ray.exceptions.RayError:
+                reports = wait_for([*refs, *pending], timeout, what, "sync_timeout_s", receivers)
+                if any(r is None for r in reports):  # a failed broadcast (its receivers said so): by the object store
+                    logger.warning("step %d: the weight broadcast failed; sending the weights through the object store", step)
+                    refs = send_weights(self.cluster, exported)
+                    reports = wait_for(refs, timeout, what, "sync_timeout_s", receivers)
+            except ray.exceptions.RayError:  # (a death during the fallback too: its refs are dropped, re-sent after)
                 self.dropped += refs
                 refs = None
                 raise
-            if any(r is None for r in reports):  # a failed broadcast (its receivers said so): by the object store
-                logger.warning("step %d: the weight broadcast failed; sending the weights through the object store", step)
-                refs = send_weights(self.cluster, exported)
-                reports = wait_for(refs, timeout, f"the weight sync after step {step}", "sync_timeout_s", receivers)
             return reports[: len(refs)]
 
         return self.recovering(step, check)
@@ -690,9 +691,9 @@ class Loop:
         return state
 
     @property
-    def run_location(self) -> str | Path:
+    def run_location(self) -> UPath:
         """Where checkpoints go: the storage (config `storage`) or the run directory."""
-        return self.cfg.storage or self.plan.output
+        return checkpoints.run_location(self.plan.output, self.cfg.storage)
 
     def learner_nodes(self, step: int) -> list[str]:
         """The Ray node of each learner rank (they may have been replaced on other nodes)."""

@@ -51,6 +51,11 @@ def environment() -> dict[str, str]:
     return env
 
 
+def finished(args: list[str]) -> subprocess.CompletedProcess:
+    """`args` (a driver command) run to its end from the checkout, its output captured."""
+    return subprocess.run(args, cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+
+
 def _started_at(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()
@@ -105,7 +110,7 @@ def check_an_mnpo_run(out: Path, log: str) -> None:
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = subprocess.run(command(whole), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+    done = finished(command(whole))
     assert done.returncode == 0, done.stderr[-3000:]
     check_an_mnpo_run(whole, done.stderr)
 
@@ -140,14 +145,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(builtin_models, tmp_pa
     before = training_records(killed)
     assert before and before[-1]["step"] < STEPS - 1
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "driver", "--resume", str(killed)],
-        cwd=REPO,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = finished([sys.executable, "-m", "driver", "--resume", str(killed)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stderr
 
@@ -219,7 +217,7 @@ def files(out: Path) -> dict[str, tuple[int, int]]:
 def short_whole(builtin_models, tmp_path_factory) -> Path:
     """The short run, uninterrupted: what a stopped and continued one must repeat."""
     whole = tmp_path_factory.mktemp("short") / "whole"
-    done = subprocess.run(short_command(whole), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600)
+    done = finished(short_command(whole))
     assert done.returncode == 0, done.stderr[-3000:]
     return whole
 
@@ -276,9 +274,7 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command
     assert checkpoints.load_state(stop_checkpoint).in_flight == (at,)  # step `at`, sampled one ahead
     assert not (stopped / "final").exists() and not (stopped / "summary.json").exists()
 
-    resumed = subprocess.run(
-        short_command(stopped, "--resume-mode", "auto"), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600
-    )
+    resumed = finished(short_command(stopped, "--resume-mode", "auto"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"from {stopped / 'checkpoints' / f'step-{at:06d}'} (step {at} of 4)" in resumed.stderr
 
@@ -286,9 +282,7 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint_and_the_same_command
     assert [p.name for p in checkpoints.complete_checkpoints(stopped)] == [f"step-{at:06d}", "step-000004"]
 
     before = files(stopped)
-    again = subprocess.run(
-        short_command(stopped, "--resume-mode", "auto"), cwd=REPO, env=environment(), capture_output=True, text=True, timeout=600
-    )
+    again = finished(short_command(stopped, "--resume-mode", "auto"))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already finished its 4 steps (summary.json): nothing to do" in again.stderr
     assert files(stopped) == before
@@ -310,14 +304,7 @@ def test_a_run_kept_in_storage_continues_on_another_machine_from_its_uri(short_w
     shutil.rmtree(first)  # the driver's machine is gone
 
     elsewhere = tmp_path / "elsewhere"
-    resumed = subprocess.run(
-        [sys.executable, "-m", "driver", "--resume", uri, "--output", str(elsewhere)],
-        cwd=REPO,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = finished([sys.executable, "-m", "driver", "--resume", uri, "--output", str(elsewhere)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"from {uri}/checkpoints/step-{at:06d} (step {at} of 4)" in resumed.stderr
     same_as(short_whole, elsewhere)
