@@ -48,13 +48,14 @@ def _last_positions(mask: Tensor) -> Tensor:
 
 
 def kl_penalised_rewards(
-    scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor | None, mask: Tensor, kl_coef: float, clip: float | None
+    scores: Tensor, logprobs: Tensor | None, ref_logprobs: Tensor | None, mask: Tensor, kl_coef: float, clip: float | None
 ) -> Tensor:
     """Per-token rewards r_t = -kl_coef * (logp - logp_ref)_t, plus the clipped score on the last token.
 
     Args:
         scores: [N] sequence reward from the judges (higher is better).
-        logprobs: [N, T] policy logprobs of the sampled tokens (the rollout policy, no grad).
+        logprobs: [N, T] policy logprobs of the sampled tokens (the rollout policy, no grad); read
+            only with a reference (None is then refused), so None without one.
         ref_logprobs: [N, T] same tokens under pi_ref; None only with kl_coef == 0 (no penalty).
         mask: [N, T] bool response mask.
         kl_coef: weight >= 0 of the per-token k1 KL penalty.
@@ -66,14 +67,15 @@ def kl_penalised_rewards(
     """
     mask = mask.bool()
     ref_logprobs = optional_reference(ref_logprobs, kl_coef, "kl_penalised_rewards")
-    _check_tokens(mask, logprobs=logprobs)
     if scores.shape != (mask.shape[0],):
         raise ValueError(f"scores has shape {tuple(scores.shape)}, expected ({mask.shape[0]},)")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be > 0 or None, got {clip}")
-    rewards = torch.zeros(mask.shape, dtype=logprobs.dtype, device=logprobs.device)
+    rewards = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
     if ref_logprobs is not None:
-        _check_tokens(mask, ref_logprobs=ref_logprobs)
+        if logprobs is None:
+            raise ValueError("kl_penalised_rewards: the KL term needs logprobs (got None with ref_logprobs)")
+        _check_tokens(mask, logprobs=logprobs, ref_logprobs=ref_logprobs)
         kl = kl_k1(torch.where(mask, logprobs, 0.0), torch.where(mask, ref_logprobs, 0.0))
         rewards = torch.where(mask, -kl_coef * kl, 0.0)
     final = scores.clamp(-clip, clip) if clip is not None else scores
@@ -277,7 +279,8 @@ Estimated = tuple[Tensor, Tensor | None, dict[str, float]]  # advantages [N, T],
 class Estimator:
     """An estimator and whether it reads `AdvantageInputs.old_logprobs`: one that does not lets a
     single-update step skip the no-grad policy pass (the old logprobs are then the update's own,
-    detached: the policy has not moved yet)."""
+    detached: the policy has not moved yet). The estimators here read them only for their KL term,
+    so without a reference (a zero KL weight) they take None and the pass is skipped too."""
 
     fn: Callable[[AdvantageInputs, Any], Estimated]
     reads_old_logprobs: bool
@@ -298,7 +301,7 @@ def gae_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
     cfg: kl_coef, reward_clip, gamma, gae_lambda, whiten_advantages; ref_logprobs may be None at kl_coef 0."""
     ref = optional_reference(inputs.ref_logprobs, cfg.kl_coef, "the 'gae' advantage estimator")
     values = _required(inputs.values, "critic values", "gae")
-    old = _required(inputs.old_logprobs, "old logprobs", "gae")
+    old = _required(inputs.old_logprobs, "old logprobs", "gae") if ref is not None else None  # for the KL term only
     rewards = kl_penalised_rewards(inputs.scores, old, ref, inputs.mask, cfg.kl_coef, cfg.reward_clip)
     advantages, returns = gae(rewards, values, inputs.mask, cfg.gamma, cfg.gae_lambda)
     metrics = {"learner/advantage_raw": float(masked_mean(advantages, inputs.mask))}
@@ -325,9 +328,9 @@ def leave_one_out_estimator(inputs: AdvantageInputs, cfg: Any) -> Estimated:
 
     cfg: kl_coef; ref_logprobs may be None at kl_coef 0 (the reward is then the judged score)."""
     ref = optional_reference(inputs.ref_logprobs, cfg.kl_coef, "the 'leave_one_out' advantage estimator")
-    old = _required(inputs.old_logprobs, "old logprobs", "leave_one_out")
     rewards = inputs.scores
     if ref is not None:
+        old = _required(inputs.old_logprobs, "old logprobs", "leave_one_out")  # for the KL term only
         rewards = rewards - cfg.kl_coef * masked_sum(kl_k1(old, ref), inputs.mask, dim=-1)
     rewards = rewards.reshape(-1, inputs.group_size)
     return _per_sequence(leave_one_out(rewards).reshape(-1), inputs.mask)

@@ -4,7 +4,8 @@
     shard    = this rank's prompt groups (whole groups: group baselines need every sample)
     no grad  : old logprobs, reference logprobs and critic values (only those declared; the old
                logprobs are skipped when the step makes one update and the estimator does not
-               read them: the update's own logprobs, detached, are then exactly the old ones; the
+               read them (it reads them only for its KL term: not at a zero KL weight): the update's
+               own logprobs, detached, are then exactly the old ones; the
                reference ones when the config's KL weight is 0: `Models.reference` is then None,
                per `AlgorithmSpec.reads_reference`, and `learner/kl_to_reference` is not reported)
     advantage: ESTIMATORS[SPEC.advantage] (learner/advantages.py); rows sampled by an older policy
@@ -66,7 +67,10 @@ def sequence_step(
     estimator = ESTIMATORS[spec.advantage] if spec.advantage is not None else None
     staleness = torch.tensor([0 if version is None else version - rollouts[i].policy_version for i in mine])
     correct = estimator is not None and models.offpolicy_clip > 0 and bool((staleness > 0).any())
-    old_pass = epochs * minibatches > 1 or (estimator is not None and estimator.reads_old_logprobs)
+    # the estimators read old logprobs only for their KL term, so not without a reference (a zero KL weight)
+    old_pass = epochs * minibatches > 1 or (
+        estimator is not None and estimator.reads_old_logprobs and models.reference is not None
+    )
     started = time.perf_counter()
     old, ref, values = _no_grad_pass(models, t, old_pass)
     metrics["learner/time/no_grad_pass"] = time.perf_counter() - started

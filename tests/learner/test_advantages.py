@@ -257,6 +257,10 @@ def test_estimators_at_kl_zero_give_the_same_advantages_without_a_reference(name
         torch.testing.assert_close(adv, adv_ref, rtol=0, atol=0)
         torch.testing.assert_close(returns, returns_ref, rtol=0, atol=0)
         assert metrics == metrics_ref
+    # nor do the old logprobs, read only for the KL term: the learner skips their pass without a reference
+    adv_no_old, returns_no_old, _ = ESTIMATORS[name](replace(without, old_logprobs=None), cfg)
+    torch.testing.assert_close(adv, adv_no_old, rtol=0, atol=0)
+    torch.testing.assert_close(returns, returns_no_old, rtol=0, atol=0)
     assert adv.abs().sum() > 0  # not trivially zero
     # and a positive weight with a reference does change them (the comparison can fail)
     positive = PPOConfig(kl_coef=0.5) if name == "gae" else RLOOConfig(kl_coef=0.5)
@@ -266,6 +270,8 @@ def test_estimators_at_kl_zero_give_the_same_advantages_without_a_reference(name
 
 @pytest.mark.parametrize("name", ["gae", "leave_one_out"])
 def test_estimators_with_a_positive_kl_and_no_reference_name_the_field(name):
+    from dataclasses import replace
+
     from learner.advantages import ESTIMATORS
     from learner.algorithms.ppo import PPOConfig
     from learner.algorithms.rloo import RLOOConfig
@@ -273,6 +279,10 @@ def test_estimators_with_a_positive_kl_and_no_reference_name_the_field(name):
     cfg = PPOConfig(kl_coef=0.05) if name == "gae" else RLOOConfig(kl_coef=0.05)
     with pytest.raises(ValueError, match=rf"the '{name}' advantage estimator: kl_coef=0.05 > 0 needs ref_logprobs"):
         ESTIMATORS[name](_estimator_inputs(None), cfg)
+    # and with a reference, the KL term needs the old logprobs
+    inputs = _estimator_inputs(torch.zeros(_estimator_inputs(None).mask.shape))
+    with pytest.raises(ValueError, match=rf"the '{name}' advantage estimator needs old logprobs"):
+        ESTIMATORS[name](replace(inputs, old_logprobs=None), cfg)
 
 
 def test_kl_penalised_rewards_without_a_reference():
@@ -284,3 +294,6 @@ def test_kl_penalised_rewards_without_a_reference():
     torch.testing.assert_close(kl_penalised_rewards(scores, logprobs, torch.randn(2, 3), mask, 0.0, 10.0), expected)
     with pytest.raises(ValueError, match=r"kl_penalised_rewards: kl_coef=0.1 > 0 needs ref_logprobs"):
         kl_penalised_rewards(scores, logprobs, None, mask, 0.1, 10.0)
+    torch.testing.assert_close(kl_penalised_rewards(scores, None, None, mask, 0.0, 10.0), expected)  # not read
+    with pytest.raises(ValueError, match=r"the KL term needs logprobs"):
+        kl_penalised_rewards(scores, None, torch.randn(2, 3), mask, 0.1, 10.0)

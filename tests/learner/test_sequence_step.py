@@ -272,15 +272,19 @@ def with_reference(learner, path):
 def test_a_zero_kl_weight_builds_no_reference_and_updates_the_same(builtin_models, batch, algo, monkeypatch):
     """kl_coef 0 multiplies the reference by 0: the learner builds no reference model, runs no
     reference pass and reports no learner/kl_to_reference, and its update equals that of the same
-    learner with a reference present (same seed), parameters and critic alike."""
+    learner with a reference present (same seed), parameters and critic alike. RLOO's estimator
+    reads old logprobs only for its KL term, so with one update and no reference it runs no
+    old-logprob pass either (PPO here makes two updates a step, so it keeps its pass)."""
     from learner import sequence_step
 
     refs: list[bool] = []
+    olds: list[bool] = []
     original = sequence_step._no_grad_pass
 
     def spy(m, t, old):
         out = original(m, t, old)
         refs.append(out[1] is not None)
+        olds.append(old)
         return out
 
     monkeypatch.setattr(sequence_step, "_no_grad_pass", spy)
@@ -293,6 +297,7 @@ def test_a_zero_kl_weight_builds_no_reference_and_updates_the_same(builtin_model
         assert "learner/kl_to_reference" not in a and "learner/kl_to_reference" in b
         assert a["learner/loss"] == pytest.approx(b["learner/loss"], rel=1e-5, abs=1e-7)
     assert refs == [False, True, False, True]
+    assert olds == {"grpo": [False] * 4, "rloo": [False, True] * 2, "ppo": [True] * 4}[algo]
     assert abs(b["learner/kl_to_reference"]) > 1e-4  # the reference was read (k1 can be < 0), and did not matter
     torch.testing.assert_close(lean.engine.module.state_dict(), full.engine.module.state_dict())
     if algo == "ppo":
