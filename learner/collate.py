@@ -149,6 +149,22 @@ def split_chosen_rejected(x: Tensor) -> tuple[Tensor, Tensor]:
     return x[:half], x[half:]
 
 
+def by_length(lengths: Sequence[int] | Tensor) -> list[int]:
+    """Indices ordered by length, shortest first (ties in their given order): consecutive chunks of
+    this order are micro-batches of similar lengths, each padded only to its own longest.
+
+    The learner's steps split this order into micro-batches when `learner.length_buckets` is on;
+    gradients are summed over the micro-batches, so the update is the same (up to float summation
+    order) with less padding to compute."""
+    values = lengths.tolist() if isinstance(lengths, Tensor) else list(lengths)
+    return sorted(range(len(values)), key=values.__getitem__)
+
+
+def pair_length(pair: Pair) -> int:
+    """Tokens of a pair's longer row (prompt + the longer response): its width in `collate_pairs`."""
+    return len(pair.prompt_token_ids) + max(len(pair.chosen_token_ids), len(pair.rejected_token_ids))
+
+
 def split_micro_batches(pairs: Sequence[Pair], pairs_per_micro_batch: int) -> list[list[Pair]]:
     """Consecutive chunks of at most `pairs_per_micro_batch` pairs, order kept.
 

@@ -135,6 +135,7 @@ class PolicyLearner:
             seed=run.seed,
             logits_to_keep=takes_logits_to_keep(base_model),
             offpolicy_clip=cfg.offpolicy_clip,
+            length_buckets=cfg.length_buckets,
         )
         logger.info(
             "learner rank %d: %s, ZeRO-%d, %.2fM parameters (%.2fM trained%s), algo %s",

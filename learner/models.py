@@ -37,6 +37,7 @@ class Models:
         opponents: MNPO's ring of frozen snapshots, or None.
         critic: PPO's value model on its own engine, or None.
         micro_batch_size: sequences per forward pass.
+        length_buckets: micro-batches of similar lengths (`by_length`), LearnerConfig.length_buckets.
     """
 
     policy: Any  # deepspeed.DeepSpeedEngine (imported lazily: see learner/distributed.py)
@@ -51,6 +52,7 @@ class Models:
     seed: int = 0
     logits_to_keep: bool = False  # the model class takes HF's `logits_to_keep` (see token_logprobs)
     offpolicy_clip: float = 0.0  # LearnerConfig.offpolicy_clip (sequence family; 0 = no correction)
+    length_buckets: bool = False
 
     def token_logprobs(self, model: torch.nn.Module, t: PairTensors | SequenceTensors) -> Tensor:
         """[rows, T-1] logprob of each next token (positions outside the response mask hold garbage).

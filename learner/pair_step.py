@@ -1,7 +1,7 @@
 """One training step of the pair family (DPO, IPO, rDPO, OSP, MNPO, INPO).
 
     pairs = pairing(judged)              # learner/pairing.py, named by the algorithm's config
-    shard = pairs[rank::world_size]
+    shard = pairs[rank::world_size]      # sorted by length with learner.length_buckets (less padding)
     for each micro-batch of pairs:       # learner/models.py `accumulate`
         no grad: reference / opponent sequence logprobs (only those the spec declares)
         policy sequence logprobs -> SPEC.pair_loss -> backward(loss.sum() / len(shard))
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from learner.algorithms.base import AlgorithmSpec, PairInputs
-from learner.collate import PairTensors, collate_pairs, split_micro_batches
+from learner.collate import PairTensors, by_length, collate_pairs, pair_length, split_micro_batches
 from learner.models import Models, accumulate
 from learner.ops import kl_k1, masked_sum, sequence_logprobs
 from learner.pairing import Pair, get_pairing
@@ -39,6 +39,8 @@ def pair_step(
     pairs = [pair for batch in judged for pair in pairing(batch, judge_weights, temperatures)]
     groups = sum(len(batch.batch.groups()) for batch in judged)
     shard = pairs[models.rank :: models.world_size]
+    if models.length_buckets:  # the same pairs, in micro-batches of similar lengths
+        shard = [shard[i] for i in by_length([pair_length(pair) for pair in shard])]
     chunks = split_micro_batches(shard, max(1, models.micro_batch_size // 2))  # a pair is two sequences
 
     def losses(chunk: list[Pair]) -> tuple[list[torch.Tensor], dict[str, float]]:

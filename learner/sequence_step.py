@@ -14,6 +14,8 @@
                the no-grad pass or, without one, from the update's own detached logprobs
     for epoch in epochs, minibatch in minibatches:   (rows shuffled per epoch, seeded by step)
         per micro-batch: SPEC.sequence_loss (and SPEC.critic_loss) -> backward(loss.sum() / rows)
+                         (micro-batches of similar lengths with learner.length_buckets, each padded
+                         only to its own longest; the no-grad pass too)
         optimizer step of the policy (and critic) engines      (learner/models.py `accumulate`)
 
 Every rank runs the same number of optimizer steps (a rank with no rows in a minibatch backs a
@@ -32,7 +34,7 @@ from torch import Tensor
 from learner import distributed
 from learner.advantages import ESTIMATORS, AdvantageInputs, truncated_importance_weights
 from learner.algorithms.base import AlgorithmSpec, CriticInputs, SequenceInputs
-from learner.collate import SequenceTensors, collate_sequences, sampler_logprobs
+from learner.collate import SequenceTensors, by_length, collate_sequences, sampler_logprobs
 from learner.models import Models, accumulate, add_weighted
 from learner.ops import kl_k1, masked_sum
 from learner.pairing import combined_rewards, win_probabilities
@@ -169,8 +171,9 @@ def _no_grad_pass(models: Models, t: SequenceTensors, old_pass: bool) -> tuple[T
     values = torch.zeros(n, width) if models.critic is not None else None
     models.policy.eval()
     micro = max(1, models.micro_batch_size)
+    order = torch.tensor(by_length(t.attention_mask.sum(-1))) if models.length_buckets else torch.arange(n)
     for lo in range(0, n, micro):
-        rows = torch.arange(lo, min(lo + micro, n))
+        rows = order[lo : lo + micro]
         part = t.select(rows).to(models.device)
         w = part.response_mask.shape[1]
         if old is not None:
@@ -186,6 +189,8 @@ def _update(models: Models, spec: AlgorithmSpec, cfg: Any, x: _Tensors, rows: Te
     """One optimizer step (policy, and critic if any) on the given rows; returns its mean metrics."""
     assert spec.sequence_loss is not None  # the spec's __post_init__ guarantees it for this family
     micro = max(1, models.micro_batch_size)
+    if models.length_buckets:  # the same rows, in micro-batches of similar lengths
+        rows = rows[by_length(x.t.attention_mask[rows].sum(-1))]
     chunks = [rows[i : i + micro] for i in range(0, len(rows), micro)]
 
     def losses(chunk: Tensor) -> tuple[list[Tensor], dict[str, float]]:

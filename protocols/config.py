@@ -115,6 +115,11 @@ class LearnerConfig(BaseModel):
     warmup_steps: int = Field(default=5, ge=0, description="Linear learning-rate warmup steps.")
     grad_clip: float = Field(default=1.0, gt=0.0, description="Global gradient-norm clip.")
     micro_batch_size: int = Field(default=64, ge=2, description="Sequences per forward/backward pass (a pair is 2 sequences).")
+    length_buckets: bool = Field(
+        default=True,
+        description="Fill each micro-batch with sequences (pairs) of similar length, so each is padded to less; "
+        "false: micro-batches in sampling order. The update is the same sum either way.",
+    )
     num_cpus: float = Field(default=1.0, ge=0.0, description="Ray CPUs per learner rank.")
     num_gpus: float = Field(default=0.0, ge=0.0, description="Ray GPUs per learner rank.")
     resources: CustomResources = Field(
