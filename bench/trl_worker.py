@@ -63,16 +63,38 @@ def main(spec_path: str) -> None:
                 return i + 1
         return sum(1 for t in ids if t != pad)
 
+    # the prompts TRL is handed (chat-templated for a chat model) -> the task's raw text, which the reward reads
+    raw = dict(zip(spec["prompts"], spec.get("raw_prompts") or spec["prompts"]))
+
     def ground_truth_reward(prompts, completions, completion_ids=None, **_) -> list[float]:
         step = len(generated)
         generated.append((len(completions), sum(response_tokens(list(ids)) for ids in completion_ids or [])))
         same_prompts.append(sorted(set(prompts)) == sorted(set(spec["prompts"][step * per_step : (step + 1) * per_step])))
-        return [float(ground_truth(p, c)) for p, c in zip(prompts, completions)]
+        return [float(ground_truth(raw[p], c)) for p, c in zip(prompts, completions)]
+
+    lora = spec.get("lora")
+    if lora:  # adapters as the project's learner puts them (learner/lora.py); TRL then needs no reference copy
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=lora["rank"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=lora["target_modules"],
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        # wrapped here, not by the trainer, so that the optimizer below is handed the adapters' parameters
+        model = get_peft_model(model, config)
 
     # The project's optimizer and schedule, exactly (learner/engine.py): torch AdamW, lr factor min(1, (s + 1) / warmup).
     warmup = max(spec["warmup_steps"], 1)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=spec["lr"], betas=tuple(spec["betas"]), weight_decay=spec["weight_decay"], eps=1e-8
+        [p for p in model.parameters() if p.requires_grad],
+        lr=spec["lr"],
+        betas=tuple(spec["betas"]),
+        weight_decay=spec["weight_decay"],
+        eps=1e-8,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
     common = dict(
@@ -158,7 +180,10 @@ def main(spec_path: str) -> None:
     )
     trainer.train()
     trained = time.time()
-    trainer.save_model(str(out / "final"))
+    if lora:  # a plain HF checkpoint for the evaluator: the adapters merged into the weights
+        trainer.model.merge_and_unload().save_pretrained(str(out / "final"))
+    else:
+        trainer.save_model(str(out / "final"))
     tokenizer.save_pretrained(str(out / "final"))
     result = {
         "trl_version": trl.__version__,

