@@ -138,9 +138,10 @@ class PolicyLearner:
             length_buckets=cfg.length_buckets,
         )
         logger.info(
-            "learner rank %d: %s, ZeRO-%d, %.2fM parameters (%.2fM trained%s), algo %s",
+            "learner rank %d: %s, on %s, ZeRO-%d, %.2fM parameters (%.2fM trained%s), algo %s",
             rank,
             model_path,
+            self.device,
             cfg.zero_stage,
             sum(p.numel() for p in model.parameters()) / 1e6,
             lora.adapter_parameters(model) / 1e6,
