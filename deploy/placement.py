@@ -40,6 +40,27 @@ def required_resources(cfg: RunConfig, judges: list[JudgeSpec]) -> dict[str, flo
     return {"CPU": cpus, "GPU": gpus, **custom_resources(cfg, judges)}
 
 
+def shared_cores_warning(cfg: RunConfig, cores: int) -> str | None:
+    """One line when sampling ahead of learning cannot overlap on this machine, else None.
+
+    With rollout.max_staleness > 0 the rollout workers generate while the learner ranks train; on
+    CPUs that only pays when their threads (each actor runs num_cpus of them) fit the cores. On two
+    cores a 2-thread learner and a 1-thread vLLM worker ran no faster one batch ahead than
+    on-policy (BENCHMARKS.md, SmolLM2 against TRL): the learner's passes slowed by up to 3x while
+    generation ran beside them."""
+    r, lr = cfg.rollout, cfg.learner
+    if r.max_staleness == 0 or r.num_gpus or lr.num_gpus:
+        return None
+    threads = r.num_workers * r.num_cpus + lr.num_workers * lr.num_cpus
+    if threads <= cores:
+        return None
+    return (
+        f"rollout.max_staleness {r.max_staleness} overlaps sampling with learning, but the rollout workers and learner "
+        f"ranks run {threads:g} threads (num_cpus) on this machine's {cores} cores, so they will share cores and gain "
+        "little from it; make rollout.num_cpus and learner.num_cpus add up to the cores, or set rollout.max_staleness 0"
+    )
+
+
 def custom_resources(cfg: RunConfig, judges: list[JudgeSpec]) -> dict[str, float]:
     """Custom resources (name -> total amount) the run's workers, ranks and judge replicas ask for."""
     total: dict[str, float] = {}

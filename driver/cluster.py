@@ -52,6 +52,9 @@ def connect(plan: RunPlan) -> bool:
         logger.info("joined Ray cluster at %s", address)
         return False
     needed = placement.required_resources(plan.cfg, [*plan.manifest.judges, plan.eval_judge])
+    shared = placement.shared_cores_warning(plan.cfg, os.cpu_count() or 1)
+    if shared:
+        logger.warning(shared)
     loopback = plan.cfg.security.local_cluster_bind == "loopback"
     with loopback_node(loopback):
         ray.init(

@@ -60,6 +60,19 @@ def test_required_resources_add_up_custom_resources_and_a_local_cluster_gets_all
     assert placement.local_resources(RunConfig(), [judge()]) == {}
 
 
+def test_sampling_ahead_with_more_threads_than_cores_is_warned_about():
+    ahead = RunConfig(rollout=RolloutConfig(max_staleness=1), learner=LearnerConfig(num_cpus=2))
+    line = placement.shared_cores_warning(ahead, 2)
+    assert line is not None and "rollout.max_staleness 1" in line and "run 3 threads" in line and "2 cores" in line
+    assert placement.shared_cores_warning(ahead, 3) is None  # they fit
+    assert placement.shared_cores_warning(RunConfig(), 1) is None  # on-policy: nothing overlaps
+    assert placement.shared_cores_warning(RunConfig(rollout=RolloutConfig(max_staleness=1)), 2) is None  # 1 + 1 on 2
+    two_workers = RunConfig(rollout=RolloutConfig(max_staleness=2, num_workers=2))
+    assert "run 3 threads" in (placement.shared_cores_warning(two_workers, 2) or "")
+    on_gpus = RunConfig(rollout=RolloutConfig(max_staleness=1, num_gpus=1), learner=LearnerConfig(num_cpus=2, num_gpus=1))
+    assert placement.shared_cores_warning(on_gpus, 2) is None
+
+
 def test_check_resources_names_a_custom_resource_no_node_has(monkeypatch):
     import driver.cluster
 
