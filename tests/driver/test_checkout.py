@@ -67,6 +67,7 @@ def test_connect_passes_the_runtime_env_to_ray_init(monkeypatch):
     monkeypatch.setattr(driver.cluster.ray, "cluster_resources", lambda: {})
     monkeypatch.setattr(driver.cluster.placement, "required_resources", lambda cfg, judges: {"CPU": 1.0})
     monkeypatch.setattr(driver.cluster.placement, "local_resources", lambda cfg, judges: {})
+    monkeypatch.setattr(driver.cluster.placement, "shared_cores_warning", lambda cfg, cores: None)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv(JOB_CONFIG_ENV, raising=False)
     monkeypatch.delenv("PYTHONPATH", raising=False)
