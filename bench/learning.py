@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.cpu import CPUMeter  # noqa: E402
+from bench.workloads import WORKLOADS  # noqa: E402
 
 # name -> (algo, --set overrides). Every run samples the same prompts x samples per step.
 SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
@@ -58,32 +59,7 @@ SUITES: dict[str, dict[str, tuple[str, list[str]]]] = {
 
 # Flags and overrides every variant of a suite shares.
 SUITE_BASE: dict[str, list[str]] = {
-    "smollm2": [
-        "--model",
-        "builtin:smollm2-135m-instruct",
-        "--task",
-        "instruct",
-        "--set",
-        "rollout.prompts_per_step=8",
-        "--set",
-        "rollout.max_response_tokens=48",
-        "--set",
-        "rollout.max_model_len=512",
-        "--set",
-        "learner.lora.rank=16",
-        "--set",
-        "learner.lr=5e-4",
-        "--set",
-        "learner.micro_batch_size=16",
-        "--set",
-        "learner.num_cpus=2",
-        "--set",
-        "eval.num_prompts=128",
-        "--set",
-        "eval.every=0",
-        "--set",
-        "checkpoint.every=0",
-    ],
+    "smollm2": [*WORKLOADS["smollm2"], "--set", "eval.num_prompts=128", "--set", "eval.every=0", "--set", "checkpoint.every=0"],
 }
 DEFAULT_STEPS = {"smollm2": 12}
 # Files a suite's variants refer to as {OUT}/NAME, written into the output directory first.

@@ -1,7 +1,7 @@
 """The learner's step with and without `learner.length_buckets`, side by side in one process.
 
     python bench/length_buckets.py                                   # the built-in tiny model, GRPO and DPO
-    python bench/length_buckets.py --model smollm2 --rounds 3        # SmolLM2-135M-Instruct with LoRA
+    python bench/length_buckets.py --model smollm2 --rounds 3        # SmolLM2-135M-Instruct with LoRA, 2 threads
 
 Two learners on the same model and config, one with micro-batches of similar lengths and one in
 sampling order, take turns training on the same judged batches (each round: one step each, the
@@ -26,11 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 # bench/ off the path: bench/profile.py would shadow the standard library's `profile` (cProfile, torch)
 sys.path = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != REPO / "bench")]
 
-# --model NAME -> (model path, task, micro-batch size, learner overrides); mirrors bench/vs_trl.py's workloads
-MODELS = {
-    "builtin": ("builtin", "wordlist", 64, {}),
-    "smollm2": ("builtin:smollm2-135m-instruct", "instruct", 16, {"lora": {"rank": 16}}),
-}
+from bench.workloads import WORKLOADS  # noqa: E402  (model, task, step shape and learner: as bench/vs_trl.py runs them)
 
 
 def judged_batches(tokenizer, task, prompts: int, k: int, max_tokens: int, count: int, seed: int):
@@ -69,13 +65,13 @@ def judged_batches(tokenizer, task, prompts: int, k: int, max_tokens: int, count
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=list(MODELS), default="builtin")
+    parser.add_argument("--model", choices=list(WORKLOADS), default="builtin")
     parser.add_argument("--algos", nargs="+", default=["grpo", "dpo"])
     parser.add_argument("--rounds", type=int, default=6, help="timed steps per learner and algorithm (default 6)")
-    parser.add_argument("--prompts", type=int, help="prompts per step (default 32, smollm2: 8)")
+    parser.add_argument("--prompts", type=int, help="prompts per step (default: the workload's, 32 / smollm2 8)")
     parser.add_argument("--samples", type=int, default=4, help="samples per prompt (default 4)")
-    parser.add_argument("--max-tokens", type=int, help="longest response (default 24, smollm2: 48)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, a learner rank's CPU)")
+    parser.add_argument("--max-tokens", type=int, help="longest response (default: the workload's, 24 / smollm2 48)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: the workload's learner.num_cpus, 1 / smollm2 2)")
     args = parser.parse_args()
 
     import torch
@@ -83,25 +79,27 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from driver.builtin import resolve_model_path
+    from driver.cli import parse_config
     from learner.engine import PolicyLearner
-    from protocols import LearnerConfig, RunConfig, TaskConfig
+    from protocols import RunConfig
     from rollout.tasks import load_task
 
     hf_logging.disable_progress_bar()
-    torch.set_num_threads(args.threads)
-    name, task_name, micro, overrides = MODELS[args.model]
-    prompts = args.prompts or (32 if args.model == "builtin" else 8)
-    max_tokens = args.max_tokens or (24 if args.model == "builtin" else 48)
-    path = resolve_model_path(name)
+    cfg = parse_config(WORKLOADS[args.model])[1]
+    torch.set_num_threads(args.threads or max(1, int(cfg.learner.num_cpus)))
+    micro = cfg.learner.micro_batch_size
+    prompts = args.prompts or cfg.rollout.prompts_per_step
+    max_tokens = args.max_tokens or cfg.rollout.max_response_tokens
+    path = resolve_model_path(cfg.model.path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    task = load_task(TaskConfig(name=task_name))
+    task = load_task(cfg.task)
     batches = judged_batches(tokenizer, task, prompts, args.samples, max_tokens, args.rounds + 1, seed=0)
 
     rows = []
     for algo in args.algos:
         learners = {}
         for buckets in (True, False):
-            learner_cfg = LearnerConfig(warmup_steps=0, micro_batch_size=micro, length_buckets=buckets, **overrides)
+            learner_cfg = cfg.learner.model_copy(update={"warmup_steps": 0, "length_buckets": buckets})
             learners[buckets] = PolicyLearner(path, RunConfig(algo=algo, learner=learner_cfg))
         seconds: dict[bool, list[float]] = {True: [], False: []}
         positions: dict[bool, list[int]] = {True: [], False: []}

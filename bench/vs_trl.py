@@ -61,6 +61,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != REPO / "bench")]
 
 from bench.cpu import CPUMeter
+from bench.workloads import WORKLOADS  # --model NAME -> its driver flags; they also build this script's RunConfig
 from protocols import RunConfig
 
 TRL_PINS = [  # trl and what it needs that the project venv lacks (torch & co. come from the project venv)
@@ -74,31 +75,6 @@ TRL_PINS = [  # trl and what it needs that the project venv lacks (torch & co. c
 SETUP_MARKER = "vs_trl-setup.json"
 WORKER = REPO / "bench" / "trl_worker.py"
 
-# --model NAME -> the driver flags that set its model, task and step shape; the same flags build this
-# script's RunConfig, so every setting handed to TRL is read from the config the project runs with.
-WORKLOADS: dict[str, list[str]] = {
-    "builtin": ["--set", "rollout.prompts_per_step=32", "--set", "rollout.max_response_tokens=24"],
-    "smollm2": [
-        "--model",
-        "builtin:smollm2-135m-instruct",
-        "--task",
-        "instruct",
-        "--set",
-        "rollout.prompts_per_step=8",
-        "--set",
-        "rollout.max_response_tokens=48",
-        "--set",
-        "rollout.max_model_len=512",
-        "--set",
-        "learner.lora.rank=16",
-        "--set",
-        "learner.lr=5e-4",
-        "--set",
-        "learner.micro_batch_size=16",
-        "--set",
-        "learner.num_cpus=2",
-    ],
-}
 GRPO = {"kl_coef": 0.04, "clip_eps": 0.2, "epochs": 1}
 DPO_BETA = 0.1
 # pair name -> (project algo, samples per prompt, TRL trainer)
