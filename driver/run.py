@@ -327,7 +327,7 @@ class Loop:
     def start_state(self) -> DriverState:
         """Step 0: the starting policy's held-out samples (the win-rate baseline) and the sync probe."""
         start, batches = self.eval_samples(0, step=0)
-        probe = [list(r.prompt_token_ids + r.response_token_ids)[:32] for r in batches[0].rollouts[:2]]
+        probe = [r.sequence_token_ids[:32].tolist() for r in batches[0].rollouts[:2]]
         # the starting weights, by reference: what a replaced actor re-does the first batches with
         self.served = self.learner_call(0, lambda: export_weights(self.cluster, 0, probe))
         return DriverState(

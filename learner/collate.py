@@ -1,4 +1,4 @@
-"""Token lists -> right-padded tensors: pairs (chosen and rejected in one forward pass) or rollouts.
+"""Token arrays -> right-padded tensors: pairs (chosen and rejected in one forward pass) or rollouts.
 
 Layout (B pairs, T = longest prompt + response):
     row i        (0 <= i < B): prompt_i + chosen_i
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -113,32 +114,37 @@ def collate_sequences(rollouts: Sequence[Rollout], pad_token_id: int) -> Sequenc
 def sampler_logprobs(rollouts: Sequence[Rollout], response_mask: Tensor) -> Tensor:
     """[N, T-1] each rollout's own per-token logprobs (`Rollout.logprobs`, from the sampler) at its
     response positions of `response_mask` (collate order), 0 elsewhere."""
+    counts = response_mask.sum(-1).tolist()
+    for i, (r, count) in enumerate(zip(rollouts, counts, strict=True)):
+        if count != len(r.logprobs):
+            raise ValueError(f"row {i}: {len(r.logprobs)} sampler logprobs for {count} response positions")
     out = torch.zeros(response_mask.shape, dtype=torch.float32)
-    for i, r in enumerate(rollouts):
-        positions = response_mask[i].nonzero().flatten()
-        if len(positions) != len(r.logprobs):
-            raise ValueError(f"row {i}: {len(r.logprobs)} sampler logprobs for {len(positions)} response positions")
-        out[i, positions] = torch.tensor(r.logprobs, dtype=torch.float32)
+    if sum(counts):
+        # True positions of a boolean mask are read row by row, left to right: the rows' logprobs in order
+        out[response_mask] = torch.from_numpy(np.concatenate([np.asarray(r.logprobs, dtype=np.float32) for r in rollouts]))
     return out
 
 
 def _pad_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_token_id: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Right-pad (prompt, response) rows -> input_ids, attention_mask [N, T], response_mask [N, T-1]."""
-    width = max(len(prompt) + len(response) for prompt, response in rows)
-    input_ids, attention_mask, response_mask = [], [], []
-    for prompt, response in rows:
-        if not prompt:
-            raise ValueError("a row has an empty prompt; the first response token needs a prompt token before it")
-        used = len(prompt) + len(response)
-        input_ids.append([*prompt, *response] + [pad_token_id] * (width - used))
-        attention_mask.append([1] * used + [0] * (width - used))
-        # response tokens sit at positions [len(prompt), used); they are scored at t = position - 1
-        response_mask.append([len(prompt) - 1 <= t < used - 1 for t in range(width - 1)])
-    return (
-        torch.tensor(input_ids, dtype=torch.long),
-        torch.tensor(attention_mask, dtype=torch.long),
-        torch.tensor(response_mask, dtype=torch.bool).reshape(len(rows), width - 1),
-    )
+    """Right-pad (prompt, response) rows -> input_ids, attention_mask [N, T], response_mask [N, T-1].
+
+    Rows are arrays (`Rollout` token fields) or any int sequences; each is copied into one
+    preallocated array, so no Python object is made per token."""
+    prompt_lengths = np.array([len(prompt) for prompt, _ in rows], dtype=np.int64)
+    if not prompt_lengths.all():
+        raise ValueError("a row has an empty prompt; the first response token needs a prompt token before it")
+    used = prompt_lengths + np.array([len(response) for _, response in rows], dtype=np.int64)
+    width = int(used.max())
+    input_ids = np.full((len(rows), width), pad_token_id, dtype=np.int64)
+    for i, (prompt, response) in enumerate(rows):
+        input_ids[i, : prompt_lengths[i]] = prompt
+        input_ids[i, prompt_lengths[i] : used[i]] = response
+    positions = np.arange(width)
+    attention_mask = (positions[None, :] < used[:, None]).astype(np.int64)
+    # response tokens sit at positions [len(prompt), used); they are scored at t = position - 1
+    t = positions[None, : width - 1]
+    response_mask = (t >= prompt_lengths[:, None] - 1) & (t < used[:, None] - 1)
+    return torch.from_numpy(input_ids), torch.from_numpy(attention_mask), torch.from_numpy(response_mask)
 
 
 def split_chosen_rejected(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,6 +25,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from learner.preferences import (
     Matrix,
     combined_rewards,
@@ -35,6 +37,7 @@ from learner.preferences import (
     win_probabilities,
     win_rates,
 )
+from protocols.arrays import fields_equal
 from protocols.batches import JudgedBatch, Rollout
 from protocols.preference import bradley_terry
 
@@ -55,12 +58,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Pair:
     """Two responses to one prompt, ordered by the judges.
 
     Attributes:
-        prompt_token_ids: prompt tokens (shared by both responses).
+        prompt_token_ids: prompt tokens (shared by both responses). The token fields are the
+            rollouts' own read-only int32 arrays, not copies; equality compares them by value.
         chosen_token_ids: response tokens of y_w (EOS included if sampled).
         rejected_token_ids: response tokens of the other response y_l.
         chosen_reward: judged reward of y_w: the combined reward (per_judge: the labelling judge's
@@ -72,13 +76,18 @@ class Pair:
         policy_version: weight version that sampled both responses.
     """
 
-    prompt_token_ids: tuple[int, ...]
-    chosen_token_ids: tuple[int, ...]
-    rejected_token_ids: tuple[int, ...]
+    prompt_token_ids: np.ndarray
+    chosen_token_ids: np.ndarray
+    rejected_token_ids: np.ndarray
     chosen_reward: float
     rejected_reward: float
     probability: float
     policy_version: int
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Pair):
+            return NotImplemented
+        return fields_equal(self.__dict__, other.__dict__)
 
 
 # (judged, judge_weights: name -> manifest weight > 0, judge_temperatures: name -> BT temperature)
@@ -87,7 +96,7 @@ PairingFn = Callable[[JudgedBatch, Mapping[str, float], Mapping[str, float]], li
 
 def _pair(group: Sequence[Rollout], chosen: int, rejected: int, values: Sequence[float], probability: float) -> Pair:
     c, r = group[chosen], group[rejected]
-    if c.prompt_token_ids != r.prompt_token_ids:
+    if not np.array_equal(c.prompt_token_ids, r.prompt_token_ids):
         raise ValueError(f"prompt {c.prompt_id!r}: its rollouts carry different prompt_token_ids")
     return Pair(
         prompt_token_ids=c.prompt_token_ids,

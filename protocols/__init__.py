@@ -1,4 +1,4 @@
-"""Typed contracts for everything that crosses a process boundary (imports pydantic and stdlib only)."""
+"""Typed contracts for everything that crosses a process boundary (imports pydantic, numpy and stdlib only)."""
 
 from protocols.batches import (
     FROZEN,

@@ -2,7 +2,8 @@
 
 Everything here is a frozen pydantic model with `extra="forbid"`, so a typo in a field name or a
 value of the wrong type fails loudly at the boundary, with the field named in the error. Token
-data travels as tuples of ints/floats; the learner collates them into padded tensors.
+data travels as flat numpy arrays (protocols/arrays.py: int32 ids, float32 logprobs, validated a
+whole array at a time); the learner collates them into padded tensors.
 
 Sign convention for preferences (used everywhere in the project):
     `PairPreference.probability` = P(rollout `first` is preferred over rollout `second`);
@@ -15,7 +16,10 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from protocols.arrays import Logprobs, PromptTokenIds, TokenIds, fields_equal
 
 FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -38,17 +42,18 @@ class PromptBatch(BaseModel):
 
 
 class Rollout(BaseModel):
-    """One sampled response with the sampler's own per-token logprobs."""
+    """One sampled response with the sampler's own per-token logprobs.
+
+    The token fields take any 1-D sequence and hold read-only numpy arrays (int32 ids, float32
+    logprobs); compare them with numpy, not with `==` against a tuple."""
 
     model_config = FROZEN
     prompt_id: str = Field(min_length=1)
     prompt_text: str
-    prompt_token_ids: tuple[int, ...] = Field(min_length=1)
+    prompt_token_ids: PromptTokenIds = Field(description="Token ids fed to the engine (chat template applied).")
     response_text: str
-    response_token_ids: tuple[int, ...] = Field(
-        description="Sampled tokens, including the EOS token when finish_reason is 'stop'."
-    )
-    logprobs: tuple[float, ...] = Field(description="Sampler logprob of each response token (same length as response_token_ids).")
+    response_token_ids: TokenIds = Field(description="Sampled tokens, including the EOS token when finish_reason is 'stop'.")
+    logprobs: Logprobs = Field(description="Sampler logprob of each response token (same length as response_token_ids).")
     policy_version: int = Field(ge=0, description="Weight version that sampled this response.")
     finish_reason: Literal["stop", "length"]
 
@@ -59,10 +64,20 @@ class Rollout(BaseModel):
                 f"logprobs has {len(self.logprobs)} entries but response_token_ids has "
                 f"{len(self.response_token_ids)}; they must match one-to-one"
             )
-        bad = [x for x in self.logprobs if not (x <= 0.0 or math.isclose(x, 0.0, abs_tol=1e-6))]
-        if bad or any(math.isnan(x) for x in self.logprobs):
-            raise ValueError(f"logprobs must be <= 0 and not NaN, got {bad[:3]}")
         return self
+
+    @property
+    def sequence_token_ids(self) -> np.ndarray:
+        """[P + R] the prompt's token ids followed by the response's (arrays add element-wise, so
+        `prompt_token_ids + response_token_ids` is not this)."""
+        return np.concatenate([self.prompt_token_ids, self.response_token_ids])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Rollout):
+            return NotImplemented
+        return fields_equal(self.__dict__, other.__dict__)
+
+    __hash__ = None  # type: ignore[assignment]  # arrays are not hashable; a Rollout is not a key
 
 
 class RolloutBatch(BaseModel):

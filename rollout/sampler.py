@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 from vllm import LLM, SamplingParams
 from vllm.inputs import TokensPrompt
@@ -91,17 +92,21 @@ class VLLMSampler:
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         rollouts = []
         for prompt, out in zip(batch.prompts, outputs, strict=True):
+            prompt_ids = np.asarray(out.prompt_token_ids, dtype=np.int32)
+            prompt_ids.flags.writeable = False  # read-only: the prompt's K rollouts share this one array
             for completion in out.outputs:
-                token_ids = tuple(completion.token_ids)
-                logprobs = tuple(step[tok].logprob for step, tok in zip(completion.logprobs, token_ids))
+                token_ids = list(completion.token_ids)
+                logprobs = np.fromiter(
+                    (step[tok].logprob for step, tok in zip(completion.logprobs, token_ids)), np.float32, len(token_ids)
+                )
                 rollouts.append(
                     Rollout(
                         prompt_id=prompt.prompt_id,
                         prompt_text=prompt.text,
-                        prompt_token_ids=tuple(out.prompt_token_ids),
+                        prompt_token_ids=prompt_ids,
                         response_text=completion.text,
                         response_token_ids=token_ids,
-                        logprobs=tuple(min(x, 0.0) for x in logprobs),
+                        logprobs=np.minimum(logprobs, 0.0),
                         policy_version=self.policy_version,
                         finish_reason="stop" if completion.finish_reason == "stop" else "length",
                     )

@@ -227,8 +227,8 @@ def test_restricted_libraries_stay_in_their_packages(library):
     assert offenders == [], f"{library} may only be imported in {sorted(allowed)}"
 
 
-def test_protocols_import_only_pydantic_and_the_standard_library():
-    allowed = {"pydantic", "protocols"} | set(sys.stdlib_module_names)
+def test_protocols_import_only_pydantic_numpy_and_the_standard_library():
+    allowed = {"pydantic", "numpy", "protocols"} | set(sys.stdlib_module_names)
     offenders = [f"{where} imports {name}" for pkg, where, name in IMPORTS if pkg == "protocols" and name not in allowed]
     assert offenders == []
 

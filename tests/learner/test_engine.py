@@ -90,7 +90,7 @@ def test_export_probe_and_opponent_ring(builtin_models, batch):
     learner = make_learner(builtin_models.policy)
     hf = AutoModelForCausalLM.from_pretrained(builtin_models.policy)
     assert learner.state_dict().keys() == hf.state_dict().keys()
-    seq = list(batch.batch.rollouts[0].prompt_token_ids + batch.batch.rollouts[0].response_token_ids)
+    seq = batch.batch.rollouts[0].sequence_token_ids.tolist()
     with torch.no_grad():
         logp = torch.log_softmax(hf(input_ids=torch.tensor([seq])).logits[0, :-1], -1)
     expected = logp[torch.arange(len(seq) - 1), torch.tensor(seq[1:])]

@@ -77,7 +77,7 @@ def test_exported_weights_reproduce_the_learners_probe_on_the_gpu(builtin_models
     learner = gpu_learner(builtin_models.policy, "float32", 2)
     for step in range(3):
         learner.train_step([batch], step, {"gt": 1.0})
-    sequences = [list(r.prompt_token_ids + r.response_token_ids) for r in batch.batch.rollouts[:4]]
+    sequences = [r.sequence_token_ids.tolist() for r in batch.batch.rollouts[:4]]
     probe = learner.probe(sequences)
     state = learner.state_dict()
     torch.cuda.synchronize()

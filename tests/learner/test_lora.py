@@ -42,7 +42,7 @@ def test_a_lora_step_trains_adapters_only_and_exports_merged_weights(builtin_mod
     assert changed and all(k.split(".")[-2] in LORA.target_modules for k in changed)
     assert "model.embed_tokens.weight" not in changed
 
-    ids = torch.tensor([list(batch.batch.rollouts[0].prompt_token_ids + batch.batch.rollouts[0].response_token_ids)])
+    ids = torch.tensor([batch.batch.rollouts[0].sequence_token_ids.tolist()])
     merged = AutoModelForCausalLM.from_pretrained(builtin_models.policy).eval()
     merged.load_state_dict(after, strict=True)
     learner.engine.module.eval()

@@ -117,7 +117,7 @@ def test_best_vs_worst_uses_combined_rewards():
     # judge a prefers sample 0, judge b (weight 3) prefers sample 1: combined [0.25, 0.75]
     batch = judged(1, 2, Judgement(judge="a", rewards=(1.0, 0.0)), Judgement(judge="b", rewards=(0.0, 1.0)))
     (pair,) = best_vs_worst(batch, {"a": 1.0, "b": 3.0}, {})
-    assert pair.chosen_token_ids == (1, 2) and pair.rejected_token_ids == (0, 2)
+    assert pair.chosen_token_ids.tolist() == [1, 2] and pair.rejected_token_ids.tolist() == [0, 2]
     assert (pair.chosen_reward, pair.rejected_reward) == pytest.approx((0.75, 0.25))
     # equal weights tie every rollout: nothing to learn from
     assert best_vs_worst(batch, {"a": 1.0, "b": 1.0}, {}) == []
@@ -217,7 +217,7 @@ def test_all_pairs_orients_and_skips_ties_and_unjudged():
     p = prefs(0, 3, *THREE) + prefs(1, 3, (0, 1, 0.5), (1, 2, 0.2))
     pairs = all_pairs(judged(2, 3, Judgement(judge="p", preferences=p)), {"p": 1.0}, {})
     assert orders(pairs) == [(1, 0), (0, 2), (1, 2), (2, 1)]
-    assert [pair.prompt_token_ids for pair in pairs] == [(100,)] * 3 + [(101,)]
+    assert [pair.prompt_token_ids.tolist() for pair in pairs] == [[100]] * 3 + [[101]]
     assert [pair.probability for pair in pairs] == pytest.approx([0.7, 0.6, 0.8, 0.8])
     assert all(pair.probability >= 0.5 for pair in pairs)
 
@@ -274,7 +274,7 @@ def test_per_judge_labels_group_g_by_judge_g_mod_n():
     b = Judgement(judge="b", preferences=p)
     pairs = per_judge(judged(5, 3, a, b), {}, {"a": 0.5})  # weights are not used
     assert orders(pairs) == [(0, 1), (2, 1), (0, 1), (2, 1)]
-    assert [pair.prompt_token_ids for pair in pairs] == [(100,), (101,), (102,), (103,)]
+    assert [pair.prompt_token_ids.tolist() for pair in pairs] == [[100], [101], [102], [103]]
     sigmoid2 = 1 / (1 + math.exp(-2))
     assert [pair.probability for pair in pairs] == pytest.approx([sigmoid2, 0.9, sigmoid2, 0.9])
     assert (pairs[0].chosen_reward, pairs[1].chosen_reward) == pytest.approx((1.0, 0.8))

@@ -120,7 +120,7 @@ def test_rloo_subtracts_the_sequence_kl_from_the_reward(builtin_models, batch):
     kl = []
     with torch.no_grad():
         for r in batch.batch.rollouts:
-            ids = torch.tensor([r.prompt_token_ids + r.response_token_ids])
+            ids = torch.tensor([r.sequence_token_ids.tolist()])
             start = len(r.prompt_token_ids) - 1
             logp = [torch.log_softmax(m(input_ids=ids).logits[0, :-1], -1)[start:] for m in (policy, reference)]
             tokens = ids[0, start + 1 :]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -40,12 +41,15 @@ def test_generate_returns_k_grouped_rollouts_with_sampler_logprobs(sampler, hf_p
     batch = sampler.generate(PromptBatch(step=3, prompts=prompts, samples_per_prompt=3))
     assert len(batch.rollouts) == 15 and batch.step == 3 and batch.policy_version == sampler.policy_version
     assert [g[0].prompt_id for g in batch.groups()] == [p.prompt_id for p in prompts]
+    for group in batch.groups():  # token data as arrays; a prompt's samples share its one prompt array
+        assert all(r.prompt_token_ids is group[0].prompt_token_ids for r in group)
+    assert all(r.response_token_ids.dtype == np.int32 and r.logprobs.dtype == np.float32 for r in batch.rollouts)
     for r in batch.rollouts:
         assert 1 <= len(r.response_token_ids) <= 16
         assert (r.finish_reason == "length") == (r.response_token_ids[-1] != hf_policy.config.eos_token_id)
     # Sampler logprobs equal the HF model's logprobs of the same tokens (fp32, same weights).
     for r in batch.rollouts[:6]:
-        seq = r.prompt_token_ids + r.response_token_ids
+        seq = r.sequence_token_ids.tolist()
         hf = _hf_logprobs(hf_policy, [seq])[0][len(r.prompt_token_ids) - 1 :]
         assert max(abs(a - b) for a, b in zip(hf, r.logprobs)) < 1e-3
 
@@ -66,7 +70,7 @@ def test_weight_update_changes_what_vllm_samples(sampler, hf_policy):
     head[[first, other]] = head[[other, first]]
     edited = AutoModelForCausalLM.from_pretrained(sampler.llm.llm_engine.model_config.model)
     edited.load_state_dict(state)
-    seqs = [before.rollouts[0].prompt_token_ids + before.rollouts[0].response_token_ids]
+    seqs = [before.rollouts[0].sequence_token_ids.tolist()]
     probe = SyncProbe(token_ids=tuple(tuple(s) for s in seqs), logprobs=tuple(_hf_logprobs(edited, seqs)))
 
     # A probe that does not match what is loaded is refused and the version does not advance.
@@ -99,4 +103,4 @@ def test_weight_update_changes_what_vllm_samples(sampler, hf_policy):
             WeightVersion(version=sampler.policy_version + 1, step=3, num_tensors=len(original), num_bytes=1, probe=back),
         )
     again = sampler.generate(PromptBatch(step=0, prompts=prompts, samples_per_prompt=1), **greedy)
-    assert [r.response_token_ids for r in again.rollouts] == [r.response_token_ids for r in before.rollouts]
+    assert [r.response_token_ids.tolist() for r in again.rollouts] == [r.response_token_ids.tolist() for r in before.rollouts]
