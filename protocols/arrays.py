@@ -16,7 +16,7 @@ the arrays again. Equality of models holding arrays is by value (`fields_equal`)
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -62,9 +62,10 @@ def token_ids(value: Any) -> np.ndarray:
     raw = _one_dimensional(value, np.int32, "token ids")
     if raw.dtype.kind not in "iu":
         raise ValueError(f"token ids must be integers, got dtype {raw.dtype}")
-    if raw.dtype.kind == "i" and raw.size and int(raw.min()) < 0:
-        raise ValueError(f"token ids must be >= 0, got {int(raw.min())}")
-    if raw.size and int(raw.max()) > _INT32_MAX:
+    # one reduction checks both bounds: read as unsigned, a negative id is larger than any valid one
+    if raw.size and int(raw.view(f"u{raw.dtype.itemsize}").max()) > _INT32_MAX:
+        if raw.dtype.kind == "i" and int(raw.min()) < 0:
+            raise ValueError(f"token ids must be >= 0, got {int(raw.min())}")
         raise ValueError(f"token ids must be < 2**31, got {int(raw.max())}")
     return _owned(raw, np.int32)
 
@@ -81,8 +82,8 @@ def logprobs(value: Any) -> np.ndarray:
     """A read-only float32 array of logprobs: each <= 0 (up to 1e-6 of float noise), none NaN."""
     raw = _one_dimensional(value, np.float32, "logprobs")
     array = _owned(raw, np.float32)
-    bad = array[~(array <= 1e-6)]  # NaN fails the comparison too
-    if bad.size:
+    if array.size and not array.max() <= 1e-6:  # a NaN makes the max NaN, which fails the comparison
+        bad = array[~(array <= 1e-6)]
         raise ValueError(f"logprobs must be <= 0 and not NaN, got {[round(float(x), 6) for x in bad[:3]]}")
     return _frozen(array)
 
@@ -125,3 +126,23 @@ def fields_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
         elif x != y:
             return False
     return True
+
+
+def pack_token_arrays(rows: Sequence[Sequence[np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Rows of arrays (one row per rollout, the same fields in each) -> one flat array per field and
+    the [rows + 1, fields] offsets into them, for a single buffer per field on the wire."""
+    fields = list(zip(*rows, strict=True)) if rows else []
+    lengths = np.array([[len(a) for a in row] for row in rows], dtype=np.int64).reshape(len(rows), len(fields))
+    offsets = np.zeros((len(rows) + 1, len(fields)), dtype=np.int64)
+    np.cumsum(lengths, axis=0, out=offsets[1:])
+    return [np.concatenate(column) if column else np.zeros(0) for column in fields], offsets
+
+
+def unpack_token_arrays(flats: Sequence[np.ndarray], offsets: np.ndarray) -> list[list[np.ndarray]]:
+    """The inverse of `pack_token_arrays`: per row, read-only views into the flat arrays (no copy)."""
+    for flat in flats:
+        flat.flags.writeable = False  # views made afterwards are read-only too
+    bounds = offsets.tolist()
+    return [
+        [flat[start[j] : stop[j]] for j, flat in enumerate(flats)] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+    ]

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from protocols.arrays import Logprobs, PromptTokenIds, TokenIds, fields_equal
+from protocols.arrays import Logprobs, PromptTokenIds, TokenIds, fields_equal, pack_token_arrays, unpack_token_arrays
 
 FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -103,6 +103,23 @@ class RolloutBatch(BaseModel):
             raise ValueError(f"rollouts carry policy_version {sorted(versions)}, batch says {self.policy_version}")
         return self
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled (for the object store) as a few flat arrays: every response's ids, every
+        logprob, each distinct prompt array once, with offsets; not one small array per rollout.
+        The receiver's rollouts hold read-only views into them (`_unpacked_batch`)."""
+        index: dict[int, int] = {}
+        prompts: list[tuple[np.ndarray]] = []
+        which = []
+        for r in self.rollouts:
+            if id(r.prompt_token_ids) not in index:
+                index[id(r.prompt_token_ids)] = len(prompts)
+                prompts.append((r.prompt_token_ids,))
+            which.append(index[id(r.prompt_token_ids)])
+        scalars = [(r.prompt_id, r.prompt_text, r.response_text, r.policy_version, r.finish_reason) for r in self.rollouts]
+        head = (self.step, self.policy_version, self.samples_per_prompt)
+        packed = (pack_token_arrays(prompts), pack_token_arrays([(r.response_token_ids, r.logprobs) for r in self.rollouts]))
+        return _unpacked_batch, (head, scalars, which, packed)
+
     def groups(self) -> list[tuple[Rollout, ...]]:
         """The rollouts split into per-prompt groups of `samples_per_prompt`."""
         k = self.samples_per_prompt
@@ -114,6 +131,38 @@ class RolloutBatch(BaseModel):
         start, stop = part_bounds(len(self.rollouts) // self.samples_per_prompt, index, parts)
         k = self.samples_per_prompt
         return self.model_copy(update={"rollouts": self.rollouts[start * k : stop * k]})
+
+
+def _unpacked_batch(
+    head: tuple[int, int, int],
+    scalars: Sequence[tuple[str, str, str, int, str]],
+    which: Sequence[int],
+    packed: tuple[tuple[list[np.ndarray], np.ndarray], tuple[list[np.ndarray], np.ndarray]],
+) -> RolloutBatch:
+    """`RolloutBatch.__reduce__`'s inverse. Not validated again: the batch was validated when it
+    was made, and the arrays come back as the same read-only values (as pydantic's own unpickling,
+    which does not validate either)."""
+    prompts = [row[0] for row in unpack_token_arrays(*packed[0])]
+    tokens = unpack_token_arrays(*packed[1])
+    rollouts = tuple(
+        Rollout.model_construct(
+            prompt_id=prompt_id,
+            prompt_text=prompt_text,
+            prompt_token_ids=prompts[w],
+            response_text=response_text,
+            response_token_ids=response,
+            logprobs=logprobs,
+            policy_version=version,
+            finish_reason=finish_reason,
+        )
+        for (prompt_id, prompt_text, response_text, version, finish_reason), w, (response, logprobs) in zip(
+            scalars, which, tokens, strict=True
+        )
+    )
+    step, policy_version, samples_per_prompt = head
+    return RolloutBatch.model_construct(
+        step=step, policy_version=policy_version, samples_per_prompt=samples_per_prompt, rollouts=rollouts
+    )
 
 
 class SampleExample(BaseModel):

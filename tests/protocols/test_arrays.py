@@ -107,6 +107,30 @@ def test_a_pickled_batch_comes_back_equal_with_its_arrays():
     assert again.rollouts[1].response_token_ids.tolist() == [1, 2]
 
 
+def test_a_batch_is_pickled_as_flat_arrays_and_comes_back_as_read_only_views():
+    shared = token_ids((5, 6, 7))  # read-only: the two samples of prompt p share it
+    first = rollout(prompt_token_ids=shared)
+    second = rollout(prompt_token_ids=shared, response_token_ids=(), logprobs=(), finish_reason="length")
+    other = rollout(prompt_id="o", prompt_token_ids=(1,), response_token_ids=(2, 3, 4), logprobs=(-1.0, -2.0, -3.0))
+    batch = RolloutBatch(step=4, policy_version=0, samples_per_prompt=2, rollouts=(first, second, other, other))
+    again = pickle.loads(pickle.dumps(batch, protocol=5))
+    assert again.rollouts == batch.rollouts and (again.step, again.samples_per_prompt) == (4, 2)
+    assert again.rollouts[2].response_token_ids.tolist() == [2, 3, 4] and again.rollouts[1].response_token_ids.size == 0
+    assert again.rollouts[0].prompt_token_ids is again.rollouts[1].prompt_token_ids  # each distinct prompt sent once
+    ids = again.rollouts[2].response_token_ids
+    assert ids.base is not None and not ids.flags.writeable  # a view into one flat array, not a copy
+    assert again.rollouts[3].logprobs.dtype == np.float32 and again.rollouts[3].logprobs.tolist() == [-1.0, -2.0, -3.0]
+
+
+def test_a_batch_through_the_object_store_comes_back_equal(ray_cluster):
+    import ray
+
+    batch = RolloutBatch(step=0, policy_version=0, samples_per_prompt=1, rollouts=(rollout(), rollout(prompt_id="o")))
+    again = ray.get(ray.put(batch))
+    assert again.rollouts == batch.rollouts
+    assert not again.rollouts[1].prompt_token_ids.flags.writeable
+
+
 def test_pairs_compare_their_token_arrays_by_value():
     def pair(rejected):
         return Pair(np.array([1]), np.array([2, 3]), np.array(rejected), 1.0, 0.0, 1.0, 0)
