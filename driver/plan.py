@@ -11,12 +11,16 @@ directory's lock).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from driver.builtin import check_model_path
+from driver.builtin import check_model_path, default_cache_root
 from learner.algorithms import get_algorithm, resolved
 from protocols import (
     HttpJudgeSpec,
@@ -32,6 +36,8 @@ from protocols.config import SecurityConfig
 from protocols.judges import POINTWISE_KINDS
 from rollout.judges import resolve_function
 from rollout.tasks import Task, load_task
+
+logger = logging.getLogger("driver")
 
 
 def ground_truth_judge(task: Task) -> RuleJudgeSpec | None:
@@ -224,7 +230,29 @@ def resolve_plan(
 def check_context(cfg: RunConfig, task: Task, model_path: str) -> int:
     """The longest prompt of the task (as the policy sees it, through its chat template) plus
     `rollout.max_response_tokens` must fit in `rollout.max_model_len`, or vLLM would cut responses
-    short (or refuse the prompt) mid-run. Returns the longest prompt's length in tokens."""
+    short (or refuse the prompt) mid-run. Returns the longest prompt's length in tokens.
+
+    The longest prompt is remembered per tokenizer, prompts and chat mode (`cached_longest_prompt`):
+    measuring it imports transformers, seconds of every launch, and a run started again on the
+    same model and prompts measures nothing new."""
+    longest, text, chat = cached_longest_prompt(cfg, task, model_path)
+    need = longest + cfg.rollout.max_response_tokens
+    if need > cfg.rollout.max_model_len:
+        raise ValueError(
+            f"rollout.max_model_len={cfg.rollout.max_model_len} is too small: the task's longest prompt is {longest} "
+            f"tokens{' through the chat template' if chat else ''} ({text[:40]!r}...) plus "
+            f"rollout.max_response_tokens={cfg.rollout.max_response_tokens}; set rollout.max_model_len to at least {need}"
+        )
+    return longest
+
+
+# files of a model directory that do not change how it tokenizes (weights), left out of the key
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5")
+
+
+def longest_prompt(cfg: RunConfig, task: Task, model_path: str) -> tuple[int, str, bool]:
+    """(tokens, text) of the task's longest prompt as the policy's engine is fed it, and whether
+    that is through the chat template."""
     from transformers import AutoTokenizer
 
     from rollout.chat import prompt_token_ids, uses_chat_template
@@ -235,11 +263,46 @@ def check_context(cfg: RunConfig, task: Task, model_path: str) -> int:
         raise ValueError(f"model.path: cannot load the tokenizer of {model_path!r}: {str(err).splitlines()[0]}") from None
     chat = uses_chat_template(tokenizer, cfg.model.chat_template)
     longest, text = max((len(prompt_token_ids(tokenizer, p.text, chat)), p.text) for p in (*task.train, *task.heldout))
-    need = longest + cfg.rollout.max_response_tokens
-    if need > cfg.rollout.max_model_len:
-        raise ValueError(
-            f"rollout.max_model_len={cfg.rollout.max_model_len} is too small: the task's longest prompt is {longest} "
-            f"tokens{' through the chat template' if chat else ''} ({text[:40]!r}...) plus "
-            f"rollout.max_response_tokens={cfg.rollout.max_response_tokens}; set rollout.max_model_len to at least {need}"
-        )
-    return longest
+    return longest, text, chat
+
+
+def prompt_length_key(cfg: RunConfig, task: Task, model_path: str) -> str | None:
+    """A hash of everything `longest_prompt` depends on: the transformers version, the chat mode,
+    the model directory's non-weight files (names, sizes, modification times: its tokenizer
+    files and config), and every prompt's text. None where the model is not a local directory."""
+    directory = Path(model_path)
+    if not directory.is_dir():
+        return None
+    digest = hashlib.sha256()
+    digest.update(f"{importlib.metadata.version('transformers')}\0{cfg.model.chat_template}\0".encode())
+    for file in sorted(directory.iterdir()):
+        if file.is_file() and not file.name.endswith(WEIGHT_SUFFIXES):
+            stat = file.stat()
+            digest.update(f"{file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    for prompt in (*task.train, *task.heldout):
+        digest.update(prompt.text.encode() + b"\0")
+    return digest.hexdigest()[:24]
+
+
+def cached_longest_prompt(cfg: RunConfig, task: Task, model_path: str) -> tuple[int, str, bool]:
+    """`longest_prompt`, remembered under `$ONLINE_RLHF_CACHE/prompt-lengths/<key>.json` (the
+    built-in model's cache root). A cache that cannot be read is measured again; one that cannot
+    be written is logged and the run goes on."""
+    key = prompt_length_key(cfg, task, model_path)
+    path = default_cache_root() / "prompt-lengths" / f"{key}.json" if key else None
+    if path is not None and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            return int(saved["longest"]), str(saved["text"]), bool(saved["chat"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            logger.warning("prompt-length cache %s is unreadable (%s); measuring again", path, err)
+    longest, text, chat = longest_prompt(cfg, task, model_path)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps({"longest": longest, "text": text, "chat": chat, "model": model_path}))
+            partial.replace(path)  # whole or absent: a reader never sees half a file
+        except OSError as err:
+            logger.warning("could not cache the task's prompt lengths at %s (%s); the next launch measures them again", path, err)
+    return longest, text, chat

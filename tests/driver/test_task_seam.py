@@ -105,6 +105,55 @@ def test_prompts_that_cannot_fit_the_context_fail_before_anything_starts(tmp_pat
     )
 
 
+def test_the_longest_prompt_is_measured_once_per_tokenizer_and_prompts(tmp_path, builtin_models, monkeypatch):
+    """A launch on the same model and prompts reads the remembered length instead of importing
+    transformers again; new prompts, another chat mode or a changed tokenizer file measure anew."""
+    import shutil
+
+    import driver.plan as plan
+
+    monkeypatch.setenv("ONLINE_RLHF_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "policy"
+    shutil.copytree(builtin_models.policy, model)
+    prompts = [{"prompt": "list 2 fruits:", "split": "train"}, {"prompt": "name 3 birds: " + "crow " * 9, "split": "heldout"}]
+    task = load_task(TaskConfig(name="jsonl", path=write_jsonl(tmp_path / "p.jsonl", prompts)))
+    cfg = RunConfig(task=TaskConfig(name="jsonl", path=str(tmp_path / "p.jsonl")))
+    measured = []
+    real = plan.longest_prompt
+    monkeypatch.setattr(plan, "longest_prompt", lambda *a: measured.append(a) or real(*a))
+
+    first = plan.check_context(cfg, task, str(model))
+    assert plan.check_context(cfg, task, str(model)) == first and len(measured) == 1  # remembered
+    assert len(list((tmp_path / "cache" / "prompt-lengths").glob("*.json"))) == 1
+
+    longer = load_task(TaskConfig(name="jsonl", path=write_jsonl(tmp_path / "q.jsonl", [*prompts, {"prompt": "crow " * 30}])))
+    assert plan.check_context(cfg, longer, str(model)) > first and len(measured) == 2
+    off = cfg.model_copy(update={"model": cfg.model.model_copy(update={"chat_template": "off"})})
+    plan.check_context(off, task, str(model))
+    assert len(measured) == 3
+    config = model / "tokenizer_config.json"
+    config.write_text(config.read_text() + "\n")  # a tokenizer file changed (size and time)
+    plan.check_context(cfg, task, str(model))
+    assert len(measured) == 4
+    # the weights are not part of the key: new weights with the same tokenizer measure nothing
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())
+    plan.check_context(cfg, task, str(model))
+    assert len(measured) == 4
+
+    # a remembered length still fails the check, with the same line
+    small = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"max_model_len": first})})
+    with pytest.raises(ValueError, match=rf"longest prompt is {first} tokens .* at least {first + 24}"):
+        plan.check_context(small, task, str(model))
+    assert len(measured) == 4
+
+    # an unreadable entry is measured again and rewritten
+    for entry in (tmp_path / "cache" / "prompt-lengths").glob("*.json"):
+        entry.write_text("{not json")
+    assert plan.check_context(cfg, task, str(model)) == first and len(measured) == 5
+    assert plan.check_context(cfg, task, str(model)) == first and len(measured) == 5
+
+
 def test_infinite_or_nan_config_values_are_refused_up_front():
     assert_one_line_error(run_driver("--set", "learner.lr=.inf"), "field 'learner.lr'", "finite number")
     assert_one_line_error(run_driver("--set", "rollout.temperature=.nan"), "field 'rollout.temperature'", "finite number")
