@@ -19,7 +19,10 @@ def run_driver(
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)
     args = [sys.executable, "-m", "driver", "--algo", algo, "--steps", str(steps), "--output", str(out), *flags]
-    for item in ("rollout.prompts_per_step=8", "eval.num_prompts=8", "eval.samples_per_prompt=2", *sets):
+    # plots off unless asked for (`tracking.plots=true` in sets: the later --set wins): drawing them
+    # costs every run about 2 s; one run draws them (test_algorithms.py) and tests/driver/test_report.py
+    # checks them in process
+    for item in ("rollout.prompts_per_step=8", "eval.num_prompts=8", "eval.samples_per_prompt=2", "tracking.plots=false", *sets):
         args += ["--set", item]
     result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -39,8 +39,10 @@ FIRST_LOSS = {  # (also tests/learner/test_engine.py's, in-process, for every al
 @pytest.mark.parametrize("algo", ["dpo", "grpo", "osp"])
 def test_three_steps_end_to_end(builtin_models, tmp_path, algo):
     out = tmp_path / algo
-    log = run_driver(out, "eval.every=0", algo=algo).stderr
+    plots = ("tracking.plots=true",) if algo == "dpo" else ()  # (the one e2e run that draws them)
+    log = run_driver(out, "eval.every=0", *plots, algo=algo).stderr
     assert "step 3/3 | " in log and "win rate vs starting policy" in log
+    assert (out / "plots" / "overview.png").is_file() == bool(plots) and (out / "summary.md").is_file()
 
     steps, final = read_metrics(out)
     assert [r["learner/policy_version"] for r in steps] == [1.0, 2.0, 3.0]
