@@ -449,9 +449,9 @@ def unequal_settings(args, cfg: RunConfig) -> list[str]:
         f"{cfg.learner.grad_clip:g}, lr factor min(1, (step + 1) / {cfg.learner.warmup_steps})), so the updates differ "
         "only by summation order and by the samples.",
         "Off-policy: with max_staleness 1 the project trains on samples of the policy one version old, weighted by "
-        f"truncated importance ratios (learner.offpolicy_clip {cfg.learner.offpolicy_clip:g}; GRPO pays an extra "
-        "old-logprob pass for it); max_staleness 0 and TRL (num_iterations 1, one generation per step) are strictly "
-        "on-policy.",
+        f"truncated importance ratios (learner.offpolicy_clip {cfg.learner.offpolicy_clip:g}; with one update per "
+        "step GRPO takes them from the update's own logprobs, no extra pass); max_staleness 0 and TRL (num_iterations "
+        "1, one generation per step) are strictly on-policy.",
         "Online DPO ties: the project's best_vs_worst pairing skips a prompt whose two samples tie on the ground truth "
         "(the loss is the mean over the pairs kept); TRL's OnlineDPOTrainer trains on every prompt, a tie making the "
         "first sample the chosen one. Both use beta 0.1, the sigmoid loss and summed sequence logprobs.",
