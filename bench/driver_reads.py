@@ -14,19 +14,13 @@ cached), side by side in one run. Not a test; record results in BENCHMARKS.md wi
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != REPO / "bench")]
 
-SIZES = [  # (prompts per worker, samples per prompt, response tokens, prompt tokens)
-    (32, 4, 24, 12),  # the built-in task's step on one worker
-    (64, 4, 256, 128),
-    (128, 8, 1024, 256),  # a real model's step
-]
+from bench.workloads import BATCH_SIZES, put_get_seconds  # noqa: E402
 
 
 def synthetic_batch(prompts: int, k: int, response: int, prompt: int):
@@ -49,19 +43,6 @@ def synthetic_batch(prompts: int, k: int, response: int, prompt: int):
     return RolloutBatch(step=0, policy_version=1, samples_per_prompt=k, rollouts=rollouts)
 
 
-def timed_get(value, repeats: int) -> float:
-    import ray
-
-    seconds = []
-    for _ in range(repeats):
-        ref = ray.put(value)
-        start = time.perf_counter()
-        ray.get(ref)
-        seconds.append(time.perf_counter() - start)
-        del ref
-    return statistics.median(seconds)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=9)
@@ -74,9 +55,9 @@ def main() -> None:
     try:
         print("| prompts x samples x tokens | response tokens | whole batch ms | summary ms | ratio |")
         print("|---|---|---|---|---|")
-        for prompts, k, response, prompt in SIZES:
+        for prompts, k, response, prompt in BATCH_SIZES:
             batch = synthetic_batch(prompts, k, response, prompt)
-            whole, summary = timed_get(batch, args.repeats), timed_get(summarize(batch), args.repeats)
+            whole, summary = put_get_seconds(batch, args.repeats)[1], put_get_seconds(summarize(batch), args.repeats)[1]
             tokens = prompts * k * response
             size = f"{prompts} x {k} x {response}"
             print(f"| {size} | {tokens} | {whole * 1e3:.2f} | {summary * 1e3:.3f} | {whole / summary:.0f}x |")

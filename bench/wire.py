@@ -24,11 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path = [str(REPO), *(p for p in sys.path if Path(p or ".").resolve() != REPO / "bench")]
 
-SIZES = [  # (prompts per worker, samples per prompt, response tokens, prompt tokens)
-    (32, 4, 24, 12),  # the built-in task's step on one worker
-    (64, 4, 256, 128),
-    (128, 8, 1024, 256),  # a real model's step
-]
+from bench.workloads import BATCH_SIZES, put_get_seconds  # noqa: E402
 
 
 def engine_lists(prompts: int, k: int, response: int, prompt: int, seed: int = 0) -> list[tuple[list, list, list]]:
@@ -92,21 +88,13 @@ def main() -> None:
         columns += ["collate ms", "total ms", "pickled MB"]
         print("| " + " | ".join(columns) + " |")
         print("|---|---|---|---|---|---|---|---|")
-        for prompts, k, response, prompt in SIZES:
+        for prompts, k, response, prompt in BATCH_SIZES:
             rows = engine_lists(prompts, k, response, prompt)
             batch = build(rows, k)
             tokens = sum(len(r.response_token_ids) for r in batch.rollouts)
             built = median_seconds(lambda rows=rows, k=k: build(rows, k), args.repeats)
-            puts, gets = [], []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                ref = ray.put(batch)
-                puts.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                received = ray.get(ref)
-                gets.append(time.perf_counter() - start)
-                del ref
-            put, get = statistics.median(puts), statistics.median(gets)
+            put, get = put_get_seconds(batch, args.repeats)
+            received = ray.get(ray.put(batch))  # what a judge or the learner collates
             collated = median_seconds(lambda received=received: collate(received), args.repeats)
             size = len(cloudpickle.dumps(batch, protocol=5)) / 1e6
             total = built + put + get + collated
