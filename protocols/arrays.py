@@ -85,7 +85,7 @@ def logprobs(value: Any) -> np.ndarray:
     if array.size and not array.max() <= 1e-6:  # a NaN makes the max NaN, which fails the comparison
         bad = array[~(array <= 1e-6)]
         raise ValueError(f"logprobs must be <= 0 and not NaN, got {[round(float(x), 6) for x in bad[:3]]}")
-    return _frozen(array)
+    return array
 
 
 def _as_list(array: np.ndarray) -> list[int] | list[float]:
@@ -129,13 +129,12 @@ def fields_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def pack_token_arrays(rows: Sequence[Sequence[np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Rows of arrays (one row per rollout, the same fields in each) -> one flat array per field and
-    the [rows + 1, fields] offsets into them, for a single buffer per field on the wire."""
-    fields = list(zip(*rows, strict=True)) if rows else []
-    lengths = np.array([[len(a) for a in row] for row in rows], dtype=np.int64).reshape(len(rows), len(fields))
-    offsets = np.zeros((len(rows) + 1, len(fields)), dtype=np.int64)
+    """Rows of arrays (at least one row, one per rollout, the same fields in each) -> one flat array
+    per field and the [rows + 1, fields] offsets into them, for a single buffer per field on the wire."""
+    lengths = np.array([[len(a) for a in row] for row in rows], dtype=np.int64)
+    offsets = np.zeros((len(rows) + 1, lengths.shape[1]), dtype=np.int64)
     np.cumsum(lengths, axis=0, out=offsets[1:])
-    return [np.concatenate(column) if column else np.zeros(0) for column in fields], offsets
+    return [np.concatenate(column) for column in zip(*rows, strict=True)], offsets
 
 
 def unpack_token_arrays(flats: Sequence[np.ndarray], offsets: np.ndarray) -> list[list[np.ndarray]]:

@@ -99,6 +99,8 @@ class VLLMSampler:
                 logprobs = np.fromiter(
                     (step[tok].logprob for step, tok in zip(completion.logprobs, token_ids)), np.float32, len(token_ids)
                 )
+                np.minimum(logprobs, 0.0, out=logprobs)  # rounding can put a logprob a hair above 0
+                logprobs.flags.writeable = False  # read-only: the Rollout keeps it as it is, no copy
                 rollouts.append(
                     Rollout(
                         prompt_id=prompt.prompt_id,
@@ -106,7 +108,7 @@ class VLLMSampler:
                         prompt_token_ids=prompt_ids,
                         response_text=completion.text,
                         response_token_ids=token_ids,
-                        logprobs=np.minimum(logprobs, 0.0),
+                        logprobs=logprobs,
                         policy_version=self.policy_version,
                         finish_reason="stop" if completion.finish_reason == "stop" else "length",
                     )

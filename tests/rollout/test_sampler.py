@@ -44,6 +44,7 @@ def test_generate_returns_k_grouped_rollouts_with_sampler_logprobs(sampler, hf_p
     for group in batch.groups():  # token data as arrays; a prompt's samples share its one prompt array
         assert all(r.prompt_token_ids is group[0].prompt_token_ids for r in group)
     assert all(r.response_token_ids.dtype == np.int32 and r.logprobs.dtype == np.float32 for r in batch.rollouts)
+    assert all(not r.logprobs.flags.writeable and (r.logprobs <= 0).all() for r in batch.rollouts)
     for r in batch.rollouts:
         assert 1 <= len(r.response_token_ids) <= 16
         assert (r.finish_reason == "length") == (r.response_token_ids[-1] != hf_policy.config.eos_token_id)
